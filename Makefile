@@ -1,0 +1,38 @@
+# Every target sets itself up from a fresh clone: a local .venv with an editable install.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: test demo bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.stamp-test: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[test,examples]"
+	touch $@
+
+$(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-test
+	$(PIP) install --quiet -e ".[test,examples,bench]"
+	touch $@
+
+test: $(VENV)/.stamp-test
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(VENV)/.stamp-test
+	$(PY) -m pytest -q
+
+demo: $(VENV)/.stamp-test
+	$(PY) examples/mlp_digits.py
+
+bench: $(VENV)/.stamp-bench
+	$(PY) benchmarks/run.py
+
+lint: $(VENV)/.stamp-test
+	$(PIP) install --quiet ruff
+	$(PY) -m ruff check ir compiler runtime tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
