@@ -1,0 +1,1 @@
+"""chainjit benchmark suite: workloads, per-system adapters, timing harness (see README.md)."""

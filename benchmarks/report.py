@@ -1,0 +1,124 @@
+"""Reporting: machine description, markdown tables, JSON output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from importlib import metadata
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": _version("numpy"),
+        "numba": _version("numba"),
+        "jax": _version("jax"),
+        "jaxlib": _version("jaxlib"),
+        "torch": _version("torch"),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _ms(s: float) -> str:
+    ms = s * 1e3
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def workload_table(name: str, res: dict, systems: list[str]) -> str:
+    others = systems
+    head = ["system", "median ms", "min ms", "steps/s"]
+    head += [f"vs {o}" for o in others] + ["x bound", "1st call s"]
+    lines = [
+        f"### {name}: {res['description']}",
+        "",
+        f"bound {_ms(res['bound_s'])} ms",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for s in systems:
+        d = res["systems"].get(s, {"status": "not run"})
+        if "median_s" not in d:
+            row = [s, d["status"]] + [""] * (len(head) - 2)
+        else:
+            sv = d.get("speedup_vs", {})
+            row = [s, _ms(d["median_s"]), _ms(d["min_s"]), f"{d['steps_per_s']:.3g}"]
+            row += ["" if o == s else _ratio(sv.get(o)) for o in others]
+            row += [f"{d['x_bound']:.1f}", f"{d.get('first_call_s', float('nan')):.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def latency_table(res: dict) -> str:
+    lines = [
+        "### compile_latency: process start -> first mlp_large step result (imports included)",
+        "",
+        "| system | cold cache s | warm cache s |",
+        "|---|---|---|",
+    ]
+    for s, d in res.items():
+        if d["status"] == "ok":
+            lines.append(f"| {s} | {d['cold_s']:.2f} | {d['warm_s']:.2f} |")
+        else:
+            lines.append(f"| {s} | {d['status']} | |")
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    m, mach = results["machine"], results["bound"]
+    out = [
+        (
+            f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {m['numpy']}, "
+            f"numba {m['numba']}, jax {m['jax']}, torch {m['torch']}; {m['date']}."
+        ),
+        "",
+        (
+            f"Measured in the same run: peak float32 matmul {mach['peak_flops'] / 1e9:.1f} "
+            f"GFLOP/s (np.dot 1024x1024), copy bandwidth {mach['copy_bandwidth'] / 1e9:.1f} GB/s "
+            "(np.copyto, read+write)."
+        ),
+        "",
+    ]
+    systems = results["systems"]
+    for name, res in results["workloads"].items():
+        if name == "compile_latency":
+            out.append(latency_table(res))
+        else:
+            out.append(workload_table(name, res, systems))
+        out.append("")
+    out.append(f"Total run time {results['elapsed_s']:.0f} s.")
+    return "\n".join(out) + "\n"
+
+
+def write_json(results: dict, path) -> None:
+    def conv(o):
+        if hasattr(o, "item"):
+            return o.item()
+        raise TypeError(type(o))
+
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, default=conv)

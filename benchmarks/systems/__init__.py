@@ -1,0 +1,41 @@
+"""Per-system adapters. Each module exposes ``make_step(workload, data, params) -> Step``.
+
+``data`` and ``params`` are fresh float32 NumPy copies owned by the adapter; it may convert them
+to its own arrays. A training step updates the adapter's parameters (as the system normally
+does: in place for NumPy/PyTorch/chainjit, by rebinding for JAX).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MODULES = {
+    "numpy": "benchmarks.systems.numpy_sys",
+    "jax": "benchmarks.systems.jax_sys",
+    "torch": "benchmarks.systems.torch_sys",
+    "chainjit": "benchmarks.systems.chainjit_sys",
+}
+ORDER = ["numpy", "jax", "torch", "chainjit"]
+
+
+@dataclass
+class Step:
+    """One system's step for one workload.
+
+    run: one step (value+grad for ``chain``; a full training step otherwise), blocking until
+        the result is computed; returns the loss as a float.
+    value_and_grad: loss and gradients at the current params (no update), as NumPy arrays;
+        used only for the correctness check.
+    get_params: current params as NumPy arrays (training workloads), else None.
+    """
+
+    run: Callable[[], float]
+    value_and_grad: Callable[[], tuple[float, dict]]
+    get_params: Callable[[], dict] | None = None
+
+
+def load(name: str):
+    """Import the adapter module of system ``name`` (raises ImportError if its library is absent)."""
+    return importlib.import_module(MODULES[name])
