@@ -1,0 +1,215 @@
+"""`compile`: trace a function once per input signature, lower it, and run it.
+
+A signature is the pytree structure of the arguments, each leaf's shape and dtype (Python
+scalars are weakly typed and traced), and the values of static arguments. The callable also
+shows what it built: `.ir(*args, stage=...)` and `.source(*args)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compiler import pipeline
+from compiler.errors import TraceError
+from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
+from compiler.tracing import Trace, Tracer
+from ir.graph import Graph
+from ir.interpreter import evaluate
+from ir.printer import format_graph, to_dot
+from ir.types import DTYPES, TensorType
+
+_PY_SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64),
+                     float: np.dtype(np.float64)}
+
+
+@dataclass(frozen=True)
+class LeafSpec:
+    """What the compiled code assumes about one argument leaf."""
+
+    type: TensorType
+    weak: bool  # a Python scalar: traced, weakly typed
+
+    def __str__(self) -> str:
+        return f"{self.type} (Python {self.type.dtype.kind == 'f' and 'float' or 'int'})" \
+            if self.weak else str(self.type)
+
+
+@dataclass
+class Traced:
+    """One trace of the function: the graph and how its inputs/outputs map to pytrees."""
+
+    graph: Graph
+    in_tree: TreeDef
+    in_specs: tuple[LeafSpec, ...]
+    in_paths: tuple[str, ...]
+    out_tree: TreeDef
+    lowered: dict[str, Graph] = field(default_factory=dict)
+    executable: Any = None
+
+
+def leaf_paths(tree: Any, prefix: str) -> list[str]:
+    """Readable paths of the leaves, in flatten order: ``params['w1']``, ``batch[0]``."""
+    if tree is None:
+        return []
+    if isinstance(tree, dict):
+        return [p for k in sorted(tree) for p in leaf_paths(tree[k], f"{prefix}[{k!r}]")]
+    if isinstance(tree, tuple) and hasattr(type(tree), "_fields"):
+        return [p for f, c in zip(tree._fields, tree) for p in leaf_paths(c, f"{prefix}.{f}")]
+    if isinstance(tree, (list, tuple)):
+        return [p for i, c in enumerate(tree) for p in leaf_paths(c, f"{prefix}[{i}]")]
+    return [prefix]
+
+
+def leaf_spec(leaf: Any, path: str, static_hint: str) -> LeafSpec:
+    if isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic):
+        return LeafSpec(TensorType((), _PY_SCALAR_DTYPES[type(leaf)]), weak=True)
+    if isinstance(leaf, (np.ndarray, np.generic)):
+        if leaf.dtype not in DTYPES:
+            supported = ", ".join(map(str, DTYPES))
+            raise TraceError(
+                f"argument {path} has dtype {leaf.dtype}; chainjit supports {supported}",
+                fix=f"convert it first, for example {path}.astype(np.float32)",
+            )
+        return LeafSpec(TensorType(leaf.shape, leaf.dtype), weak=False)
+    if isinstance(leaf, Tracer):
+        return LeafSpec(leaf.ir_var.type, leaf.weak)
+    raise TraceError(
+        f"argument {path} is a {type(leaf).__name__}; compiled functions take NumPy arrays, "
+        "Python scalars and nested dicts/lists/tuples of them",
+        fix=f"convert it with np.asarray, or mark it static: {static_hint}",
+    )
+
+
+class Compiled:
+    """A function compiled per input signature. Call it like the original function."""
+
+    def __init__(self, fn: Callable, static_argnums: Sequence[int] = (),
+                 backend: str | None = None):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.static_argnums = tuple(sorted(static_argnums))
+        self.backend = backend or os.environ.get("CHAINJIT_BACKEND", "numba")
+        self._traces: dict[tuple, Traced] = {}
+
+    # -- tracing ------------------------------------------------------------------------
+    def _split(self, args: tuple) -> tuple[tuple, tuple]:
+        for i in self.static_argnums:
+            if i >= len(args):
+                raise TypeError(f"static_argnums names argument {i}, but {len(args)} were given")
+        static = tuple(args[i] for i in self.static_argnums)
+        try:
+            hash(static)
+        except TypeError:
+            raise TraceError("static arguments must be hashable (use tuples, not lists)") from None
+        dynamic = tuple(None if i in self.static_argnums else a for i, a in enumerate(args))
+        return static, dynamic
+
+    def signature(self, args: tuple) -> tuple[tuple, list, TreeDef, list[str], tuple]:
+        static, dynamic = self._split(args)
+        leaves, in_tree = tree_flatten(dynamic)
+        names = self._arg_names(len(args))
+        paths = [p for i, a in enumerate(dynamic) for p in leaf_paths(a, names[i])]
+        hint = f"compile({self.__name__}, static_argnums=(i,))"
+        specs = tuple(leaf_spec(leaf, path, hint) for leaf, path in zip(leaves, paths))
+        return (in_tree, specs, static), leaves, in_tree, paths, specs
+
+    def _arg_names(self, count: int) -> list[str]:
+        code = getattr(self.fn, "__code__", None)
+        names = list(code.co_varnames[: code.co_argcount]) if code else []
+        return [names[i] if i < len(names) else f"args[{i}]" for i in range(count)]
+
+    def trace(self, *args) -> Traced:
+        """Trace (or fetch the cached trace) for these arguments' signature."""
+        key, leaves, in_tree, paths, specs = self.signature(args)
+        if key in self._traces:
+            return self._traces[key]
+        trace = Trace()
+        tracers = [trace.new_input(s.type, s.weak) for s in specs]
+        rebuilt = list(tree_unflatten(in_tree, tracers))
+        for i in self.static_argnums:
+            rebuilt[i] = args[i]
+        out = self.fn(*rebuilt)
+        out_leaves, out_tree = tree_flatten(out)
+        out_vars = [self._output_var(trace, leaf) for leaf in out_leaves]
+        graph = trace.to_graph(out_vars)
+        traced = Traced(graph, in_tree, specs, tuple(paths), out_tree)
+        self._traces[key] = traced
+        return traced
+
+    @staticmethod
+    def _output_var(trace: Trace, leaf: Any):
+        if isinstance(leaf, Tracer):
+            if leaf.trace is not trace:
+                raise TraceError("the function returned a traced value from another trace")
+            return leaf.ir_var
+        value = np.asarray(leaf)
+        if value.dtype not in DTYPES:
+            raise TraceError(f"the function returned a {type(leaf).__name__}, not an array")
+        return trace.constant(value)
+
+    # -- lowering and running -----------------------------------------------------------
+    def lowered(self, traced: Traced, stage: str) -> Graph:
+        if stage == "traced":
+            return traced.graph
+        if stage not in traced.lowered:
+            traced.lowered[stage] = pipeline.lower(traced.graph, stage)
+        return traced.lowered[stage]
+
+    def __call__(self, *args):
+        traced = self.trace(*args)
+        key, leaves, *_ = self.signature(args)
+        if traced.executable is None:
+            traced.executable = build_executable(self, traced)
+        outputs = traced.executable(leaves)
+        outputs = [out[()] if out.ndim == 0 else out for out in outputs]
+        return tree_unflatten(traced.out_tree, outputs)
+
+    def ir(self, *args, stage: str = "traced") -> str:
+        """The IR at a stage: "traced", "joint", "optimized" or "fused", as text."""
+        return format_graph(self.lowered(self.trace(*args), stage))
+
+    def dot(self, *args, stage: str = "traced") -> str:
+        """The IR at a stage as Graphviz DOT text (render with `dot -Tsvg`)."""
+        return to_dot(self.lowered(self.trace(*args), stage), self.__name__)
+
+    def __repr__(self) -> str:
+        return f"<compiled {self.__name__} ({len(self._traces)} signatures traced)>"
+
+
+def _interpreter_executable(graph: Graph) -> Callable[[list], list[np.ndarray]]:
+    return lambda leaves: evaluate(graph, leaves)
+
+
+# backend name -> builder of an executable from the lowered graph
+BACKENDS: dict[str, Callable[[Graph], Callable[[list], list[np.ndarray]]]] = {
+    "interpreter": _interpreter_executable,
+}
+
+
+def build_executable(compiled: Compiled, traced: Traced):
+    backend = compiled.backend if compiled.backend in BACKENDS else "interpreter"
+    return BACKENDS[backend](compiled.lowered(traced, "fused"))
+
+
+def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
+            backend: str | None = None):
+    """Compile `fn`: trace once per input signature and run the lowered graph.
+
+    Use as `@compile`, `@compile(static_argnums=(1,))` or `compile(fn)`.
+
+    >>> import numpy as np
+    >>> f = compile(lambda x, w: np.maximum(x @ w, 0.0))
+    >>> f(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)).shape
+    (2, 4)
+    """
+    if isinstance(static_argnums, int):
+        static_argnums = (static_argnums,)
+    if fn is None:
+        return lambda f: Compiled(f, static_argnums, backend)
+    return Compiled(fn, static_argnums, backend)

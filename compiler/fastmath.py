@@ -1,0 +1,232 @@
+"""Vectorisable float32 transcendental functions for Numba-compiled loops.
+
+Placeholder header; the full documentation is filled in below.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir as llir
+from numba.core import types
+from numba.core.extending import intrinsic
+
+# ---------------------------------------------------------------------------
+# Bit-level helpers (LLVM bitcasts; free, and they vectorise).
+# ---------------------------------------------------------------------------
+
+
+@intrinsic
+def _as_i32(typingctx, x):
+    """Reinterpret the bits of a float32 as an int32."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _as_f32(typingctx, i):
+    """Reinterpret the low 32 bits of an integer as a float32."""
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        w = v.type.width
+        if w > 32:
+            v = builder.trunc(v, llir.IntType(32))
+        elif w < 32:
+            v = builder.zext(v, llir.IntType(32))
+        return builder.bitcast(v, llir.FloatType())
+
+    return types.float32(i), codegen
+
+
+_F32 = np.float32
+_JIT = dict(nogil=True, error_model="numpy", cache=True, fastmath={"contract"})
+
+LOG2E = _F32(1.44269504088896341)
+LN2_HI = _F32(0.693359375)          # exact, 9 significant bits
+LN2_LO = _F32(-2.12194440e-4)       # ln2 - LN2_HI
+MAGIC = _F32(12582912.0)            # 1.5 * 2**23: x + MAGIC rounds x to an integer
+MAGIC_BITS = 0x4B400000
+ONE = _F32(1.0)
+TWO = _F32(2.0)
+HALF = _F32(0.5)
+ZERO = _F32(0.0)
+INF = _F32(np.inf)
+NAN = _F32(np.nan)
+
+# exp(r) = 1 + r + r^2 * P(r) on |r| <= ln2/2 (Cephes expf minimax coefficients)
+EP0 = _F32(1.9875691500e-4)
+EP1 = _F32(1.3981999507e-3)
+EP2 = _F32(8.3334519073e-3)
+EP3 = _F32(4.1665795894e-2)
+EP4 = _F32(1.6666665459e-1)
+EP5 = _F32(5.0000001201e-1)
+
+EXP_HI = _F32(100.0)    # exp overflows to +inf well before this
+EXP_LO = _F32(-110.0)   # exp underflows to 0 well before this
+EXPM1_LO = _F32(-30.0)  # expm1(x) == -1 in float32 for x < -17.4
+
+
+@numba.njit(inline="never", **_JIT)
+def _expm1_reduced(r):
+    """expm1(r) for |r| <= ln2/2: r + r^2*P(r), relatively accurate near 0."""
+    p = EP0 * r + EP1
+    p = p * r + EP2
+    p = p * r + EP3
+    p = p * r + EP4
+    p = p * r + EP5
+    return r * r * p + r
+
+
+@numba.njit(**_JIT)
+def exp_f32(x):
+    """exp(x) for float32 x.  Branch-free; see module docstring for accuracy."""
+    x = _F32(x)
+    xc = EXP_HI if x > EXP_HI else x
+    xc = EXP_LO if xc < EXP_LO else xc          # NaN passes both clamps unchanged
+    k = xc * LOG2E + MAGIC                      # round(x*log2e) held in the low mantissa bits
+    n = np.int32(_as_i32(k) - MAGIC_BITS)
+    nf = k - MAGIC
+    r = (xc - nf * LN2_HI) - nf * LN2_LO        # Cody-Waite reduction, |r| <= ln2/2
+    p = ONE + _expm1_reduced(r)
+    # 2**n = 2**n1 * 2**n2 with both halves normal: gives correct denormals and overflow.
+    n1 = n >> 1
+    n2 = n - n1
+    s1 = _as_f32(((n1 + 127) & 0xFF) << 23)
+    s2 = _as_f32(((n2 + 127) & 0xFF) << 23)
+    return (p * s1) * s2
+
+
+@numba.njit(**_JIT)
+def expm1_f32(x):
+    """exp(x) - 1 for float32 x, relatively accurate near 0."""
+    x = _F32(x)
+    xc = EXP_HI if x > EXP_HI else x
+    xc = EXPM1_LO if xc < EXPM1_LO else xc
+    k = xc * LOG2E + MAGIC
+    n = np.int32(_as_i32(k) - MAGIC_BITS)
+    nf = k - MAGIC
+    r = (xc - nf * LN2_HI) - nf * LN2_LO
+    q = _expm1_reduced(r)
+    # expm1(x) = 2**n * (q + 1 - 2**-n); 1 - 2**-n is exact for |n| <= 24
+    nm = n if n < 60 else 60
+    c = ONE - _as_f32(((127 - nm) & 0xFF) << 23)
+    n1 = n >> 1
+    n2 = n - n1
+    s1 = _as_f32(((n1 + 127) & 0xFF) << 23)
+    s2 = _as_f32(((n2 + 127) & 0xFF) << 23)
+    return ((q + c) * s1) * s2
+
+
+# log(1+f) = f - f^2/2 + f^3 * P(f) for f in [sqrt(.5)-1, sqrt(2)-1] (Cephes logf)
+LP0 = _F32(7.0376836292e-2)
+LP1 = _F32(-1.1514610310e-1)
+LP2 = _F32(1.1676998740e-1)
+LP3 = _F32(-1.2420140846e-1)
+LP4 = _F32(1.4249322787e-1)
+LP5 = _F32(-1.6668057665e-1)
+LP6 = _F32(2.0000714765e-1)
+LP7 = _F32(-2.4999993993e-1)
+LP8 = _F32(3.3333331174e-1)
+FLT_MIN = _F32(1.17549435e-38)
+TWO23 = _F32(8388608.0)
+
+
+@numba.njit(inline="never", **_JIT)
+def _log_core(ix):
+    """log of the positive normal float32 with bit pattern ix (int32)."""
+    # Normalise the mantissa m to [sqrt(.5), sqrt(2)) and the exponent e accordingly.
+    ix = ix + (0x3F800000 - 0x3F3504F3)
+    e = (ix >> 23) - 127
+    m = _as_f32((ix & 0x007FFFFF) + 0x3F3504F3)
+    f = m - ONE
+    ef = _F32(e)
+    z = f * f
+    p = LP0 * f + LP1
+    p = p * f + LP2
+    p = p * f + LP3
+    p = p * f + LP4
+    p = p * f + LP5
+    p = p * f + LP6
+    p = p * f + LP7
+    p = p * f + LP8
+    y = f * z * p
+    y = y + ef * LN2_LO
+    y = y - HALF * z
+    return (f + y) + ef * LN2_HI
+
+
+@numba.njit(**_JIT)
+def log_f32(x):
+    """Natural log of float32 x (denormal inputs handled exactly)."""
+    x = _F32(x)
+    tiny = x < FLT_MIN
+    xs = x * TWO23 if tiny else x
+    ix = np.int32(_as_i32(xs) - (23 << 23)) if tiny else _as_i32(xs)
+    y = _log_core(ix)
+    special = x if x == x else x                       # +inf -> inf, nan -> nan
+    special = -INF if x == ZERO else special
+    special = NAN if x < ZERO else special
+    ok = (x > ZERO) & (x < INF)
+    return y if ok else special
+
+
+@numba.njit(**_JIT)
+def log1p_f32(x):
+    """log(1 + x) for float32 x, relatively accurate near 0."""
+    x = _F32(x)
+    u = ONE + x
+    um1 = u - ONE
+    # Rounding error of 1 + x (exact for the ranges where it matters), corrected to 1st order.
+    c = (x - um1) / u
+    uu = u if u > ZERO else ONE
+    y = _log_core(_as_i32(uu)) + c
+    special = x if x == x else x                       # +inf -> inf, nan -> nan
+    special = -INF if x == -ONE else special
+    special = NAN if x < -ONE else special
+    ok = (x > -ONE) & (x < INF)
+    return y if ok else special
+
+
+TANH_CLAMP = _F32(10.0)   # tanh(10) rounds to 1.0f
+SIGN_MASK = -0x80000000
+
+
+@numba.njit(**_JIT)
+def tanh_f32(x):
+    """tanh(x) = sign(x) * e / (e + 2) with e = expm1(2|x|)."""
+    x = _F32(x)
+    ax = abs(x)
+    ax = TANH_CLAMP if ax > TANH_CLAMP else ax       # NaN passes unchanged
+    e = expm1_f32(ax + ax)
+    t = e / (e + TWO)
+    return _as_f32(_as_i32(t) | (_as_i32(x) & SIGN_MASK))
+
+
+@numba.njit(**_JIT)
+def sigmoid_f32(x):
+    """1 / (1 + exp(-x)), computed via e = exp(-|x|) so neither tail overflows."""
+    x = _F32(x)
+    e = exp_f32(-abs(x))
+    s = ONE / (ONE + e)
+    return s if x >= ZERO else e * s if x < ZERO else x + x   # x + x: nan in -> nan out
+
+
+FAST_F32 = {
+    "exp": exp_f32,
+    "expm1": expm1_f32,
+    "log": log_f32,
+    "log1p": log1p_f32,
+    "tanh": tanh_f32,
+    "sigmoid": sigmoid_f32,
+}
+
+# Documented bounds checked by tests/compiler/test_fastmath.py.
+MAX_ULP = {"exp": 1.5, "expm1": 2.0, "log": 1.5, "log1p": 2.0, "tanh": 3.0, "sigmoid": 3.0}
+MAX_ABS = {"exp": 1e-6, "expm1": 1e-6, "log": 1e-6, "log1p": 1e-6, "tanh": 1e-6, "sigmoid": 1e-6}

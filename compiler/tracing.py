@@ -1,0 +1,187 @@
+"""Tracing: `Trace` records IR nodes; `Tracer` stands in for an array while a function runs.
+
+A Tracer wraps one IR value (`Var`) of one Trace. Its Python operators and NumPy's dispatch
+protocols (`__array_ufunc__`, `__array_function__`) route to the frontend functions, which
+emit nodes into the tracer's trace. Anything that needs a concrete value (`if x > 0:`,
+`float(x)`, `x[0] = 1`) raises an error that names the user's line and says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+import numpy as np
+
+from compiler.errors import ShapeMismatchError, TracerConversionError, user_source
+from ir.graph import Graph, Node, Source, Var
+from ir.ops import Op
+from ir.shapes import ShapeError, infer
+from ir.types import TensorType
+
+
+class Trace:
+    """A growing graph: inputs, and nodes in the order the user's code produced them."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Var] = []
+        self.nodes: list[Node] = []
+        self.constants: dict[tuple, Var] = {}
+        self._note = ""
+        self._source: Source | None = None
+
+    def new_input(self, type: TensorType, weak: bool = False) -> Tracer:
+        var = Var(type)
+        self.inputs.append(var)
+        return Tracer(var, self, weak)
+
+    @contextlib.contextmanager
+    def annotate(self, note: str, source: Source | None = None):
+        """Label every node emitted inside the block (used by transformations like autodiff)."""
+        saved = self._note, self._source
+        self._note, self._source = note, source
+        try:
+            yield
+        finally:
+            self._note, self._source = saved
+
+    def emit(self, op: Op, inputs: Sequence[Var], params: dict | None = None) -> tuple[Var, ...]:
+        params = dict(params or {})
+        source = self._source or user_source()
+        try:
+            out_types = infer(op, [v.type for v in inputs], params)
+        except ShapeError as error:
+            raise ShapeMismatchError(f"{op.value}: {error}", source) from None
+        outputs = tuple(Var(t) for t in out_types)
+        self.nodes.append(Node(op, tuple(inputs), outputs, params, source, self._note))
+        return outputs
+
+    def constant(self, value: np.ndarray) -> Var:
+        """A CONSTANT node; small constants are shared within the trace."""
+        value = np.asarray(value)
+        key = None
+        if value.size <= 16:
+            key = (value.dtype.str, value.shape, value.tobytes())
+            if key in self.constants:
+                return self.constants[key]
+        value = value.copy()
+        value.flags.writeable = False
+        with self.annotate("", self._source):
+            (var,) = self.emit(Op.CONSTANT, (), {"value": value})
+        if key is not None:
+            self.constants[key] = var
+        return var
+
+    def to_graph(self, outputs: Sequence[Var]) -> Graph:
+        return Graph(list(self.inputs), list(self.nodes), list(outputs))
+
+
+_CONTROL_FLOW_FIX = (
+    "select values with np.where(cond, a, b) instead of Python `if`/`and`/`or`, or pass the "
+    "value as a static argument: compile(fn, static_argnums=(i,))"
+)
+
+
+class Tracer:
+    """An abstract array: a shape and dtype now, a value only when the compiled code runs."""
+
+    __slots__ = ("ir_var", "trace", "weak")
+    __array_priority__ = 1000
+
+    def __init__(self, var: Var, trace: Trace, weak: bool = False):
+        self.ir_var = var
+        self.trace = trace
+        self.weak = weak  # a Python scalar argument: weakly typed, like NumPy's Python scalars
+
+    # -- what the value looks like ------------------------------------------------------
+    shape = property(lambda self: self.ir_var.shape)
+    dtype = property(lambda self: self.ir_var.dtype)
+    ndim = property(lambda self: self.ir_var.ndim)
+    size = property(lambda self: self.ir_var.type.size)
+
+    def __repr__(self) -> str:
+        return f"Tracer<{self.ir_var.type}>"
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TracerConversionError("len() of a 0-d traced value")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TracerConversionError("iteration over a 0-d traced value")
+        return (self[i] for i in range(self.shape[0]))
+
+    # -- values Python needs now: explain why they are not available ---------------------
+    def _concrete(self, what: str):
+        raise TracerConversionError(
+            f"{what} needs the concrete value of a traced array {self.ir_var.type}, which is only "
+            "known when the compiled code runs",
+            fix=_CONTROL_FLOW_FIX,
+        )
+
+    def __bool__(self):
+        self._concrete("Python control flow (if/while/and/or/bool())")
+
+    def __float__(self):
+        self._concrete("float()")
+
+    def __int__(self):
+        self._concrete("int()")
+
+    def __index__(self):
+        self._concrete("using a traced value as a Python index or size")
+
+    def __complex__(self):
+        self._concrete("complex()")
+
+    def __array__(self, dtype=None, copy=None):
+        self._concrete("converting to a NumPy array (np.asarray, np.array, .item(), a NumPy "
+                       "function chainjit does not trace)")
+
+    def item(self):
+        self._concrete(".item()")
+
+    def tolist(self):
+        self._concrete(".tolist()")
+
+    def __setitem__(self, index, value):
+        raise TracerConversionError(
+            f"traced arrays are immutable: `x[...] = value` on {self.ir_var.type}",
+            fix="build a new array instead: np.where(mask, new, x), np.concatenate, or "
+            "x + np.pad-style updates; the function must not mutate its arguments",
+        )
+
+    def __hash__(self):
+        return id(self)
+
+
+def _install_methods() -> None:
+    """Operators and ndarray methods, routed to the frontend (kept apart to avoid a cycle)."""
+    from compiler import frontend as F
+    from compiler import numpy_api as N
+
+    binary = {
+        "add": F.add, "sub": F.subtract, "mul": F.multiply, "truediv": F.divide,
+        "pow": F.power, "matmul": N.matmul,
+    }
+    for name, fn in binary.items():
+        setattr(Tracer, f"__{name}__", lambda self, other, fn=fn: fn(self, other))
+        setattr(Tracer, f"__r{name}__", lambda self, other, fn=fn: fn(other, self))
+    comparisons = {
+        "lt": F.less, "le": F.less_equal, "gt": F.greater, "ge": F.greater_equal,
+        "eq": F.equal, "ne": F.not_equal,
+    }
+    for name, fn in comparisons.items():
+        setattr(Tracer, f"__{name}__", lambda self, other, fn=fn: fn(self, other))
+    Tracer.__neg__ = lambda self: F.negative(self)
+    Tracer.__pos__ = lambda self: self
+    Tracer.__abs__ = lambda self: F.absolute(self)
+    Tracer.__floordiv__ = lambda self, other: N.floor_divide(self, other)
+    Tracer.__getitem__ = lambda self, index: N.getitem(self, index)
+    Tracer.__array_ufunc__ = N.array_ufunc
+    Tracer.__array_function__ = N.array_function
+    Tracer.T = property(lambda self: N.transpose(self))
+    Tracer.mT = property(lambda self: N.swapaxes(self, -1, -2))
+    for name in N.TRACER_METHODS:
+        setattr(Tracer, name, N.TRACER_METHODS[name])
+

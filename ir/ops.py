@@ -1,0 +1,97 @@
+"""The primitive ops of the IR: one Enum, and the groups passes and codegen dispatch on.
+
+A primitive is just a name. What an op means lives in tables keyed by `Op`: shape rules
+(`ir.shapes.SHAPE_RULES`), evaluation (`ir.interpreter.EVAL_RULES`), derivatives
+(`compiler.vjp_rules.VJP_RULES`) and code generation. Everything richer (softmax, mean,
+layer norm, einsum) is composed from these in the frontend.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Op(Enum):
+    # leaves
+    CONSTANT = "constant"  # [value]: a NumPy array baked into the graph
+    # elementwise, one operand
+    NEG = "neg"
+    EXP = "exp"
+    LOG = "log"
+    LOG1P = "log1p"
+    EXPM1 = "expm1"
+    SQRT = "sqrt"
+    TANH = "tanh"
+    LOGISTIC = "logistic"  # 1 / (1 + exp(-x)), a primitive so codegen can vectorise it
+    SIN = "sin"
+    COS = "cos"
+    ABS = "abs"
+    SIGN = "sign"
+    CAST = "cast"  # [dtype]
+    STOP_GRADIENT = "stop_gradient"  # identity whose derivative is zero
+    # elementwise, two operands (same shape; broadcasting is explicit)
+    ADD = "add"
+    SUB = "sub"
+    MUL = "mul"
+    DIV = "div"
+    POW = "pow"
+    MAX = "max"
+    MIN = "min"
+    # comparisons (bool result)
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+    EQ = "eq"
+    NE = "ne"
+    # elementwise, three operands
+    WHERE = "where"  # where(cond, x, y)
+    # movement
+    BROADCAST_TO = "broadcast_to"  # [shape]: numpy broadcasting of a lower- or equal-rank operand
+    RESHAPE = "reshape"  # [shape]
+    TRANSPOSE = "transpose"  # [perm]
+    SLICE = "slice"  # [starts, stops, steps], steps > 0
+    PAD = "pad"  # [lows, highs, interiors]: zeros around and between elements (slice's adjoint)
+    CONCATENATE = "concatenate"  # [axis], any number of operands
+    # reductions
+    REDUCE_SUM = "reduce_sum"  # [axes]
+    REDUCE_MAX = "reduce_max"  # [axes]
+    REDUCE_PROD = "reduce_prod"  # [axes]
+    # indexing
+    GATHER = "gather"  # [axis]: np.take(x, idx, axis)
+    SCATTER_ADD = "scatter_add"  # [axis, size]: adjoint of gather, zeros then np.add.at
+    # contraction
+    MATMUL = "matmul"  # (..., m, k) @ (..., k, n) with equal batch dims
+    # random numbers: counter-based, a pure function of (key, element index)
+    RANDOM_UNIFORM = "random_uniform"  # [shape, dtype]: key i64[] -> uniform [0, 1)
+    # a fused kernel: [body] is a sub-graph (see compiler/passes)
+    FUSED = "fused"
+
+    def __repr__(self) -> str:
+        return f"Op.{self.name}"
+
+
+UNARY = frozenset(
+    {Op.NEG, Op.EXP, Op.LOG, Op.LOG1P, Op.EXPM1, Op.SQRT, Op.TANH, Op.LOGISTIC, Op.SIN, Op.COS,
+     Op.ABS, Op.SIGN, Op.CAST, Op.STOP_GRADIENT}
+)
+BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAX, Op.MIN})
+COMPARISON = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})
+ELEMENTWISE = UNARY | BINARY | COMPARISON | {Op.WHERE}
+REDUCTION = frozenset({Op.REDUCE_SUM, Op.REDUCE_MAX, Op.REDUCE_PROD})
+MOVEMENT = frozenset(
+    {Op.BROADCAST_TO, Op.RESHAPE, Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.CONCATENATE}
+)
+INDEXING = frozenset({Op.GATHER, Op.SCATTER_ADD})
+CONTRACTION = frozenset({Op.MATMUL})
+OTHER = frozenset({Op.CONSTANT, Op.RANDOM_UNIFORM, Op.FUSED})
+
+# Every op belongs to exactly one group (tests/ir/test_tables.py checks it).
+GROUPS = {
+    "elementwise": ELEMENTWISE,
+    "reduction": REDUCTION,
+    "movement": MOVEMENT,
+    "indexing": INDEXING,
+    "contraction": CONTRACTION,
+    "other": OTHER,
+}

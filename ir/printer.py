@@ -1,0 +1,103 @@
+"""Text and DOT printouts of a graph.
+
+The text form is typed SSA with deterministic names (a, b, ..., z, ba, bb, ...), parameters
+in brackets, and the user's source line (plus, for nodes made by a transformation, why they
+exist) as a trailing comment. A fused kernel's body is printed indented under it.
+
+    { lambda a:f32[4,3] b:f32[3,2] .
+      let c:f32[4,2] = matmul a b                # model.py:12
+      in ( c ) }
+"""
+
+from __future__ import annotations
+
+from ir.graph import Graph, Node, Var, format_params
+
+COMMENT_COLUMN = 48
+
+
+def var_name(index: int) -> str:
+    """Names in order: a..z, ba..bz, ca.. (like JAX: no name is a prefix-collision of another)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    name = letters[index % 26]
+    index //= 26
+    while index:
+        name = letters[index % 26] + name
+        index //= 26
+    return name
+
+
+class Namer:
+    """Assigns names to vars in order of first appearance."""
+
+    def __init__(self) -> None:
+        self.names: dict[Var, str] = {}
+
+    def __call__(self, var: Var) -> str:
+        if var not in self.names:
+            self.names[var] = var_name(len(self.names))
+        return self.names[var]
+
+    def typed(self, var: Var) -> str:
+        return f"{self(var)}:{var.type}"
+
+
+def node_comment(node: Node) -> str:
+    parts = []
+    if node.source is not None:
+        parts.append(str(node.source))
+    if node.note:
+        parts.append(node.note)
+    return "  ".join(parts)
+
+
+def format_node(node: Node, name: Namer) -> str:
+    args = " ".join(name(v) for v in node.inputs)
+    outs = " ".join(name.typed(v) for v in node.outputs)
+    return f"{outs} = {node.op.value}{format_params(node.params)} {args}".rstrip()
+
+
+def _format_lines(graph: Graph, name: Namer, indent: str) -> list[str]:
+    head = " ".join(name.typed(v) for v in graph.inputs)
+    lines = [f"{indent}{{ lambda {head} ."]
+    for i, node in enumerate(graph.nodes):
+        text = f"{indent}  {'let' if i == 0 else '   '} {format_node(node, name)}"
+        comment = node_comment(node)
+        if comment:
+            text = f"{text.ljust(COMMENT_COLUMN)}  # {comment}"
+        lines.append(text)
+        body = node.params.get("body")
+        if isinstance(body, Graph):
+            lines.extend(_format_lines(body, Namer(), indent + "        "))
+    outs = " ".join(name(v) for v in graph.outputs)
+    lines.append(f"{indent}  in ( {outs} ) }}")
+    return lines
+
+
+def format_graph(graph: Graph) -> str:
+    """The graph as typed SSA text (see the module docstring)."""
+    return "\n".join(_format_lines(graph, Namer(), ""))
+
+
+def to_dot(graph: Graph, title: str = "graph") -> str:
+    """A Graphviz DOT description: inputs as ellipses, ops as boxes, edges labelled by type."""
+    name = Namer()
+    lines = [f'digraph "{title}" {{', "  rankdir=TB;", '  node [fontname="monospace"];']
+    defined: dict[Var, str] = {}
+    for var in graph.inputs:
+        defined[var] = f"in_{name(var)}"
+        lines.append(f'  {defined[var]} [shape=ellipse label="{name.typed(var)}"];')
+    for i, node in enumerate(graph.nodes):
+        label = f"{node.op.value}{format_params(node.params)}"
+        if node.source is not None:
+            label += f"\\n{node.source}"
+        lines.append(f'  n{i} [shape=box label="{label}"];')
+        for var in node.inputs:
+            lines.append(f'  {defined[var]} -> n{i} [label="{name.typed(var)}"];')
+        for var in node.outputs:
+            defined[var] = f"n{i}"
+    for k, var in enumerate(graph.outputs):
+        lines.append(f'  out{k} [shape=ellipse label="out {k}"];')
+        lines.append(f'  {defined[var]} -> out{k} [label="{name.typed(var)}"];')
+    lines.append("}")
+    return "\n".join(lines)
