@@ -1,6 +1,78 @@
 """Vectorisable float32 transcendental functions for Numba-compiled loops.
 
-Placeholder header; the full documentation is filled in below.
+Numba lowers ``np.exp``/``np.tanh``/``np.log`` on float32 to scalar libm calls, which
+LLVM cannot vectorise (this llvmlite has no SVML).  The functions here are written
+in plain float32 arithmetic plus two bit-cast intrinsics, so after LLVM inlines them
+into a kernel loop the loop vectorises (8 x float32 per AVX2 register).
+
+Usage from generated kernels::
+
+    from compiler.fastmath import tanh_f32          # or: FAST_F32["tanh"]
+
+    @numba.njit(cache=True, error_model="numpy")    # fastmath flag: either value works
+    def kernel(x, out):
+        for i in range(x.size):
+            out[i] = tanh_f32(x[i])                   # pass float32 values
+
+* The functions are ordinary ``@njit`` functions (NOT ``inline="always"``): Numba
+  links them into the caller and LLVM inlines them, which vectorises just as well
+  and keeps *their own* floating-point flags.  They are compiled with
+  ``fastmath={"contract"}`` only (FMA contraction), so a caller compiled with
+  ``fastmath=True`` cannot break their NaN/inf handling or the rounding tricks.
+* Arguments are converted to float32 first; float64 arguments work but cost two
+  conversions (and a float64 loop may vectorise at half width).  Results are float32.
+* Vectorisation of the *caller's* loop is the caller's business: it needs
+  contiguous arrays, no Python-error-model checks in the loop (use
+  ``error_model="numpy"`` if the loop divides) and no other non-inlinable calls.
+
+Branch-free design: every data-dependent choice is an ``a if cond else b`` on
+scalars, which LLVM turns into a vector ``select``/``blendvps``.  2**n is built as
+the float with bit pattern ``(n + 127) << 23``; ``round(t)`` is ``(t + 1.5*2**23) -
+1.5*2**23`` (whose bit pattern also holds the integer, so no float->int conversion
+is needed and NaN inputs stay well defined).
+
+Method and measured accuracy (max error over ~4.7M inputs: every 1021st float32 bit
+pattern of both signs, i.e. all magnitudes from denormals to inf, plus a dense
+sweep of [-20, 20]; reference is float64 NumPy; "ulp" is relative to the spacing
+of the correctly rounded float32 result, so it is also an absolute bound of
+2**-149 granularity near zero; "abs" is max |err|/max(|ref|, 1) on [-20, 20])::
+
+    function     max ulp   abs     method
+    exp_f32      0.99      8.0e-8  Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
+                                   exp(r) = 1 + r + r^2 P5(r) (Cephes minimax), scaled
+                                   by 2**(n//2) * 2**(n - n//2): gradual underflow
+                                   (denormal results are correct, not flushed) and
+                                   overflow to +inf for x > 88.72; exp(-inf) = 0.
+    expm1_f32    1.39      1.2e-7  same reduction; expm1 = 2**n * (expm1(r) + (1 -
+                                   2**-n)) where 1 - 2**-n is exact: relative-accurate
+                                   near 0 (expm1(1e-20) = 1e-20), -1 below -17.4.
+    log_f32      0.77      7.8e-8  x = 2**e * m, m in [sqrt(.5), sqrt(2)) by integer
+                                   bit ops, log(m) = f - f^2/2 + f^3 P9(f) (Cephes),
+                                   + e ln2 in two parts.  Denormal x: pre-scaled by
+                                   2**23 (exact).  log(0) = -inf, log(x<0) = nan,
+                                   log(inf) = inf.
+    log1p_f32    1.44      1.2e-7  u = 1 + x, log(u) (as above) + (x - (u - 1)) / u,
+                                   the first-order correction for the rounding of
+                                   1 + x: relative-accurate near 0.  log1p(-1) = -inf,
+                                   x < -1 -> nan.
+    tanh_f32     2.23      8.8e-8  e = expm1(2|x|), tanh = sign(x) * e / (e + 2) with
+                                   |x| clamped to 10 (tanh(|x| >= 9.01) == 1.0 exactly);
+                                   relative-accurate near 0, keeps the sign of -0.0.
+    sigmoid_f32  2.78      8.9e-8  e = exp(-|x|), s = 1 / (1 + e); x >= 0 -> s,
+                                   x < 0 -> e * s.  Never overflows: sigmoid(+-inf) =
+                                   1 / 0, sigmoid(-100) = 3.8e-44 (denormal, correct).
+
+All functions map nan -> nan and +-inf to the right limits.  Known nits: expm1(-0.0)
+and log1p(-0.0) return +0.0.  The documented bounds (with a little slack) are in
+``MAX_ULP``/``MAX_ABS`` and enforced by tests/compiler/test_fastmath.py.
+
+Speed (4,194,304 float32 values, 2-core AMD EPYC with AVX2, shared/noisy machine;
+see benchmarks/fastmath_micro.py): njit loop with np.tanh (libm) 40-117 ms, NumPy
+np.tanh 13-16 ms, njit loop with tanh_f32 ~5 ms; exp_f32 ~3 ms; a plain copy loop
+~1.4 ms.
+
+The table ``FAST_F32`` at the bottom maps op names to functions for the code
+generator.  float64 is deliberately not covered: use libm (``math.exp`` ...).
 """
 from __future__ import annotations
 
