@@ -167,13 +167,15 @@ def setup_system(name: str, workload: str, r: dict) -> tuple[dict, object]:
 # ----------------------------------------------------------------------------- timing
 
 
-def time_interleaved(steps: dict, budget_s: float, min_reps: int, max_reps: int, info: dict):
+def time_interleaved(
+    steps: dict, budget_s: float, min_reps: int, max_reps: int, info: dict, warmup: int = 2
+):
     names = list(steps)
     warm = {}
     for name in list(names):
         try:
             ts = []
-            for _ in range(2):
+            for _ in range(warmup):
                 t0 = time.perf_counter()
                 steps[name].run()
                 ts.append(time.perf_counter() - t0)
@@ -212,8 +214,8 @@ def run_workload(workload: str, systems: list[str], machine: dict, quick: bool) 
             steps[name] = step
         else:
             print(f"  [{workload}] {name}: {info[name]['status']}", file=sys.stderr, flush=True)
-    budget, min_reps, max_reps = (1.0, 3, 20) if quick else (30.0, 10, 400)
-    times = time_interleaved(steps, budget, min_reps, max_reps, info)
+    budget, min_reps, max_reps, warmup = (0.3, 3, 10, 1) if quick else (30.0, 10, 400, 3)
+    times = time_interleaved(steps, budget, min_reps, max_reps, info, warmup)
     bound = bound_seconds(workload, machine)
     for name, ts in times.items():
         med = float(np.median(ts))

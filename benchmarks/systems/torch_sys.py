@@ -63,7 +63,7 @@ def make_step(workload: str, data: dict, params: dict):
             x.grad = None
             value = chain_loss(x)
             value.backward()
-            return float(value), {"x": x.grad.numpy()}
+            return float(value.detach()), {"x": x.grad.numpy()}
 
         return Step(run=lambda: vg()[0], value_and_grad=vg)
 
@@ -79,7 +79,7 @@ def make_step(workload: str, data: dict, params: dict):
         loss = loss_fn(tp, tdata)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def vg():
         opt.zero_grad(set_to_none=True)
@@ -87,7 +87,7 @@ def make_step(workload: str, data: dict, params: dict):
         loss.backward()
         grads = {k: t.grad.detach().numpy().copy() for k, t in tp.items()}
         opt.zero_grad(set_to_none=True)
-        return float(loss), grads
+        return float(loss.detach()), grads
 
     def get_params():
         return {k: t.detach().numpy().copy() for k, t in tp.items()}
