@@ -36,7 +36,8 @@ def getitem(x, index):
     if Ellipsis in [i for i in index if not isinstance(i, (Tracer, np.ndarray, list))]:
         at = next(k for k, i in enumerate(index) if i is Ellipsis)
         index = index[:at] + (slice(None),) * (x.ndim - consumed) + index[at + 1 :]
-    index = index + (slice(None),) * (x.ndim - consumed)
+    else:
+        index = index + (slice(None),) * (x.ndim - consumed)
 
     arrays = [k for k, i in enumerate(index) if _is_int_array(i)]
     if arrays:
