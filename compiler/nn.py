@@ -24,10 +24,26 @@ from compiler.nn_conv import avg_pool2d, conv2d, max_pool2d
 from compiler.tracing import Tracer
 
 __all__ = [
-    "relu", "sigmoid", "gelu", "softmax", "log_softmax", "logsumexp", "one_hot",
-    "cross_entropy", "mse", "accuracy", "linear", "layer_norm", "embedding", "dropout",
-    "scaled_dot_product_attention", "conv2d", "max_pool2d", "avg_pool2d", "LabelRangeError",
     "LABEL_BOUNDS",
+    "LabelRangeError",
+    "accuracy",
+    "avg_pool2d",
+    "conv2d",
+    "cross_entropy",
+    "dropout",
+    "embedding",
+    "gelu",
+    "layer_norm",
+    "linear",
+    "log_softmax",
+    "logsumexp",
+    "max_pool2d",
+    "mse",
+    "one_hot",
+    "relu",
+    "scaled_dot_product_attention",
+    "sigmoid",
+    "softmax",
 ]
 
 # Integer label inputs seen by cross_entropy while tracing: Var id -> number of classes. The

@@ -18,7 +18,7 @@ needs_autodiff = pytest.mark.skipif(
 
 
 def _conv_reference(x, w, stride, padding, dilation):
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     o, _, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     ho = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
@@ -265,7 +265,7 @@ def test_layer_vjp_matches_finite_differences(name):
 def test_layer_vjp_under_compile_matches_eager():
     from compiler.transforms import grad
 
-    fn = lambda x, w: np.sum(nn.relu(nn.conv2d(x, w, padding=1)) ** 2)  # noqa: E731
+    fn = lambda x, w: np.sum(nn.relu(nn.conv2d(x, w, padding=1)) ** 2)
     args = [X4.astype(np.float32), W4.astype(np.float32)]
     eager = grad(fn, argnums=(0, 1))(*args)
     traced = compile(grad(fn, argnums=(0, 1)), backend="interpreter")(*args)
