@@ -171,12 +171,23 @@ class Compiled:
         return tree_unflatten(traced.out_tree, outputs)
 
     def ir(self, *args, stage: str = "traced") -> str:
-        """The IR at a stage: "traced", "joint", "optimized" or "fused", as text."""
-        return format_graph(self.lowered(self.trace(*args), stage))
+        """The IR at a stage: "traced", "joint", "optimized" or "fused", as text.
+
+        For a transformed function (`grad(f)`, `value_and_grad(f)`) "traced" is the forward
+        graph of `f` alone and "joint" the whole graph, forward and backward."""
+        return format_graph(self._stage_graph(args, stage))
 
     def dot(self, *args, stage: str = "traced") -> str:
         """The IR at a stage as Graphviz DOT text (render with `dot -Tsvg`)."""
-        return to_dot(self.lowered(self.trace(*args), stage), self.__name__)
+        return to_dot(self._stage_graph(args, stage), self.__name__)
+
+    def _stage_graph(self, args: tuple, stage: str) -> Graph:
+        wrapped = getattr(self.fn, "__chainjit_wrapped__", None)
+        if stage == "traced" and wrapped is not None:
+            if getattr(self, "_unwrapped", None) is None:
+                self._unwrapped = Compiled(wrapped, self.static_argnums, self.backend)
+            return self._unwrapped._stage_graph(args, stage)
+        return self.lowered(self.trace(*args), stage)
 
     def __repr__(self) -> str:
         return f"<compiled {self.__name__} ({len(self._traces)} signatures traced)>"

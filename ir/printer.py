@@ -11,6 +11,8 @@ exist) as a trailing comment. A fused kernel's body is printed indented under it
 
 from __future__ import annotations
 
+import re
+
 from ir.graph import Graph, Node, Var, format_params
 
 COMMENT_COLUMN = 48
@@ -32,22 +34,32 @@ class Namer:
 
     def __init__(self) -> None:
         self.names: dict[Var, str] = {}
+        self.by_id: dict[int, str] = {}
 
     def __call__(self, var: Var) -> str:
         if var not in self.names:
             self.names[var] = var_name(len(self.names))
+            self.by_id[var.id] = self.names[var]
         return self.names[var]
 
     def typed(self, var: Var) -> str:
         return f"{self(var)}:{var.type}"
 
 
-def node_comment(node: Node) -> str:
+# A note may refer to a value as %<Var.id> (autodiff: "vjp matmul[1] of %42"); printouts
+# show the value's name instead.
+_VAR_REF = re.compile(r"%(\d+)")
+
+
+def node_comment(node: Node, name: Namer | None = None) -> str:
     parts = []
     if node.source is not None:
         parts.append(str(node.source))
     if node.note:
-        parts.append(node.note)
+        note = node.note
+        if name is not None:
+            note = _VAR_REF.sub(lambda m: name.by_id.get(int(m.group(1)), m.group(0)), note)
+        parts.append(note)
     return "  ".join(parts)
 
 
@@ -62,7 +74,7 @@ def _format_lines(graph: Graph, name: Namer, indent: str) -> list[str]:
     lines = [f"{indent}{{ lambda {head} ."]
     for i, node in enumerate(graph.nodes):
         text = f"{indent}  {'let' if i == 0 else '   '} {format_node(node, name)}"
-        comment = node_comment(node)
+        comment = node_comment(node, name)
         if comment:
             text = f"{text.ljust(COMMENT_COLUMN)}  # {comment}"
         lines.append(text)
