@@ -1,0 +1,282 @@
+"""Training: `train_step` (forward, backward and optimiser update as ONE compiled call) and the
+`fit` loop around it (shuffled batches, progress line, evaluation, history, checkpoints).
+
+`train_step(loss_fn, opt)` compiles `(params, opt_state, *batch) -> (loss, new_params,
+new_state)`, built from `value_and_grad(loss_fn)` and `opt.update`, so autodiff, the passes
+and codegen see one joint graph. Each call checks the batch with NumPy first (batch sizes,
+label ranges recorded by `nn.cross_entropy` while tracing), runs the compiled step, and only
+if the loss is finite commits the new values into the caller's arrays (`commit`); on a
+non-finite loss the parameters are left as they were and the batch is re-run with the
+reference interpreter to name the first IR node that produced a non-finite value.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from compiler import nn
+from compiler.api import Compiled, compile
+from compiler.errors import describe_source
+from compiler.pytree import tree_flatten
+from ir.interpreter import eval_node
+from ir.ops import Op
+from runtime.optim import Optimizer
+
+__all__ = ["FitError", "History", "NonFiniteLossError", "TrainStep", "fit", "train_step"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss of a training step was NaN or infinite; the parameters were not updated."""
+
+
+class FitError(RuntimeError):
+    """A failure inside `fit`, with the epoch, step and batch where it happened."""
+
+
+def commit(targets: Any, values: Any) -> None:
+    """Write the step's results into the caller's arrays, leaf by leaf.
+
+    This is the seam for in-place updates: for now the compiled step returns new arrays and
+    they are copied here; a backend that writes parameters in place inside its driver can
+    make this a no-op for the leaves it already updated.
+    """
+    for target, value in zip(tree_flatten(targets)[0], tree_flatten(values)[0]):
+        np.copyto(target, value)
+
+
+def _batch_size_of(batch: Sequence, what: str = "batch") -> int:
+    sizes = [(i, np.shape(a)[0]) for i, a in enumerate(batch) if np.ndim(a) >= 1]
+    if not sizes:
+        raise ValueError(f"the {what} holds no arrays with a batch axis")
+    if len({n for _, n in sizes}) > 1:
+        listed = ", ".join(f"argument {i}: {n}" for i, n in sizes)
+        raise ValueError(
+            f"mismatched batch sizes in the {what} ({listed}); inputs and labels must have "
+            "the same length along axis 0")
+    return sizes[0][1]
+
+
+class TrainStep:
+    """`loss = step(params, *batch)`: one compiled forward + backward + update; `params` are
+    updated in place and the optimiser state lives in `step.state`."""
+
+    def __init__(self, loss_fn: Callable, optimizer: Optimizer, has_aux: bool = False,
+                 check_finite: bool = True, check_batch: bool = True,
+                 backend: str | None = None):
+        self.loss_fn = loss_fn.fn if isinstance(loss_fn, Compiled) else loss_fn
+        self.optimizer = optimizer
+        self.has_aux = has_aux
+        self.check_finite = check_finite
+        self.check_batch = check_batch
+        self.state: Any = None
+
+        def train_step_fn(params, opt_state, *batch):
+            from compiler.transforms import value_and_grad
+
+            value, grads = value_and_grad(self.loss_fn, has_aux=has_aux)(params, *batch)
+            new_params, new_state = optimizer.update(grads, opt_state, params)
+            return value, new_params, new_state
+
+        train_step_fn.__name__ = f"train_step_{getattr(self.loss_fn, '__name__', 'loss')}"
+        self.compiled = compile(train_step_fn, backend=backend)
+
+    @property
+    def signatures(self) -> int:
+        """How many input signatures have been traced (each costs a compile)."""
+        return len(self.compiled._traces)
+
+    def ir(self, params, *batch, stage: str = "traced") -> str:
+        """The whole step's IR at a stage ("traced", "joint", "optimized", "fused")."""
+        return self.compiled.ir(params, self._state_for(params), *batch, stage=stage)
+
+    def _state_for(self, params):
+        if self.state is None:
+            self.state = self.optimizer.init(params)
+        return self.state
+
+    def check(self, params, batch: Sequence) -> None:
+        """The checks NumPy can make before the compiled call (each a clear error)."""
+        self.optimizer.check(params, self._state_for(params))
+        if self.check_batch and len(batch) > 1:
+            _batch_size_of(batch)
+        traced = self.compiled.trace(params, self.state, *batch)
+        leaves = self.compiled.signature((params, self.state, *batch))[1]
+        for var, leaf, path in zip(traced.graph.inputs, leaves, traced.in_paths):
+            if var.id in nn.LABEL_BOUNDS:
+                nn.check_labels(leaf, nn.LABEL_BOUNDS[var.id], f"labels {path}")
+
+    def __call__(self, params, *batch):
+        self.check(params, batch)
+        value, new_params, new_state = self.compiled(params, self.state, *batch)
+        loss = value[0] if self.has_aux else value
+        if self.check_finite and not np.isfinite(loss):
+            raise NonFiniteLossError(self.diagnose(params, *batch, loss=loss))
+        commit(params, new_params)
+        commit(self.state, new_state)
+        return value
+
+    def diagnose(self, params, *batch, loss=None) -> str:
+        """Re-run the step with the interpreter, node by node, and describe the first node
+        that made a non-finite value out of finite inputs."""
+        args = (params, self.state, *batch)
+        graph = self.compiled.trace(*args).graph
+        leaves = self.compiled.signature(args)[1]
+        env = {var: np.asarray(leaf, var.dtype) for var, leaf in zip(graph.inputs, leaves)}
+        head = f"the loss is {loss} (not finite); the parameters were not updated"
+        for node in graph.nodes:
+            outs = eval_node(node, [env[v] for v in node.inputs])
+            env.update(zip(node.outputs, outs))
+            if node.op is Op.CONSTANT or not any(_has_nonfinite(o) for o in outs):
+                continue
+            if all(not _has_nonfinite(env[v]) for v in node.inputs):
+                note = f" ({node.note})" if node.note else ""
+                types = ", ".join(str(v.type) for v in node.inputs)
+                return (f"{head}.\n  first non-finite value: op {node.op.value}{note} on "
+                        f"{types}\n  at {describe_source(node.source)}")
+        return f"{head}; re-running the batch with the interpreter gave finite values only"
+
+
+def _has_nonfinite(value: np.ndarray) -> bool:
+    return value.dtype.kind == "f" and not np.all(np.isfinite(value))
+
+
+def train_step(loss_fn: Callable, optimizer: Optimizer, has_aux: bool = False,
+               **options) -> TrainStep:
+    """Compile `loss_fn(params, *batch)`'s gradient step with `optimizer` into one call.
+
+    `step(params, *batch)` updates `params` in place and returns the loss (with `has_aux`,
+    `(loss, aux)`); the optimiser state is `step.state`.
+    """
+    return TrainStep(loss_fn, optimizer, has_aux, **options)
+
+
+# -- the fit loop -----------------------------------------------------------------------------
+
+
+class History(dict):
+    """Per-epoch lists: "loss", "epoch_time", "samples_per_sec", "eval_<metric>" (and
+    "train_<aux key>" with has_aux). `history.step` is the TrainStep that was used."""
+
+    step: TrainStep
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn with \\r at most every 0.1 s."""
+
+    def __init__(self, enabled: bool, epochs: int, batches: int, stream=None):
+        self.enabled, self.epochs, self.batches = enabled, epochs, batches
+        self.stream = stream or sys.stderr
+        self.last = 0.0
+
+    def update(self, epoch: int, batch: int, loss: float, rate: float, force: bool = False):
+        now = time.perf_counter()
+        if not self.enabled or (not force and now - self.last < 0.1):
+            return
+        self.last = now
+        filled = int(20 * batch / self.batches)
+        bar = "#" * filled + "." * (20 - filled)
+        self.stream.write(f"\repoch {epoch + 1}/{self.epochs} [{bar}] {batch}/{self.batches} "
+                          f"loss {loss:.4f}  {rate:,.0f} samples/s ")
+        self.stream.flush()
+
+    def end_epoch(self, summary: str):
+        if self.enabled:
+            self.stream.write(f" {summary}\n")
+            self.stream.flush()
+
+
+def _as_tuple(data) -> tuple:
+    return tuple(data) if isinstance(data, (tuple, list)) else (data,)
+
+
+def _compile_metric(fn: Callable) -> Compiled:
+    return fn if isinstance(fn, Compiled) else compile(fn)
+
+
+def evaluate(params, eval_data, metrics: Mapping[str, Compiled]) -> dict[str, float]:
+    """Each metric on the whole held-out set in one call (one traced signature each)."""
+    results = {}
+    for name, fn in metrics.items():
+        value = fn(params, *eval_data)
+        if isinstance(value, tuple):  # a has_aux loss: (value, aux)
+            value = value[0]
+        results[name] = float(value)
+    return results
+
+
+def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs: int = 1,
+        batch_size: int = 32, *, seed: int = 0, eval_data: Any = None,
+        metrics: Mapping[str, Callable] | None = None, progress: bool = True,
+        has_aux: bool = False, step: TrainStep | None = None, state: Any = None,
+        checkpoint: str | None = None, stream=None) -> History:
+    """Train `params` in place on `data` = (inputs, labels, ...) arrays sharing axis 0.
+
+    Each epoch shuffles with a generator seeded by `seed` and runs `len(data) // batch_size`
+    full batches: the last partial batch is DROPPED (a different one each epoch, so every
+    example is used), which keeps one batch shape and so one compiled signature. Metrics
+    `name -> fn(params, *eval_data)` and the loss run on the whole `eval_data` in one call.
+    `step`/`state` continue an earlier run (a TrainStep, or an optimiser state from
+    `checkpoint.load`); `checkpoint` is a path saved after every epoch. Returns a History.
+    """
+    from runtime import checkpoint as ckpt
+
+    data = _as_tuple(data)
+    n = _batch_size_of(data, "training data")
+    batch_size = min(batch_size, n)
+    batches = n // batch_size
+    step = step or train_step(loss_fn, optimizer, has_aux)
+    if state is not None:
+        step.state = step.optimizer.init(params)
+        commit(step.state, state)
+    eval_fns: dict[str, Compiled] = {}
+    if eval_data is not None:
+        eval_data = _as_tuple(eval_data)
+        _batch_size_of(eval_data, "evaluation data")
+        eval_fns = {"loss": _compile_metric(loss_fn)}
+        eval_fns.update({k: _compile_metric(f) for k, f in (metrics or {}).items()})
+    history = History(loss=[], epoch_time=[], samples_per_sec=[])
+    history.step = step
+    history.eval_fns = eval_fns
+    rng = np.random.default_rng(seed)
+    bar = _Progress(progress, epochs, batches, stream)
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        start = time.perf_counter()
+        total, aux_totals = 0.0, {}
+        for b in range(batches):
+            index = order[b * batch_size : (b + 1) * batch_size]
+            batch = tuple(a[index] for a in data)
+            try:
+                value = step(params, *batch)
+            except NonFiniteLossError as error:
+                raise FitError(f"training stopped at epoch {epoch + 1}, step {b + 1} "
+                               f"(batch index {b}, examples {index[:4].tolist()}...): "
+                               f"{error}") from error
+            loss = value[0] if has_aux else value
+            total += float(loss)
+            if has_aux and isinstance(value[1], dict):
+                for key, v in value[1].items():
+                    aux_totals[key] = aux_totals.get(key, 0.0) + float(v)
+            elapsed = time.perf_counter() - start
+            bar.update(epoch, b + 1, total / (b + 1), (b + 1) * batch_size / max(elapsed, 1e-9),
+                       force=b + 1 == batches)
+        elapsed = time.perf_counter() - start
+        history["loss"].append(total / batches)
+        history["epoch_time"].append(elapsed)
+        history["samples_per_sec"].append(batches * batch_size / elapsed)
+        for key, v in aux_totals.items():
+            history.setdefault(f"train_{key}", []).append(v / batches)
+        summary = f"{elapsed:.2f}s"
+        if eval_fns:
+            for name, v in evaluate(params, eval_data, eval_fns).items():
+                history.setdefault(f"eval_{name}", []).append(v)
+                summary += f"  eval {name} {v:.4f}"
+        bar.end_epoch(summary)
+        if checkpoint:
+            ckpt.save(checkpoint, params, step.state)
+    return history
