@@ -290,6 +290,163 @@ def sigmoid_f32(x):
     return s if x >= ZERO else e * s if x < ZERO else x + x   # x + x: nan in -> nan out
 
 
+
+# ---------------------------------------------------------------------------
+# sin / cos: float32 in, argument reduction and polynomials in float64.
+# ---------------------------------------------------------------------------
+
+
+def _two_over_pi_fixed(bits):
+    """floor(2/pi * 2**bits), computed exactly with integers (Machin's formula)."""
+    guard = 64
+    one = 1 << (bits + guard)
+
+    def arctan_inv(m):  # arctan(1/m) * one
+        total, term, k, sign = 0, one // m, 1, 1
+        m2 = m * m
+        while term:
+            total += sign * (term // k)
+            term //= m2
+            k += 2
+            sign = -sign
+        return total
+
+    pi = 4 * (4 * arctan_inv(5) - arctan_inv(239))   # pi * one (error < 2**-40 * one)
+    return ((2 * one * one) // pi) >> guard
+
+
+def _make_reduction_table():
+    """_RED[be] = (2**(be-150) * 2/pi) mod 4, split into four 28-bit float64 chunks.
+
+    A finite float32 with biased exponent be >= 1 is M * 2**(be-150) with the 24-bit
+    integer M, so x * 2/pi mod 4 == M * sum(_RED[be]) mod 4, and every M * chunk is
+    exact in float64 (24 + 28 bits).  The chunks hold 2/pi mod 4 down to 2**-110.
+    """
+    frac_bits = 110
+    extra = 160
+    tpi = _two_over_pi_fixed(frac_bits + extra)      # 2/pi * 2**(frac_bits + extra)
+    table = np.zeros((256, 4), dtype=np.float64)
+    for be in range(256):
+        shift = be - 150
+        t = tpi << shift if shift >= 0 else tpi >> -shift
+        t >>= extra                                   # 2/pi * 2**shift * 2**frac_bits
+        t &= (1 << (frac_bits + 2)) - 1               # mod 4
+        for k in range(4):
+            lo_bit = frac_bits + 2 - 28 * (k + 1)
+            chunk = (t >> lo_bit) & ((1 << 28) - 1)
+            table[be, k] = float(chunk) * 2.0 ** (lo_bit - frac_bits)
+    table.setflags(write=False)
+    return table
+
+
+_RED = _make_reduction_table()
+
+INV_PIO2 = 0.63661977236758134308
+PIO2_1 = 1.57079632673412561417e+00      # first 33 bits of pi/2
+PIO2_1T = 6.07710050650619224932e-11     # pi/2 - PIO2_1
+PIO2_HI = 1.5707963267948966
+PIO2_LO = 6.123233995736766e-17
+MAGIC64 = 6755399441055744.0             # 1.5 * 2**52
+SMALL_LIMIT = _F32(1048576.0)            # |x| < 2**20: Cody-Waite in float64 suffices
+
+
+@numba.njit(inline="never", **_JIT)
+def _reduce_pio2(x):
+    """(r, q) with x = (4k + q) * pi/2 + r, |r| <= ~pi/4, r float64, q in {0,1,2,3}
+    (as float64).  |x| < 2**20: 3-constant Cody-Waite in float64; otherwise an exact
+    table-driven Payne-Hanek reduction in double-double.  Both are computed and the
+    result selected, so there is no branch."""
+    xd = np.float64(x)
+    k = xd * INV_PIO2 + MAGIC64
+    nf = k - MAGIC64
+    r_small = (xd - nf * PIO2_1) - nf * PIO2_1T
+    ix = _as_i32(x) & 0x7FFFFFFF
+    be = ix >> 23
+    m = np.float64((ix & 0x007FFFFF) | 0x00800000)
+    a = m * _RED[be, 0]
+    a = a - 4.0 * np.floor(a * 0.25)
+    b = m * _RED[be, 1]
+    n = np.floor((a + b) + 0.5)
+    h0 = a - n
+    hi = h0 + b                                   # TwoSum(h0, b)
+    bb = hi - h0
+    lo = ((h0 - (hi - bb)) + (b - bb)) + (m * _RED[be, 2] + m * _RED[be, 3])
+    r_large = hi * PIO2_HI + (hi * PIO2_LO + lo * PIO2_HI)
+    neg = x < ZERO
+    r_large = -r_large if neg else r_large
+    n = -n if neg else n
+    small = abs(x) < SMALL_LIMIT
+    r = r_small if small else r_large
+    n = nf if small else n
+    q = n - 4.0 * np.floor(n * 0.25)
+    return r, q
+
+
+@numba.njit(inline="never", **_JIT)
+def _sin_poly(r):
+    """sin(r) for |r| <= pi/4 in float64 (Taylor to r**11: rel. error < 1e-10)."""
+    z = r * r
+    p = z * (-1.0 / 39916800.0) + 1.0 / 362880.0
+    p = p * z - 1.0 / 5040.0
+    p = p * z + 1.0 / 120.0
+    p = p * z - 1.0 / 6.0
+    return r * (1.0 + z * p)
+
+
+@numba.njit(inline="never", **_JIT)
+def _cos_poly(r):
+    """cos(r) for |r| <= pi/4 in float64 (Taylor to r**12: error < 1e-11)."""
+    z = r * r
+    p = z * (1.0 / 479001600.0) - 1.0 / 3628800.0
+    p = p * z + 1.0 / 40320.0
+    p = p * z - 1.0 / 720.0
+    p = p * z + 1.0 / 24.0
+    p = p * z - 0.5
+    return 1.0 + z * p
+
+
+@numba.njit(inline="never", **_JIT)
+def _sin_finish(r, q, x):
+    s = _sin_poly(r)
+    c = _cos_poly(r)
+    v = s if q == 0.0 else c
+    v = -s if q == 2.0 else v
+    v = -c if q == 3.0 else v
+    res = np.float32(v)
+    return res if abs(x) < INF else x - x        # inf, nan -> nan
+
+
+@numba.njit(inline="never", **_JIT)
+def _cos_finish(r, q, x):
+    s = _sin_poly(r)
+    c = _cos_poly(r)
+    v = c if q == 0.0 else -s
+    v = -c if q == 2.0 else v
+    v = s if q == 3.0 else v
+    res = np.float32(v)
+    return res if abs(x) < INF else x - x
+
+
+# sin/cos are too large for LLVM's inliner as one function, so the entry points are
+# inlined at Numba level (inline="always") and consist only of calls to helpers that
+# LLVM inlines one by one.  They contain no floating-point arithmetic themselves, so
+# the caller's fastmath flags still cannot affect the computation.
+@numba.njit(inline="always", **_JIT)
+def sin_f32(x):
+    """sin(x) for float32 x, correctly reduced over the whole float32 range."""
+    x32 = _F32(x)
+    r, q = _reduce_pio2(x32)
+    return _sin_finish(r, q, x32)
+
+
+@numba.njit(inline="always", **_JIT)
+def cos_f32(x):
+    """cos(x) for float32 x, correctly reduced over the whole float32 range."""
+    x32 = _F32(x)
+    r, q = _reduce_pio2(x32)
+    return _cos_finish(r, q, x32)
+
+
 FAST_F32 = {
     "exp": exp_f32,
     "expm1": expm1_f32,
@@ -297,8 +454,12 @@ FAST_F32 = {
     "log1p": log1p_f32,
     "tanh": tanh_f32,
     "sigmoid": sigmoid_f32,
+    "sin": sin_f32,
+    "cos": cos_f32,
 }
 
 # Documented bounds checked by tests/compiler/test_fastmath.py.
-MAX_ULP = {"exp": 1.5, "expm1": 2.0, "log": 1.5, "log1p": 2.0, "tanh": 3.0, "sigmoid": 3.0}
-MAX_ABS = {"exp": 2e-7, "expm1": 2e-7, "log": 2e-7, "log1p": 2e-7, "tanh": 2e-7, "sigmoid": 2e-7}
+MAX_ULP = {"exp": 1.5, "expm1": 2.0, "log": 1.5, "log1p": 2.0, "tanh": 3.0, "sigmoid": 3.0,
+           "sin": 1.0, "cos": 1.0}
+MAX_ABS = {"exp": 2e-7, "expm1": 2e-7, "log": 2e-7, "log1p": 2e-7, "tanh": 2e-7, "sigmoid": 2e-7,
+           "sin": 2e-7, "cos": 2e-7}
