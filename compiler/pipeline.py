@@ -8,15 +8,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from compiler.passes.cse import eliminate_common_subexpressions
+from compiler.passes.dce import eliminate_dead_code
+from compiler.passes.fixed_point import iterate_to_fixed_point
+from compiler.passes.fold_constants import fold_constants
+from compiler.passes.fuse import fuse_elementwise
+from compiler.passes.simplify import simplify_algebra
 from ir.graph import Graph
 from ir.verifier import verify
 
 Pass = Callable[[Graph], Graph]
 
-# Algebraic simplification, CSE and dead-code elimination (filled in by compiler/passes/).
-OPTIMIZE: tuple[Pass, ...] = ()
-# Fusion of elementwise work into loop kernels, then buffer planning.
-FUSE: tuple[Pass, ...] = ()
+# Algebraic simplification, constant folding, CSE and dead-code elimination, in rounds until
+# a round changes nothing (each enables the others).
+OPTIMIZE: tuple[Pass, ...] = (
+    iterate_to_fixed_point(
+        simplify_algebra,
+        fold_constants,
+        eliminate_common_subexpressions,
+        eliminate_dead_code,
+        max_rounds=8,
+    ),
+)
+# Fusion of elementwise work (and the reductions it feeds) into FUSED loop kernels.
+FUSE: tuple[Pass, ...] = (fuse_elementwise,)
 
 # stage name -> the passes that lead from the previous stage to it.
 STAGES: dict[str, tuple[Pass, ...]] = {
