@@ -177,6 +177,12 @@ class Compiled:
         graph of `f` alone and "joint" the whole graph, forward and backward."""
         return format_graph(self._stage_graph(args, stage))
 
+    def summary(self, *args) -> str:
+        """One line per kernel of the fused graph: kind, iteration shape, ops, bytes moved."""
+        from compiler.passes.summary import kernel_summary
+
+        return kernel_summary(self.lowered(self.trace(*args), "fused"))
+
     def dot(self, *args, stage: str = "traced") -> str:
         """The IR at a stage as Graphviz DOT text (render with `dot -Tsvg`)."""
         return to_dot(self._stage_graph(args, stage), self.__name__)
