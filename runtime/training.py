@@ -194,8 +194,8 @@ def _as_tuple(data) -> tuple:
     return tuple(data) if isinstance(data, (tuple, list)) else (data,)
 
 
-def _compile_metric(fn: Callable) -> Compiled:
-    return fn if isinstance(fn, Compiled) else compile(fn)
+def _compile_metric(fn: Callable, backend: str | None) -> Compiled:
+    return fn if isinstance(fn, Compiled) else compile(fn, backend=backend)
 
 
 def evaluate(params, eval_data, metrics: Mapping[str, Compiled]) -> dict[str, float]:
@@ -212,16 +212,18 @@ def evaluate(params, eval_data, metrics: Mapping[str, Compiled]) -> dict[str, fl
 def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs: int = 1,
         batch_size: int = 32, *, seed: int = 0, eval_data: Any = None,
         metrics: Mapping[str, Callable] | None = None, progress: bool = True,
-        has_aux: bool = False, step: TrainStep | None = None, state: Any = None,
-        checkpoint: str | None = None, stream=None) -> History:
+        has_aux: bool = False, shuffle: bool = True, step: TrainStep | None = None,
+        state: Any = None,
+        checkpoint: str | None = None, stream=None, backend: str | None = None) -> History:
     """Train `params` in place on `data` = (inputs, labels, ...) arrays sharing axis 0.
 
-    Each epoch shuffles with a generator seeded by `seed` and runs `len(data) // batch_size`
+    Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs `len(data) // batch_size`
     full batches: the last partial batch is DROPPED (a different one each epoch, so every
     example is used), which keeps one batch shape and so one compiled signature. Metrics
     `name -> fn(params, *eval_data)` and the loss run on the whole `eval_data` in one call.
     `step`/`state` continue an earlier run (a TrainStep, or an optimiser state from
-    `checkpoint.load`); `checkpoint` is a path saved after every epoch. Returns a History.
+    `checkpoint.load`); `checkpoint` is a path saved after every epoch. `backend` is passed
+    to `compile`. Returns a History.
     """
     from runtime import checkpoint as ckpt
 
@@ -229,7 +231,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     n = _batch_size_of(data, "training data")
     batch_size = min(batch_size, n)
     batches = n // batch_size
-    step = step or train_step(loss_fn, optimizer, has_aux)
+    step = step or train_step(loss_fn, optimizer, has_aux, backend=backend)
     if state is not None:
         step.state = step.optimizer.init(params)
         commit(step.state, state)
@@ -237,15 +239,15 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     if eval_data is not None:
         eval_data = _as_tuple(eval_data)
         _batch_size_of(eval_data, "evaluation data")
-        eval_fns = {"loss": _compile_metric(loss_fn)}
-        eval_fns.update({k: _compile_metric(f) for k, f in (metrics or {}).items()})
+        eval_fns = {"loss": _compile_metric(loss_fn, backend)}
+        eval_fns.update({k: _compile_metric(f, backend) for k, f in (metrics or {}).items()})
     history = History(loss=[], epoch_time=[], samples_per_sec=[])
     history.step = step
     history.eval_fns = eval_fns
     rng = np.random.default_rng(seed)
     bar = _Progress(progress, epochs, batches, stream)
     for epoch in range(epochs):
-        order = rng.permutation(n)
+        order = rng.permutation(n) if shuffle else np.arange(n)
         start = time.perf_counter()
         total, aux_totals = 0.0, {}
         for b in range(batches):
@@ -254,9 +256,9 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
             try:
                 value = step(params, *batch)
             except NonFiniteLossError as error:
-                raise FitError(f"training stopped at epoch {epoch + 1}, step {b + 1} "
-                               f"(batch index {b}, examples {index[:4].tolist()}...): "
-                               f"{error}") from error
+                raise FitError(f"training stopped at epoch {epoch + 1}, step "
+                               f"{epoch * batches + b + 1} (batch index {b} of the epoch, "
+                               f"examples {index[:4].tolist()}...): {error}") from error
             loss = value[0] if has_aux else value
             total += float(loss)
             if has_aux and isinstance(value[1], dict):
