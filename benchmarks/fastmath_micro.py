@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from compiler.fastmath import exp_f32, log_f32, sigmoid_f32, tanh_f32  # noqa: E402
+from compiler.fastmath import exp_f32, log_f32, sigmoid_f32, sin_f32, tanh_f32  # noqa: E402
 
 N = 4_194_304
 
@@ -53,6 +53,18 @@ def log_fast(x, out):
 def sigmoid_fast(x, out):
     for i in range(x.size):
         out[i] = sigmoid_f32(x[i])
+
+
+@numba.njit(error_model="numpy")
+def sin_libm(x, out):
+    for i in range(x.size):
+        out[i] = np.sin(x[i])
+
+
+@numba.njit(error_model="numpy")
+def sin_fast(x, out):
+    for i in range(x.size):
+        out[i] = sin_f32(x[i])
 
 
 @numba.njit(error_model="numpy")
@@ -110,6 +122,9 @@ def main():
         ("njit loop log_f32", lambda: log_fast(xpos, out)),
         ("njit loop sigmoid_f32", lambda: sigmoid_fast(x, out)),
         ("njit loop tanh_f32(a*x+b)*0.5", lambda: affine_tanh_fast(x, out, a, b)),
+        ("numpy np.sin", lambda: np.sin(x, out=out)),
+        ("njit loop np.sin (libm)", lambda: sin_libm(x, out)),
+        ("njit loop sin_f32", lambda: sin_fast(x, out)),
         ("prange np.tanh (libm)", lambda: tanh_libm_par(x, out)),
         (f"prange tanh_f32 ({numba.get_num_threads()} threads)", lambda: tanh_fast_par(x, out)),
     ]

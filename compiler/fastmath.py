@@ -14,9 +14,10 @@ Usage from generated kernels::
         for i in range(x.size):
             out[i] = tanh_f32(x[i])                   # pass float32 values
 
-* The functions are ordinary ``@njit`` functions (NOT ``inline="always"``): Numba
-  links them into the caller and LLVM inlines them, which vectorises just as well
-  and keeps *their own* floating-point flags.  They are compiled with
+* The functions are ordinary ``@njit`` functions (NOT ``inline="always"``; sin/cos
+  are thin inline="always" wrappers around such functions): Numba links them into
+  the caller and LLVM inlines them, which vectorises just as well and keeps *their
+  own* floating-point flags.  They are compiled with
   ``fastmath={"contract"}`` only (FMA contraction), so a caller compiled with
   ``fastmath=True`` cannot break their NaN/inf handling or the rounding tricks.
 * Arguments are converted to float32 first; float64 arguments work but cost two
@@ -33,9 +34,10 @@ is needed and NaN inputs stay well defined).
 
 Method and measured accuracy (max error over ~4.7M inputs: every 1021st float32 bit
 pattern of both signs, i.e. all magnitudes from denormals to inf, plus a dense
-sweep of [-20, 20]; reference is float64 NumPy; "ulp" is relative to the spacing
-of the correctly rounded float32 result, so it is also an absolute bound of
-2**-149 granularity near zero; "abs" is max |err|/max(|ref|, 1) on [-20, 20])::
+sweep of [-20, 20]; the test uses every 2039th pattern.  Reference: float64 NumPy.
+"ulp" is relative to the spacing of the correctly rounded float32 result, so near
+zero it is also an absolute bound in units of 2**-149; "abs" is
+max |err| / max(|ref|, 1) on [-20, 20])::
 
     function     max ulp   abs     method
     exp_f32      0.99      8.0e-8  Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
@@ -59,17 +61,43 @@ of the correctly rounded float32 result, so it is also an absolute bound of
                                    |x| clamped to 10 (tanh(|x| >= 9.01) == 1.0 exactly);
                                    relative-accurate near 0, keeps the sign of -0.0.
     sigmoid_f32  2.78      8.9e-8  e = exp(-|x|), s = 1 / (1 + e); x >= 0 -> s,
-                                   x < 0 -> e * s.  Never overflows: sigmoid(+-inf) =
-                                   1 / 0, sigmoid(-100) = 3.8e-44 (denormal, correct).
+                                   x < 0 -> e * s.  Never overflows: sigmoid(+inf) = 1,
+                                   sigmoid(-inf) = 0, sigmoid(-100) = 3.8e-44 (denormal, correct).
+    sin_f32      0.50      3.0e-8  float64 internally: |x| < 2**20: n = round(x 2/pi),
+    cos_f32      0.50      3.0e-8  r = x - n pi/2 (3-part Cody-Waite); |x| >= 2**20:
+                                   exact Payne-Hanek with a 256 x 4 table of 2/pi bits
+                                   (double-double), both computed and selected; then
+                                   Taylor polynomials of sin/cos in float64 (error
+                                   < 1e-10) and a quadrant select.  Correct over the
+                                   whole float32 range (sin(1e38) etc.); inf -> nan.
+                                   They run 4 wide (float64) with a table gather:
+                                   slower than NumPy's SIMD np.sin, but about 1.7-2.4x
+                                   faster than the libm call in an njit loop.  The
+                                   entry points are inline="always" (too big for
+                                   LLVM's inliner otherwise) but contain only calls,
+                                   so caller fastmath flags still do not leak in.
 
 All functions map nan -> nan and +-inf to the right limits.  Known nits: expm1(-0.0)
 and log1p(-0.0) return +0.0.  The documented bounds (with a little slack) are in
 ``MAX_ULP``/``MAX_ABS`` and enforced by tests/compiler/test_fastmath.py.
 
-Speed (4,194,304 float32 values, 2-core AMD EPYC with AVX2, shared/noisy machine;
-see benchmarks/fastmath_micro.py): njit loop with np.tanh (libm) 40-117 ms, NumPy
-np.tanh 13-16 ms, njit loop with tanh_f32 ~5 ms; exp_f32 ~3 ms; a plain copy loop
-~1.4 ms.
+Speed (4,194,304 float32 values, median ms, 2-core AMD EPYC with AVX2/FMA, from
+benchmarks/fastmath_micro.py; the machine was shared with other jobs (load ~4), so
+the two columns are two runs and only ratios within a run mean much)::
+
+    copy loop (memory floor)          2.2    5.6
+    NumPy np.tanh / np.exp / np.sin   19 / 13 / 24     31 / 23 / 8
+    njit loop np.tanh (libm)          124    212
+    njit loop np.exp  (libm)          23     21
+    njit loop np.sin  (libm)          53     44
+    njit loop tanh_f32                5.5    5.1
+    njit loop exp_f32                 3.2    3.0
+    njit loop log_f32                 6.5    10.4
+    njit loop sigmoid_f32             4.5    4.1
+    njit loop tanh_f32(a*x+b)*0.5     6.3    5.1
+    njit loop sin_f32                 57     25
+    prange np.tanh (libm)             309    204
+    prange tanh_f32 (2 threads)       14     12   (memory-bound/loaded: no gain)
 
 The table ``FAST_F32`` at the bottom maps op names to functions for the code
 generator.  float64 is deliberately not covered: use libm (``math.exp`` ...).
