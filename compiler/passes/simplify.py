@@ -219,6 +219,29 @@ def _sum_of_broadcast(node, b):
     return _emit(b, Op.MUL, x, scale, like=node)
 
 
+def _sum_of_negation(node, b):
+    x = _negated(b, node.inputs[0], single_use=True)
+    if x is None:
+        return None
+    return _emit(b, Op.NEG, _emit(b, Op.REDUCE_SUM, x, like=node, **node.params), like=node)
+
+
+def _reshape_of_negation(node, b):
+    x = _negated(b, node.inputs[0], single_use=True)
+    if x is None:
+        return None
+    return _emit(b, Op.NEG, _emit(b, Op.RESHAPE, x, like=node, **node.params), like=node)
+
+
+def _broadcast_of_one_element(node, b):
+    (x,) = node.inputs
+    value = b.scalar_value(x)
+    if x.ndim == 0 or x.type.size != 1 or value is None:
+        return None
+    scalar = b.constant(value, x.dtype, like=b.producer(x))
+    return _emit(b, Op.BROADCAST_TO, scalar, like=node, shape=node.out.shape)
+
+
 def _max_of_broadcast(node, b):
     found = _reduced_broadcast(node, b)
     return None if found is None else found[0]
@@ -267,14 +290,17 @@ SIMPLIFY_RULES: dict[Op, tuple[Rewrite, ...]] = {
         _same_shape,  # reshape[shape(x)](x) -> x
         _reshape_of_reshape,  # reshape[t](reshape[s](x)) -> reshape[t](x)
         _moved_scalar_broadcast,  # reshape(broadcast_to(s)) -> broadcast_to(s), s 0-d
+        _reshape_of_negation,  # reshape(neg(x)) -> neg(reshape(x))  (neg read once)
     ),
     Op.BROADCAST_TO: (
         _same_shape,  # broadcast_to[shape(x)](x) -> x
         _broadcast_of_broadcast,  # broadcast_to[t](broadcast_to[s](x)) -> broadcast_to[t](x)
+        _broadcast_of_one_element,  # broadcast_to(constant [c]) -> broadcast_to(constant c), 0-d
     ),
     Op.REDUCE_SUM: (
         _no_axes,  # reduce_sum[]( x) -> x
         _sum_of_broadcast,  # reduce_sum[A](broadcast_to(x)) -> reshape(x) * |A|, A = copied axes
+        _sum_of_negation,  # reduce_sum(neg(x)) -> neg(reduce_sum(x))  (neg read once)
     ),
     Op.REDUCE_MAX: (
         _no_axes,  # reduce_max[](x) -> x
