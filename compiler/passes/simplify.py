@@ -150,6 +150,8 @@ def _transpose_of_transpose(node, b):
         return None
     first, second = inner.params["perm"], node.params["perm"]
     perm = tuple(first[axis] for axis in second)  # out[i] = in[first[second[i]]]
+    if perm == tuple(range(len(perm))):
+        return inner.inputs[0]
     return _emit(b, Op.TRANSPOSE, inner.inputs[0], like=node, perm=perm)
 
 
@@ -157,6 +159,8 @@ def _reshape_of_reshape(node, b):
     inner = b.producer(node.inputs[0])
     if inner is None or inner.op != Op.RESHAPE:
         return None
+    if inner.inputs[0].shape == node.out.shape:
+        return inner.inputs[0]
     return _emit(b, Op.RESHAPE, inner.inputs[0], like=node, shape=node.out.shape)
 
 
