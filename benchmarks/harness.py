@@ -133,7 +133,9 @@ def setup_system(name: str, workload: str, r: dict) -> tuple[dict, object]:
     try:
         mod = sysmod.load(name)
     except ModuleNotFoundError as e:
-        return {"status": f"missing ({e.name})"}, None
+        if e.name and "." not in e.name:  # the system's library itself is not installed
+            return {"status": f"missing ({e.name})"}, None
+        return {"status": "error: " + short_error(e)}, None
     except Exception as e:  # noqa: BLE001
         return {"status": "error: " + short_error(e)}, None
     stage = "setup"
@@ -244,7 +246,7 @@ def _latency_once(name: str, cache_dir: str) -> float:
     t0 = time.time()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "latency_child.py"), name],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -252,7 +254,7 @@ def _latency_once(name: str, cache_dir: str) -> float:
         raise RuntimeError(err[:120])
     out = json.loads(lines[-1])
     if "error" in out:
-        raise RuntimeError(out["error"])
+        raise (ModuleNotFoundError if out.get("missing") else RuntimeError)(out["error"])
     return out["t_first"] - t0
 
 
@@ -274,7 +276,10 @@ def compile_latency(systems: list[str], quick: bool) -> dict:
                 "warm_s": float(np.median(warm)),
                 "reps": reps,
             }
+        except ModuleNotFoundError as e:
+            res[name] = {"status": str(e)}
         except Exception as e:  # noqa: BLE001
-            msg = short_error(e)
-            res[name] = {"status": ("missing: " if "No module named" in msg else "error: ") + msg}
+            res[name] = {
+                "status": "error: " + (str(e) if isinstance(e, RuntimeError) else short_error(e))
+            }
     return res

@@ -31,10 +31,10 @@ def main(name: str) -> None:
         mod = systems.load(name)
         data, params = WORKLOADS["mlp_large"].make()
         loss = mod.make_step("mlp_large", data, params).run()
-    except ModuleNotFoundError:
-        raise
     except Exception as e:  # noqa: BLE001
-        print(json.dumps({"error": f"{type(e).__name__}: {e}"[:120]}), flush=True)
+        missing = isinstance(e, ModuleNotFoundError) and e.name and "." not in e.name
+        msg = f"missing ({e.name})" if missing else f"{type(e).__name__}: {e}"[:120]
+        print(json.dumps({"error": msg, "missing": bool(missing)}), flush=True)
         return
     t = time.time()
     print(json.dumps({"t_first": t, "loss": loss}), flush=True)

@@ -181,7 +181,7 @@ def transformer_vg(params, data):
     th = np.tanh(GELU_C * (u + 0.044715 * u**3))
     gl = 0.5 * u * (1.0 + th)
     out = h + gl @ p["w2"] + p["b2"]
-    loss, dlog = softmax_ce(flat(out) @ p["wh"] + p["bh"], y)
+    loss, dlog = softmax_ce(flat(out) @ p["wh"] + p["bh"], y.reshape(-1))
     # backward
     gr = {"wh": flat(out).T @ dlog, "bh": dlog.sum(axis=0)}
     dout = (dlog @ p["wh"].T).reshape(bsz, t, d)

@@ -113,13 +113,17 @@ def make_transformer(seed=4):
         "wh": _normal(rng, (d, v), 1 / math.sqrt(d)),
         "bh": _normal(rng, (v,), 0.01),
     }
-    causal = np.tril(np.ones((TF_T, TF_T), dtype=bool))
     data = {
         "x": rng.standard_normal((TF_B, TF_T, d)).astype(F32),
-        "y": rng.integers(0, v, size=TF_B * TF_T).astype(np.int64),  # flat (B*T,) targets
-        "mask": np.where(causal, 0.0, -1e9).astype(F32),  # additive causal mask (T, T)
+        "y": rng.integers(0, v, size=(TF_B, TF_T)).astype(np.int64),  # next-token-style targets
+        "mask": causal_mask(),
     }
     return data, params
+
+
+def causal_mask(t=TF_T):
+    """Additive causal mask (T, T): 0 on and below the diagonal, -1e9 above."""
+    return np.where(np.tril(np.ones((t, t), dtype=bool)), 0.0, -1e9).astype(F32)
 
 
 # ----------------------------------------------------------------------------- costs
@@ -241,7 +245,9 @@ def make_loss(name: str, nn) -> Callable:
         var = np.mean((h - mu) * (h - mu), axis=-1, keepdims=True)
         return (h - mu) / np.sqrt(var + LN_EPS) * g + b
 
-    def transformer(params, x, y, mask):
+    mask = causal_mask()  # a constant the compiled loss closes over
+
+    def transformer(params, x, y):
         p = params
         a = layer_norm(x, p["ln1_g"], p["ln1_b"])
         q, k, v = a @ p["wq"], a @ p["wk"], a @ p["wv"]
@@ -252,7 +258,7 @@ def make_loss(name: str, nn) -> Callable:
         g = 0.5 * u * (1.0 + np.tanh(GELU_C * (u + 0.044715 * u * u * u)))
         out = h + g @ p["w2"] + p["b2"]
         logits = out.reshape(-1, out.shape[-1]) @ p["wh"] + p["bh"]
-        return nn.cross_entropy(logits, y)
+        return nn.cross_entropy(logits, y.reshape(-1))
 
     return {
         "chain": chain,

@@ -72,7 +72,7 @@ def transformer_loss(p, data):
     u = _ln(h, p["ln2_g"], p["ln2_b"]) @ p["w1"] + p["b1"]
     g = 0.5 * u * (1.0 + jnp.tanh(GELU_C * (u + 0.044715 * u**3)))
     out = h + g @ p["w2"] + p["b2"]
-    return cross_entropy(out.reshape(-1, out.shape[-1]) @ p["wh"] + p["bh"], data["y"])
+    return cross_entropy(out.reshape(-1, out.shape[-1]) @ p["wh"] + p["bh"], data["y"].reshape(-1))
 
 
 LOSSES = {

@@ -40,7 +40,7 @@ def transformer_loss(p, d):
     h = x + (att @ v) @ p["wo"]
     u = F.layer_norm(h, (dim,), p["ln2_g"], p["ln2_b"], eps=1e-5) @ p["w1"] + p["b1"]
     out = h + F.gelu(u, approximate="tanh") @ p["w2"] + p["b2"]
-    return F.cross_entropy(out.reshape(-1, dim) @ p["wh"] + p["bh"], d["y"])
+    return F.cross_entropy(out.reshape(-1, dim) @ p["wh"] + p["bh"], d["y"].reshape(-1))
 
 
 LOSSES = {
