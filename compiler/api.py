@@ -96,6 +96,7 @@ class Compiled:
         self.static_argnums = tuple(sorted(static_argnums))
         self.backend = backend or os.environ.get("CHAINJIT_BACKEND", "numba")
         self._traces: dict[tuple, Traced] = {}
+        self._fast: dict[Any, Callable] = {}  # signature key -> direct call (runtime/executable)
 
     # -- tracing ------------------------------------------------------------------------
     def _split(self, args: tuple) -> tuple[tuple, tuple]:
@@ -162,13 +163,39 @@ class Compiled:
         return traced.lowered[stage]
 
     def __call__(self, *args):
+        fast_key, fast_leaves = self._fast_key(args)
+        entry = self._fast.get(fast_key) if fast_key is not None else None
+        if entry is not None:
+            return entry(fast_leaves)
         traced = self.trace(*args)
         key, leaves, *_ = self.signature(args)
         if traced.executable is None:
             traced.executable = build_executable(self, traced)
         outputs = traced.executable(leaves)
         outputs = [out[()] if out.ndim == 0 else out for out in outputs]
+        if fast_key is not None and hasattr(traced.executable, "entry"):
+            self._fast[fast_key] = traced.executable.entry(traced.out_tree, leaves,
+                                                           tree_unflatten)
         return tree_unflatten(traced.out_tree, outputs)
+
+    def _fast_key(self, args: tuple) -> tuple[Any, list]:
+        """One-pass flatten + signature key for the direct call path (None: not eligible)."""
+        from runtime.executable import NoFastPath, signature_key
+
+        leaves: list = []
+        try:
+            if self.static_argnums:
+                static, dynamic = self._split(args)
+                return (signature_key(dynamic, leaves), static), leaves
+            return signature_key(args, leaves), leaves
+        except (NoFastPath, TraceError):
+            return None, leaves
+
+    def source(self, *args) -> str:
+        """The generated Numba source for these arguments' signature (names as in `.ir`)."""
+        from compiler.codegen import generate
+
+        return generate(self.lowered(self.trace(*args), "fused")).source
 
     def ir(self, *args, stage: str = "traced") -> str:
         """The IR at a stage: "traced", "joint", "optimized" or "fused", as text.
@@ -211,7 +238,16 @@ BACKENDS: dict[str, Callable[[Graph], Callable[[list], list[np.ndarray]]]] = {
 
 def build_executable(compiled: Compiled, traced: Traced):
     backend = compiled.backend if compiled.backend in BACKENDS else "interpreter"
-    return BACKENDS[backend](compiled.lowered(traced, "fused"))
+    executable = BACKENDS[backend](compiled.lowered(traced, "fused"))
+    if hasattr(executable, "paths"):  # argument errors name the user's pytree paths
+        executable.paths = list(traced.in_paths)
+    if os.environ.get("CHAINJIT_DUMP_DIR"):
+        from runtime.cache import dump_build
+
+        stages = {s: format_graph(compiled.lowered(traced, s))
+                  for s in ("traced", *pipeline.STAGES)}
+        dump_build(compiled.__name__, stages, getattr(executable, "source", None))
+    return executable
 
 
 def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),

@@ -1,0 +1,316 @@
+"""Codegen: a lowered graph -> readable Python source for Numba, with ONE driver function.
+
+Takes the "fused" graph (FUSED nodes or single primitives, both handled) and gives a
+`Generated`: the module source and the plan of the driver's arguments. The driver is one
+`@numba.njit(cache=True)` function, so a call crosses from Python into machine code once:
+
+    def driver(<graph inputs>, <array constants>, <packed 0-d constants>, <work buffers>):
+        ...one block per node, each under the IR lines it came from...
+        return (<outputs>,)
+
+Choices that keep one compiled artefact serving many batch sizes (see `resolve_dim`):
+sizes are read from the input arrays (`x.shape[0]`), constants are driver arguments (so the
+1/N of a mean is not in the source), and work buffers are arguments allocated by the
+executable. The source text is therefore the cache key (runtime/cache.py).
+
+Movement ops are views where possible: broadcast_to, slice and N-d transpose are index maps
+applied when a loop reads them (no copy), 2-D transpose is `.T`, reshape of a C array is
+`.reshape`. A view is copied into a C buffer only where an op needs an array (matmul,
+reshape, returning it). The per-op code lives in compiler/codegen_kernels.py (loop nests) and
+compiler/codegen_ops.py (movement, indexing, matmul, random; the `EMIT_RULES` table).
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ir.graph import Graph, Node, Var
+from ir.printer import Namer, format_graph, format_node, node_comment
+from ir.types import DTYPES
+
+# Names the generated module uses itself: IR names equal to these get a trailing "_".
+RESERVED = frozenset({"np", "numba", "math", "driver"}) | frozenset(dir(builtins))
+NUMPY_DTYPE_NAMES = {
+    np.dtype(np.float32): "np.float32",
+    np.dtype(np.float64): "np.float64",
+    np.dtype(np.int32): "np.int32",
+    np.dtype(np.int64): "np.int64",
+    np.dtype(np.bool_): "np.bool_",
+}
+
+
+@dataclass
+class Value:
+    """How generated code reads one IR var.
+
+    kind "array": a real Numba array `name` (layout "C", "F" or "A"); "scalar": a local;
+    "view": element `idx` is `base.read(index_map(idx))` (broadcast, slice, transpose).
+    `owned`: the array was allocated by this call (safe to return to the user).
+    """
+
+    kind: str
+    name: str
+    layout: str = "C"
+    owned: bool = False
+    base: Value | None = None
+    index_map: Callable[[list[str]], list[str]] | None = None
+
+    def read(self, idx: list[str]) -> str:
+        if self.kind == "scalar":
+            return self.name
+        if self.kind == "view":
+            return self.base.read(self.index_map(idx))
+        return f"{self.name}[{', '.join(idx)}]" if idx else f"{self.name}[()]"
+
+
+@dataclass
+class ArgSpec:
+    """One driver argument after the graph inputs: where the executable gets it."""
+
+    kind: str  # "const" (array constant), "pack" (0-d constants of one dtype), "buffer"
+    name: str
+    value: np.ndarray | None = None  # const / pack
+    shape: tuple[int, ...] = ()  # buffer
+    dtype: np.dtype | None = None
+
+
+@dataclass
+class Generated:
+    source: str
+    input_names: list[str]
+    extra_args: list[ArgSpec]
+    out_scalar: list[bool]  # outputs returned as scalars (0-d)
+    out_types: list = field(default_factory=list)
+
+
+class CodeGen:
+    """Builds the driver for one graph. Per-op emitters (codegen_kernels) call its helpers."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.namer = Namer()
+        self.lines: list[str] = []
+        self.depth = 1
+        self.values: dict[Var, Value] = {}
+        self.dims: dict[Var, tuple[str, ...]] = {}
+        self.dim_by_value: dict[int, str] = {}
+        self.extra: list[ArgSpec] = []
+        self.packs: dict[np.dtype, list] = {}
+        self.used_names: set[str] = set()
+        self.kernel_count = 0
+        self.output_set = set(graph.outputs)
+        self.fast_imports: set[str] = set()
+
+    # -- names ---------------------------------------------------------------------------
+    def name(self, var: Var) -> str:
+        """The Python name of an outer var: its IR name (as in `.ir()`), never a builtin."""
+        text = self.namer(var)
+        if keyword.iskeyword(text) or text in RESERVED:
+            text += "_"
+        return text
+
+    def fresh(self, stem: str) -> str:
+        """A helper name; helpers always contain "_" or a digit, which IR names never do."""
+        k = 0
+        while f"{stem}{k}" in self.used_names:
+            k += 1
+        self.used_names.add(f"{stem}{k}")
+        return f"{stem}{k}"
+
+    # -- lines ---------------------------------------------------------------------------
+    def line(self, text: str, depth: int | None = None) -> None:
+        self.lines.append("    " * (self.depth if depth is None else depth) + text)
+
+    def comment_node(self, node: Node, namer: Namer | None = None, indent: str = "") -> None:
+        text = format_node(node, namer or self.namer)
+        note = node_comment(node)
+        self.line(f"# {indent}{text}" + (f"    # {note}" if note else ""))
+
+    # -- sizes ---------------------------------------------------------------------------
+    def resolve_dim(self, size: int) -> str:
+        """A literal size as an expression of the input shapes when one matches its value.
+
+        Sizes 0 and 1 stay literal (they decide broadcasting); other sizes take the first
+        input dimension of equal value, so a new batch size gives the same source text.
+        """
+        if size in (0, 1):
+            return str(size)
+        return self.dim_by_value.get(size, str(size))
+
+    def resolve_shape(self, shape, like: tuple[Var, ...] = ()) -> tuple[str, ...]:
+        """Dims for `shape`, preferring the dims of a var of exactly that shape."""
+        for var in like:
+            if var.shape == tuple(shape) and var in self.dims:
+                return self.dims[var]
+        return tuple(self.resolve_dim(d) for d in shape)
+
+    def set_dims(self, var: Var, dims) -> None:
+        self.dims[var] = tuple(dims)
+
+    # -- values --------------------------------------------------------------------------
+    def read(self, var: Var, idx: list[str]) -> str:
+        return self.values[var].read(idx)
+
+    def alloc(self, var: Var, name: str | None = None, zero: bool = False) -> str:
+        """Storage for `var`: a fresh array when it is returned, else a reused work buffer."""
+        name = name or self.name(var)
+        dims = self.dims[var]
+        dtype = NUMPY_DTYPE_NAMES[var.dtype]
+        owned = var in self.output_set
+        if owned:
+            fn = "np.zeros" if zero else "np.empty"
+            self.line(f"{name} = {fn}(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
+                      f"{dtype})")
+        else:
+            self.extra.append(ArgSpec("buffer", name, shape=var.shape, dtype=var.dtype))
+            if zero:
+                self.line(f"{name}.fill(0)")
+        self.values[var] = Value("array", name, "C", owned)
+        return name
+
+    def array(self, var: Var, layouts: str = "C") -> str:
+        """The name of a real array holding `var` with one of `layouts`; copies a view."""
+        value = self.values[var]
+        if value.kind == "array" and value.layout in layouts:
+            return value.name
+        if value.kind == "scalar":
+            raise AssertionError("0-d values are scalars, never arrays")
+        old = value
+        name = self.alloc_copy(var)
+        idx = self.open_loops(self.dims[var])
+        self.line(f"{name}[{', '.join(idx)}] = {old.read(idx)}")
+        self.close_loops(len(idx))
+        return name
+
+    def alloc_copy(self, var: Var) -> str:
+        return self.alloc(var, f"{self.name(var)}_c")
+
+    # -- loops ---------------------------------------------------------------------------
+    def open_loops(self, dims, start: int = 0) -> list[str]:
+        idx = []
+        for k, dim in enumerate(dims):
+            self.line(f"for i{start + k} in range({dim}):")
+            self.depth += 1
+            idx.append(f"i{start + k}")
+        return idx
+
+    def close_loops(self, count: int) -> None:
+        self.depth -= count
+
+    # -- constants -----------------------------------------------------------------------
+    def pack_constant(self, value: np.ndarray) -> str:
+        """A 0-d constant, read from the per-dtype argument array (so not in the source)."""
+        dtype = np.dtype(value.dtype)
+        items = self.packs.setdefault(dtype, [])
+        items.append(value.item())
+        return f"consts_{DTYPES[dtype]}[{len(items) - 1}]"
+
+    def array_constant(self, var: Var, value: np.ndarray) -> None:
+        name = self.name(var)
+        self.extra.append(ArgSpec("const", name, value=np.array(value, copy=True)))
+        self.values[var] = Value("array", name, "C", owned=False)
+        self.set_dims(var, [f"{name}.shape[{k}]" for k in range(value.ndim)])
+
+    def fast_function(self, fn_name: str) -> str:
+        self.fast_imports.add(fn_name)
+        return fn_name
+
+
+def generate(graph: Graph) -> Generated:
+    """Generate the Numba module for `graph` (no Numba import, no compile: text only)."""
+    from compiler.codegen_ops import EMIT_RULES
+
+    gen = CodeGen(graph)
+    input_names = [gen.name(v) for v in graph.inputs]
+    for var, name in zip(graph.inputs, input_names):
+        if var.ndim == 0:
+            gen.values[var] = Value("scalar", name)
+            gen.set_dims(var, ())
+            continue
+        gen.values[var] = Value("array", name, "C", owned=False)
+        gen.set_dims(var, [f"{name}.shape[{k}]" for k in range(var.ndim)])
+        for k, size in enumerate(var.shape):
+            gen.dim_by_value.setdefault(size, f"{name}.shape[{k}]")
+    for node in graph.nodes:
+        gen.line("")
+        gen.comment_node(node)
+        EMIT_RULES[node.op](gen, node)
+    returned = [emit_output(gen, var) for var in graph.outputs]
+    gen.line("")
+    gen.line(f"return ({''.join(r + ', ' for r in returned)})")
+    return Generated(
+        source=render_module(gen, input_names),
+        input_names=input_names,
+        extra_args=gen.extra,
+        out_scalar=[v.ndim == 0 for v in graph.outputs],
+        out_types=[v.type for v in graph.outputs],
+    )
+
+
+def emit_output(gen: CodeGen, var: Var) -> str:
+    """A returned value must be fresh memory: copy inputs, views and work buffers."""
+    value = gen.values[var]
+    if value.kind == "scalar" or (value.kind == "array" and value.owned):
+        return value.name
+    name = gen.fresh("out_")
+    dims = gen.dims[var]
+    gen.line(f"{name} = np.empty(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
+             f"{NUMPY_DTYPE_NAMES[var.dtype]})")
+    idx = gen.open_loops(dims)
+    gen.line(f"{name}[{', '.join(idx)}] = {value.read(idx)}")
+    gen.close_loops(len(idx))
+    return name
+
+
+def render_module(gen: CodeGen, input_names: list[str]) -> str:
+    from runtime.cache import environment_stamp
+
+    packs = []
+    for dtype in sorted(gen.packs, key=lambda d: DTYPES[d]):
+        name = f"consts_{DTYPES[dtype]}"
+        packs.append(ArgSpec("pack", name, value=np.array(gen.packs[dtype], dtype=dtype)))
+    consts = [a for a in gen.extra if a.kind == "const"]
+    buffers = [a for a in gen.extra if a.kind == "buffer"]
+    gen.extra = consts + packs + buffers
+    params = input_names + [a.name for a in gen.extra]
+    ir_text = "\n".join(f"# {line}" for line in format_graph(gen.graph).splitlines())
+    head = [
+        '"""chainjit generated module (edit nothing: the file name is a hash of this text)."""',
+        f"# {environment_stamp()}",
+        "# The graph (stage 'fused'):",
+        ir_text,
+        "import numpy as np",
+        "import numba",
+    ]
+    if gen.fast_imports:
+        head.append(f"from compiler.fastmath import {', '.join(sorted(gen.fast_imports))}")
+    head += [
+        "",
+        "",
+        '@numba.njit(cache=True, error_model="numpy")',
+        f"def driver({', '.join(params)}):",
+    ]
+    body = [line.rstrip() for line in gen.lines]
+    while body and not body[0].strip():
+        body.pop(0)
+    return "\n".join(head + body) + "\n"
+
+
+def _build_numba(graph: Graph):
+    from runtime.executable import build_numba
+
+    return build_numba(graph)
+
+
+def _register() -> None:
+    from compiler.api import BACKENDS
+
+    BACKENDS["numba"] = _build_numba
+
+
+_register()

@@ -1,0 +1,278 @@
+"""Codegen for the ops that are not loop kernels: constants, movement, indexing, matmul, random.
+
+Completes `EMIT_RULES` (op -> emitter `(gen, node) -> None`), which compiler/codegen.py walks
+in graph order. Movement ops become views where possible (see `Value`); matmul is BLAS
+through `np.dot(a, b, out)`; gather/scatter_add bounds-check every index (negative indices
+wrap as in NumPy) and raise IndexError naming the node instead of reading stray memory;
+random_uniform reproduces ir/interpreter.py's splitmix64 bits exactly (uint64 wraps).
+"""
+
+from __future__ import annotations
+
+from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
+from compiler.codegen_kernels import broadcast_view, emit_elementwise, emit_fused, emit_reduce
+from ir import ops
+from ir.graph import Node
+from ir.ops import Op
+from ir.printer import format_node
+
+
+def emit_constant(gen: CodeGen, node: Node) -> None:
+    value = node.params["value"]
+    if value.ndim == 0:
+        name = gen.name(node.out)
+        gen.line(f"{name} = {gen.pack_constant(value)}")
+        gen.values[node.out] = Value("scalar", name)
+        gen.set_dims(node.out, ())
+    else:
+        gen.array_constant(node.out, value)
+        gen.line(f"# ({gen.name(node.out)} is a driver argument)")
+
+
+def _alias(gen: CodeGen, node: Node) -> None:
+    (x,) = node.inputs
+    gen.values[node.out] = gen.values[x]
+    gen.set_dims(node.out, gen.dims[x])
+
+
+def emit_broadcast(gen: CodeGen, node: Node) -> None:
+    (x,) = node.inputs
+    out = node.out
+    lead = out.ndim - x.ndim
+    dims = [gen.resolve_dim(d) for d in out.shape]
+    for k, size in enumerate(x.shape):
+        if size == out.shape[k + lead] and size != 1:
+            dims[k + lead] = gen.dims[x][k]
+    gen.set_dims(out, dims)
+    gen.values[out] = broadcast_view(gen.values[x], x.shape, out.ndim)
+    gen.line("# (a view: reads index the source)")
+
+
+def emit_transpose(gen: CodeGen, node: Node) -> None:
+    (x,) = node.inputs
+    perm = tuple(node.params["perm"])
+    if perm == tuple(range(x.ndim)):
+        return _alias(gen, node)
+    gen.set_dims(node.out, [gen.dims[x][p] for p in perm])
+    value = gen.values[x]
+    if value.kind == "array" and value.layout in "CF" and x.ndim == 2:
+        name = gen.name(node.out)
+        gen.line(f"{name} = {value.name}.T")
+        gen.values[node.out] = Value("array", name, "F" if value.layout == "C" else "C",
+                                     value.owned)
+        return
+
+    def index_map(idx: list[str]) -> list[str]:
+        src = [""] * len(perm)
+        for k, p in enumerate(perm):
+            src[p] = idx[k]
+        return src
+
+    gen.values[node.out] = Value("view", value.name, base=value, index_map=index_map)
+    gen.line("# (a view: reads index the source)")
+
+
+def emit_slice(gen: CodeGen, node: Node) -> None:
+    (x,) = node.inputs
+    starts, stops, steps = node.params["starts"], node.params["stops"], node.params["steps"]
+    if x.ndim == 0 or node.out.shape == x.shape:
+        return _alias(gen, node)
+    dims = []
+    for k, (start, stop, step) in enumerate(zip(starts, stops, steps)):
+        whole = start == 0 and step == 1 and stop == x.shape[k]
+        dims.append(gen.dims[x][k] if whole else gen.resolve_dim(node.out.shape[k]))
+    gen.set_dims(node.out, dims)
+
+    def index_map(idx: list[str]) -> list[str]:
+        src = []
+        for i, start, step in zip(idx, starts, steps):
+            term = i if step == 1 else f"{step} * {i}"
+            src.append(term if start == 0 else f"{start} + {term}")
+        return src
+
+    value = gen.values[x]
+    gen.values[node.out] = Value("view", value.name, base=value, index_map=index_map)
+    gen.line("# (a view: reads index the source)")
+
+
+def emit_reshape(gen: CodeGen, node: Node) -> None:
+    (x,) = node.inputs
+    out = node.out
+    if out.shape == x.shape:
+        return _alias(gen, node)
+    name = gen.name(out)
+    if out.ndim == 0:  # one element
+        gen.line(f"{name} = {gen.read(x, ['0'] * x.ndim)}")
+        gen.values[out] = Value("scalar", name)
+        gen.set_dims(out, ())
+        return
+    if x.ndim == 0:  # a scalar seen as shape (1, 1, ...): reads ignore the index
+        gen.values[out] = gen.values[x]
+        gen.set_dims(out, ["1"] * out.ndim)
+        return
+    source = gen.array(x, "C")
+    dims = [gen.resolve_dim(d) for d in out.shape]
+    literal = [k for k, d in enumerate(dims) if d.isdigit() and d not in ("0", "1")]
+    if len(literal) == 1:  # derive it from the size, so a new batch size keeps the source
+        rest = " * ".join(d for k, d in enumerate(dims) if k != literal[0]) or "1"
+        dims[literal[0]] = f"({source}.size // ({rest}))"
+    gen.set_dims(out, dims)
+    gen.line(f"{name} = {source}.reshape(({', '.join(dims)},))")
+    gen.values[out] = Value("array", name, "C", gen.values[x].owned)
+
+
+def emit_pad(gen: CodeGen, node: Node) -> None:
+    (x,) = node.inputs
+    lows, highs, interiors = (node.params[k] for k in ("lows", "highs", "interiors"))
+    dims = []
+    for k, (lo, hi, inner) in enumerate(zip(lows, highs, interiors)):
+        if inner == 0:
+            dims.append(gen.dims[x][k] + (f" + {lo + hi}" if lo + hi else ""))
+        else:
+            dims.append(gen.resolve_dim(node.out.shape[k]))
+    gen.set_dims(node.out, dims)
+    name = gen.alloc(node.out, zero=True)
+    idx = gen.open_loops(gen.dims[x])
+    target = [
+        _affine(lo, inner + 1, i) for i, lo, inner in zip(idx, lows, interiors)
+    ]
+    gen.line(f"{name}[{', '.join(target)}] = {gen.read(x, idx)}")
+    gen.close_loops(len(idx))
+
+
+def _affine(start: int, step: int, index: str) -> str:
+    term = index if step == 1 else f"{step} * {index}"
+    return term if start == 0 else f"{start} + {term}"
+
+
+def emit_concatenate(gen: CodeGen, node: Node) -> None:
+    axis = node.params["axis"]
+    first = node.inputs[0]
+    dims = list(gen.dims[first])
+    dims[axis] = " + ".join(gen.dims[x][axis] for x in node.inputs)
+    gen.set_dims(node.out, dims)
+    name = gen.alloc(node.out)
+    offset = ""
+    for x in node.inputs:
+        idx = gen.open_loops(gen.dims[x])
+        target = list(idx)
+        target[axis] = f"{offset}{idx[axis]}"
+        gen.line(f"{name}[{', '.join(target)}] = {gen.read(x, idx)}")
+        gen.close_loops(len(idx))
+        offset += f"{gen.dims[x][axis]} + "
+
+
+def _checked_index(gen: CodeGen, node: Node, local: str, read: str, size: str,
+                   axis: int) -> None:
+    where = format_node(node, gen.namer).replace('"', "'")
+    gen.line(f"{local} = {read}")
+    gen.line(f"if {local} < 0:")
+    gen.line(f"    {local} += {size}")
+    gen.line(f"if {local} < 0 or {local} >= {size}:")
+    gen.line(f'    raise IndexError("index out of bounds for axis {axis} in: {where}")')
+
+
+def emit_gather(gen: CodeGen, node: Node) -> None:
+    x, idx_var = node.inputs
+    axis = node.params["axis"]
+    xd, jd = gen.dims[x], gen.dims[idx_var]
+    gen.set_dims(node.out, xd[:axis] + jd + xd[axis + 1:])
+    out = node.out
+    local = gen.fresh("j_")
+    if out.ndim == 0:
+        _checked_index(gen, node, local, gen.read(idx_var, []), xd[axis], axis)
+        name = gen.name(out)
+        gen.line(f"{name} = {gen.read(x, [local])}")
+        gen.values[out] = Value("scalar", name)
+        return
+    name = gen.alloc(out)
+    idx = gen.open_loops(gen.dims[out])
+    r = idx_var.ndim
+    _checked_index(gen, node, local, gen.read(idx_var, idx[axis:axis + r]), xd[axis], axis)
+    source = idx[:axis] + [local] + idx[axis + r:]
+    gen.line(f"{name}[{', '.join(idx)}] = {gen.read(x, source)}")
+    gen.close_loops(len(idx))
+
+
+def emit_scatter_add(gen: CodeGen, node: Node) -> None:
+    g, idx_var = node.inputs
+    axis, size = node.params["axis"], node.params["size"]
+    r = idx_var.ndim
+    gd = gen.dims[g]
+    size_dim = gen.resolve_dim(size)
+    gen.set_dims(node.out, gd[:axis] + (size_dim,) + gd[axis + r:])
+    name = gen.alloc(node.out, zero=True)
+    local = gen.fresh("j_")
+    idx = gen.open_loops(gd)
+    _checked_index(gen, node, local, gen.read(idx_var, idx[axis:axis + r]), size_dim, axis)
+    target = ", ".join(idx[:axis] + [local] + idx[axis + r:])
+    gen.line(f"{name}[{target}] += {gen.read(g, idx)}")
+    gen.close_loops(len(idx))
+
+
+def emit_matmul(gen: CodeGen, node: Node) -> None:
+    x, w = node.inputs
+    out = node.out
+    gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
+    if out.ndim == 2:
+        a, b = gen.array(x, "CF"), gen.array(w, "CF")
+        name = gen.alloc(out)
+        gen.line(f"np.dot({a}, {b}, {name})")
+        return
+    a, b = gen.array(x, "C"), gen.array(w, "C")
+    name = gen.alloc(out)
+    batch = " * ".join(gen.dims[out][:-2])
+    m, k, n = gen.dims[x][-2], gen.dims[x][-1], gen.dims[w][-1]
+    gen.line(f"for i0 in range({batch}):")
+    gen.line(f"    np.dot({a}.reshape(({batch}, {m}, {k}))[i0], "
+             f"{b}.reshape(({batch}, {k}, {n}))[i0], {name}.reshape(({batch}, {m}, {n}))[i0])")
+
+
+SPLITMIX = ("0x9E3779B97F4A7C15", "0xBF58476D1CE4E5B9", "0x94D049BB133111EB")
+
+
+def emit_random_uniform(gen: CodeGen, node: Node) -> None:
+    (key,) = node.inputs
+    out = node.out
+    dims = [gen.resolve_dim(d) for d in out.shape]
+    gen.set_dims(out, dims)
+    seed = gen.fresh("seed_")
+    gen.line(f"{seed} = np.uint64(np.int64({gen.read(key, [])})) * np.uint64({SPLITMIX[0]})")
+    scalar = out.ndim == 0
+    name = gen.name(out) if scalar else gen.alloc(out)
+    idx = gen.open_loops(dims)
+    flat = "0"
+    for k, i in enumerate(idx):
+        flat = i if k == 0 else f"({flat}) * {dims[k]} + {i}"
+    z = gen.fresh("z_")
+    u64 = "np.uint64"
+    gen.line(f"{z} = {u64}({flat}) * {u64}({SPLITMIX[1]}) + {seed}")
+    gen.line(f"{z} ^= {z} >> {u64}(30)")
+    gen.line(f"{z} *= {u64}({SPLITMIX[1]})")
+    gen.line(f"{z} ^= {z} >> {u64}(27)")
+    gen.line(f"{z} *= {u64}({SPLITMIX[2]})")
+    gen.line(f"{z} ^= {z} >> {u64}(31)")
+    value = f"{NUMPY_DTYPE_NAMES[out.dtype]}(np.float64({z} >> {u64}(40)) * 5.9604644775390625e-08)"
+    gen.line(f"{name}{'' if scalar else '[' + ', '.join(idx) + ']'} = {value}")
+    gen.close_loops(len(idx))
+    if scalar:
+        gen.values[out] = Value("scalar", name)
+
+
+# op -> emitter; every primitive is handled as a single node, and FUSED as one loop nest.
+EMIT_RULES = {
+    **{op: emit_elementwise for op in ops.ELEMENTWISE},
+    **{op: emit_reduce for op in ops.REDUCTION},
+    Op.CONSTANT: emit_constant,
+    Op.BROADCAST_TO: emit_broadcast,
+    Op.RESHAPE: emit_reshape,
+    Op.TRANSPOSE: emit_transpose,
+    Op.SLICE: emit_slice,
+    Op.PAD: emit_pad,
+    Op.CONCATENATE: emit_concatenate,
+    Op.GATHER: emit_gather,
+    Op.SCATTER_ADD: emit_scatter_add,
+    Op.MATMUL: emit_matmul,
+    Op.RANDOM_UNIFORM: emit_random_uniform,
+    Op.FUSED: emit_fused,
+}

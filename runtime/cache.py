@@ -1,0 +1,192 @@
+"""The compile cache: generated modules in memory and on disk, and Numba's compiled code.
+
+Codegen gives module source whose text encodes everything that changes the code (graph,
+dtypes, and a stamp of the chainjit, Numba, NumPy and Python versions and the CPU), so the
+key is a hash of that text. `load_module(source)` writes the module once, atomically (temp
+file + os.replace), to ``<cache>/chainjit_gen_<hash>.py`` and imports it under that name,
+placed in sys.modules first: Numba's `cache=True` then keeps the machine code beside it
+(``__pycache__``, or NUMBA_CACHE_DIR), so a new process loads it instead of compiling.
+
+The folder is `CHAINJIT_CACHE_DIR` when set, else ``~/.cache/chainjit``. Faults are survived
+with a warning: an unwritable folder (a temporary folder is used), a module file with other
+content (corrupt, truncated or from another version: rewritten), an unreadable Numba index
+or data file (`ensure_compiled` flushes it and compiles). `CHAINJIT_DUMP_DIR` makes every
+build write its IR stages and generated source there (`dump_build`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+_MODULES: dict[str, ModuleType] = {}  # source hash -> imported module (this process)
+_DIRS: dict[str, Path] = {}  # configured folder -> usable folder
+CHAINJIT_VERSION = "0.1.0"
+
+
+class CacheWarning(UserWarning):
+    """The compile cache hit a fault; chainjit carried on (maybe compiling again)."""
+
+
+@functools.lru_cache(maxsize=1)
+def environment_stamp() -> str:
+    """Versions and CPU the compiled code depends on; part of every generated module's text."""
+    import llvmlite.binding as llvm
+    import numba
+    import numpy
+
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:
+        features = ""
+    feature_hash = hashlib.sha256(features.encode()).hexdigest()[:8]
+    return (f"chainjit {CHAINJIT_VERSION}, numba {numba.__version__}, numpy {numpy.__version__}, "
+            f"python {platform.python_version()}, cpu {platform.machine()} "
+            f"{llvm.get_host_cpu_name()} {feature_hash}")
+
+
+def configured_dir() -> Path:
+    env = os.environ.get("CHAINJIT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "chainjit"
+
+
+def cache_dir() -> Path:
+    """The usable cache folder: the configured one, or a temporary one if it is not writable."""
+    wanted = configured_dir()
+    key = str(wanted)
+    if key not in _DIRS:
+        try:
+            wanted.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=wanted, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+            _DIRS[key] = wanted
+        except OSError as error:
+            _DIRS[key] = _fallback_dir(wanted, error)
+    return _DIRS[key]
+
+
+def _fallback_dir(wanted: Path, error: Exception) -> Path:
+    fallback = Path(tempfile.mkdtemp(prefix="chainjit-cache-"))
+    warnings.warn(
+        f"chainjit: the cache folder {wanted} cannot be written ({error}); compiled code goes "
+        f"to {fallback} for this process and will not be reused by the next one. Set "
+        "CHAINJIT_CACHE_DIR to a writable folder.", CacheWarning, stacklevel=3)
+    return fallback
+
+
+def module_name(source: str) -> str:
+    return "chainjit_gen_" + hashlib.sha256(source.encode()).hexdigest()[:24]
+
+
+def load_module(source: str) -> ModuleType:
+    """Import the generated module for `source`, writing its file first if needed."""
+    name = module_name(source)
+    module = _MODULES.get(name)
+    if module is not None:
+        return module
+    try:
+        path = _ensure_file(cache_dir(), name, source)
+    except OSError as error:  # the folder went read-only under us: use a temporary one
+        fallback = _fallback_dir(cache_dir(), error)
+        _DIRS[str(configured_dir())] = fallback
+        path = _ensure_file(fallback, name, source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # Numba's cache=True finds the function through it
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    _MODULES[name] = module
+    return module
+
+
+def _ensure_file(folder: Path, name: str, source: str) -> Path:
+    path = folder / f"{name}.py"
+    try:
+        existing = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        existing = None
+    except (OSError, UnicodeDecodeError) as error:
+        existing = f"<unreadable: {error}>"
+    if existing == source:
+        return path
+    if existing is not None:
+        warnings.warn(
+            f"chainjit: the cached module {path} does not hold the expected code (truncated, "
+            "corrupt or written by another version); writing it again", CacheWarning,
+            stacklevel=3)
+    write_atomic(path, source)
+    return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so readers see the old content or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def ensure_compiled(dispatcher, args: tuple) -> None:
+    """Compile (or load from Numba's disk cache) `dispatcher` for `args`' types.
+
+    A corrupt or truncated Numba index/data file makes loading raise; the index is then
+    flushed and the code compiled again, and as a last resort compiled with no disk cache.
+    """
+    from numba import typeof
+
+    signature = tuple(typeof(a) for a in args)
+    if signature in dispatcher.overloads:
+        return
+    try:
+        dispatcher.compile(signature)
+        return
+    except Exception as error:  # noqa: BLE001 - retried below; a real error raises again
+        first = error
+    try:
+        dispatcher._cache.flush()
+        dispatcher.compile(signature)
+        what = "was unreadable and has been rebuilt"
+    except Exception:  # noqa: BLE001
+        from numba.core.caching import NullCache
+
+        dispatcher._cache = NullCache()
+        try:
+            dispatcher.compile(signature)
+        except Exception:
+            raise first from None
+        what = "is unusable; compiled without the disk cache"
+    warnings.warn(f"chainjit: Numba's cache for {dispatcher.py_func.__module__} {what} "
+                  f"({type(first).__name__}: {first})", CacheWarning, stacklevel=3)
+
+
+def dump_build(name: str, stages: dict[str, str], source: str | None) -> Path | None:
+    """With CHAINJIT_DUMP_DIR set, write each IR stage and the generated source there."""
+    folder = os.environ.get("CHAINJIT_DUMP_DIR")
+    if not folder:
+        return None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.sha256("".join(stages.values()).encode()).hexdigest()[:8]
+    stem = f"{name}-{tag}"
+    for stage, text in stages.items():
+        write_atomic(folder / f"{stem}.{stage}.ir", text + "\n")
+    if source is not None:
+        write_atomic(folder / f"{stem}.py", source)
+    return folder / stem

@@ -1,0 +1,146 @@
+"""Compiled executables: argument checks, work buffers, and the lean per-call path.
+
+`build_numba(graph)` (registered as `BACKENDS["numba"]`) generates the driver source
+(compiler/codegen.py), loads it through the cache (runtime/cache.py) and returns an
+`Executable`: called with the flat list of argument leaves, it checks them (dtype, rank,
+shape; non-contiguous arrays are copied to C order) and explains a mismatch in the user's
+terms, then calls the driver once. Work buffers (intermediates that are not returned) are
+allocated once per executable and passed to every call; returned arrays are allocated by
+the call itself, so a later call never overwrites a result the user holds.
+
+`signature_key(args, leaves)` flattens arguments and computes, in one pass, a key of their
+structure and each leaf's shape, strides and dtype; `Compiled.__call__` maps that key to
+`Executable.entry(...)`, a closure that calls the driver directly: no re-trace, no checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ir.graph import Graph
+from ir.types import TensorType, type_of
+
+
+class ArgumentError(TypeError, ValueError):
+    """Arguments that do not match what the compiled code was built for."""
+
+
+class NoFastPath(Exception):
+    """A leaf type the fast signature key does not cover (the checked path handles it)."""
+
+
+_SCALAR_TYPES = (float, int, bool)
+
+
+def signature_key(tree: Any, leaves: list) -> Any:
+    """Flatten `tree` into `leaves` (pytree order) and return a hashable signature key."""
+    kind = type(tree)
+    if kind is np.ndarray:
+        leaves.append(tree)
+        return (tree.shape, tree.strides, tree.dtype)
+    if kind is tuple or kind is list:
+        return (kind, tuple([signature_key(child, leaves) for child in tree]))
+    if kind is dict:
+        keys = sorted(tree)
+        return (dict, tuple(keys), tuple([signature_key(tree[k], leaves) for k in keys]))
+    if tree is None:
+        return None
+    if kind in _SCALAR_TYPES or isinstance(tree, np.generic):
+        leaves.append(tree)
+        return kind
+    if isinstance(tree, tuple) and hasattr(kind, "_fields"):
+        return (kind, tuple([signature_key(child, leaves) for child in tree]))
+    raise NoFastPath(kind)
+
+
+class Executable:
+    """One compiled graph: `executable(leaves) -> list of output arrays (0-d as scalars)`."""
+
+    def __init__(self, graph: Graph, generated, driver):
+        self.driver = driver
+        self.source = generated.source
+        self.in_types: list[TensorType] = [v.type for v in graph.inputs]
+        self.paths = [f"argument leaf {k}" for k in range(len(graph.inputs))]
+        self.out_convert = [t.dtype.type if s else None
+                            for t, s in zip(generated.out_types, generated.out_scalar)]
+        self.extra = tuple(_extra_arg(spec) for spec in generated.extra_args)
+        self.buffer_bytes = sum(spec.dtype.itemsize * int(np.prod(spec.shape))
+                                for spec in generated.extra_args if spec.kind == "buffer")
+        self._ready = False
+
+    def __call__(self, leaves: list) -> list:
+        return self._outputs(self._run(self.check(leaves)))
+
+    def check(self, leaves: list) -> list:
+        """The leaves as the driver takes them, or an ArgumentError saying what differs."""
+        if len(leaves) != len(self.in_types):
+            raise ArgumentError(f"expected {len(self.in_types)} array arguments (leaves), "
+                                f"got {len(leaves)}")
+        return [_check_leaf(leaf, t, path)
+                for leaf, t, path in zip(leaves, self.in_types, self.paths)]
+
+    def _run(self, args: list):
+        if not self._ready:
+            from runtime.cache import ensure_compiled
+
+            ensure_compiled(self.driver, (*args, *self.extra))
+            self._ready = True
+        return self.driver(*args, *self.extra)
+
+    def _outputs(self, outs: tuple) -> list:
+        return [o if c is None else c(o) for o, c in zip(outs, self.out_convert)]
+
+    def entry(self, out_tree, example: list, unflatten: Callable) -> Callable[[list], Any]:
+        """The fast call for leaves shaped like `example` (same signature key)."""
+        driver, extra, convert = self.driver, self.extra, self.out_convert
+        direct = all(type(leaf) is not np.ndarray or (leaf.ndim and leaf.flags.c_contiguous)
+                     for leaf in example)
+        single = out_tree.kind == "leaf" and convert[0] is None
+        if direct and single:
+            return lambda leaves: driver(*leaves, *extra)[0]
+        if direct and all(c is None for c in convert):
+            return lambda leaves: unflatten(out_tree, driver(*leaves, *extra))
+        if direct:
+            return lambda leaves: unflatten(out_tree, self._outputs(driver(*leaves, *extra)))
+        return lambda leaves: unflatten(out_tree, self(leaves))
+
+
+def _extra_arg(spec) -> np.ndarray:
+    if spec.kind == "buffer":
+        return np.empty(spec.shape, spec.dtype)
+    return np.array(spec.value, copy=True)  # writable, C order: one Numba signature
+
+
+def _check_leaf(leaf: Any, expected: TensorType, path: str):
+    if isinstance(leaf, _SCALAR_TYPES) and not isinstance(leaf, np.generic):
+        if expected.ndim:
+            raise ArgumentError(f"{path}: expected {expected}, got a Python "
+                                f"{type(leaf).__name__}")
+        return expected.dtype.type(leaf)
+    array = np.asarray(leaf)
+    got = type_of(array) if array.dtype.kind in "fiub" else None
+    if array.dtype != expected.dtype:
+        shown = got or f"an array of dtype {array.dtype}"
+        raise ArgumentError(f"{path}: expected {expected}, got {shown}; cast with "
+                            f".astype(np.{expected.dtype.name})")
+    if array.shape != expected.shape:
+        raise ArgumentError(f"{path}: expected {expected}, got {got}: the compiled code was "
+                            f"built for shape {expected.shape}")
+    if expected.ndim == 0:
+        return array[()]
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # transposed or sliced: copy once, C order
+    return array
+
+
+def build_numba(graph: Graph) -> Executable:
+    """BACKENDS["numba"]: generate, load through the cache, wrap (compiles on first call)."""
+    from compiler.codegen import generate
+    from runtime.cache import load_module
+
+    generated = generate(graph)
+    module = load_module(generated.source)
+    return Executable(graph, generated, module.driver)
