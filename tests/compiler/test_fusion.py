@@ -1,0 +1,255 @@
+"""Elementwise fusion, structurally: how many kernels a model lowers to, what fuses with what,
+the case that must not fuse (convexity), and that every FUSED node keeps the contract codegen
+relies on (see compiler/passes/fuse.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler import compile, value_and_grad
+from compiler.passes.fuse import FUSIBLE_REDUCTIONS, fuse_elementwise
+from compiler.pipeline import lower
+from compiler.pytree import tree_flatten
+from ir.graph import Graph, Node
+from ir.interpreter import evaluate
+from ir.ops import ELEMENTWISE, Op
+
+F32 = np.float32
+
+
+def check_fused_contract(graph: Graph) -> None:
+    """Every FUSED node is as the brief's contract says; nothing fusible is left outside."""
+    for node in graph.nodes:
+        if node.op != Op.FUSED:
+            assert node.op not in ELEMENTWISE | FUSIBLE_REDUCTIONS, f"unfused {node}"
+            continue
+        body, kind, shape = node.params["body"], node.params["kind"], node.params["shape"]
+        assert set(node.params) == {"body", "kind", "shape"}
+        assert [v.type for v in body.inputs] == [v.type for v in node.inputs]
+        assert [v.type for v in body.outputs] == [v.type for v in node.outputs]
+        producers = body.producers()
+        reduced = set()
+        for inner in body.nodes:
+            assert not any(v in reduced for v in inner.inputs), "a reduction is read in its body"
+            if inner.op in ELEMENTWISE:
+                assert inner.out.shape == shape
+            elif inner.op == Op.CONSTANT:
+                assert inner.out.ndim == 0
+            elif inner.op == Op.BROADCAST_TO:
+                (source,) = inner.inputs
+                assert source in body.inputs or producers[source].op == Op.CONSTANT
+                assert inner.out.shape == shape
+            else:
+                assert inner.op in FUSIBLE_REDUCTIONS, f"{inner.op} in a body"
+                assert inner.inputs[0].shape == shape
+                reduced.add(inner.out)
+        assert reduced <= set(body.outputs)
+        assert kind == ("reduce" if reduced else "loop")
+
+
+def fused_nodes(graph: Graph) -> list[Node]:
+    return [n for n in graph.nodes if n.op == Op.FUSED]
+
+
+def body_ops(node: Node) -> set[Op]:
+    return {n.op for n in node.params["body"].nodes}
+
+
+def kernel_of(graph: Graph, op: Op) -> Node:
+    (found,) = [n for n in fused_nodes(graph) if op in body_ops(n)]
+    return found
+
+
+def fused(fn, *args) -> Graph:
+    graph = compile(fn).trace(*args).graph
+    result = lower(graph, "fused", check=True)
+    check_fused_contract(result)
+    leaves, _ = tree_flatten(args)
+    for want, got in zip(evaluate(graph, leaves), evaluate(result, leaves)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    return result
+
+
+def count(graph: Graph, op: Op) -> int:
+    return sum(n.op == op for n in graph.nodes)
+
+
+def test_fuse_chain_of_ten_elementwise_ops_is_one_loop():
+    def chain(x, y):
+        z = np.tanh(x) * y + 1.5
+        z = np.exp(z) - y
+        z = np.maximum(z, 0.25) / (y + 2.0)
+        return np.sqrt(np.abs(z))
+
+    graph = fused(chain, np.ones((3, 4), F32), np.full((3, 4), 0.5, F32))
+    (kernel,) = graph.nodes
+    assert kernel.op == Op.FUSED and kernel.params["kind"] == "loop"
+    computations = [n for n in kernel.params["body"].nodes if n.op in ELEMENTWISE]
+    assert len(computations) == 10
+
+
+def test_fuse_path_through_matmul_must_not_fuse():
+    # a -> b = tanh(a) -> c = b @ w -> d = exp(c) * b: b and d in one kernel would need c,
+    # which is computed outside from b: the group would not be convex
+    def f(a, w):
+        b = np.tanh(a)
+        return np.exp(b @ w) * b
+
+    graph = fused(f, np.ones((3, 3), F32), np.ones((3, 3), F32))
+    assert [n.op for n in graph.nodes] == [Op.FUSED, Op.MATMUL, Op.FUSED]
+    assert kernel_of(graph, Op.TANH) is not kernel_of(graph, Op.EXP)
+
+
+def test_fuse_reduction_with_its_elementwise_producers():
+    def logsumexp(x):
+        m = np.max(x, axis=1, keepdims=True)
+        return np.log(np.sum(np.exp(x - m), axis=1)) + m[:, 0]
+
+    graph = fused(logsumexp, np.random.default_rng(0).normal(size=(4, 7)).astype(F32))
+    sum_kernel = kernel_of(graph, Op.REDUCE_SUM)
+    assert {Op.SUB, Op.EXP, Op.BROADCAST_TO} <= body_ops(sum_kernel)
+    assert sum_kernel.params["kind"] == "reduce" and sum_kernel.params["shape"] == (4, 7)
+    # max, then sum(exp(x - m)), then log(s) + m over the rows
+    assert len(fused_nodes(graph)) == 3
+
+
+def test_fuse_softmax_is_three_kernels():
+    def softmax(x):
+        e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+        return e / np.sum(e, axis=-1, keepdims=True)
+
+    graph = fused(softmax, np.random.default_rng(1).normal(size=(4, 7)).astype(F32))
+    kinds = [n.params["kind"] for n in fused_nodes(graph)]
+    assert kinds == ["reduce", "reduce", "loop"]
+    assert Op.EXP in body_ops(kernel_of(graph, Op.REDUCE_SUM))
+
+
+def test_fuse_matmul_epilogue_into_one_kernel_over_its_output():
+    graph = fused(lambda x, w, b: np.maximum(x @ w + b, 0.0),
+                  np.ones((4, 3), F32), np.ones((3, 5), F32), np.ones(5, F32))
+    matmul, epilogue = graph.nodes
+    assert matmul.op == Op.MATMUL and epilogue.op == Op.FUSED
+    assert matmul.out in epilogue.inputs
+    assert {Op.ADD, Op.MAX, Op.BROADCAST_TO, Op.CONSTANT} <= body_ops(epilogue)
+    assert epilogue.params["shape"] == (4, 5)
+
+
+def test_fuse_siblings_into_one_multi_output_loop():
+    graph = fused(lambda x: (np.exp(x), np.tanh(x), np.sum(x * x, axis=0)), np.ones((3, 4), F32))
+    (kernel,) = graph.nodes
+    assert len(kernel.outputs) == 3 and kernel.params["kind"] == "reduce"
+
+
+def test_fuse_absorbs_broadcasts_and_scalar_constants():
+    graph = fused(lambda x, b: x * 2.0 + b, np.ones((3, 4), F32), np.ones(4, F32))
+    (kernel,) = graph.nodes
+    assert kernel.inputs == tuple(graph.inputs)
+
+
+def test_fuse_exposes_values_read_outside_as_outputs():
+    def f(x, w):
+        h = np.tanh(x) * 2.0
+        return (h @ w).sum() + h.sum()
+
+    graph = fused(f, np.ones((3, 3), F32), np.ones((3, 3), F32))
+    first = graph.nodes[0]
+    assert first.op == Op.FUSED and len(first.outputs) == 2  # h for the matmul, and sum(h)
+
+
+def relu_layer_with_handwritten_backward(x, w, b, g):
+    z = x @ w + b
+    h = np.maximum(z, 0.0)
+    dz = np.where(z > 0, g, 0.0)
+    return h, x.T @ dz, np.sum(dz, axis=0)
+
+
+def test_fuse_handwritten_backward_with_its_forward_epilogue():
+    # relu, its backward mask and db all read z and nothing between them: one loop over z
+    rng = np.random.default_rng(2)
+    args = [rng.normal(size=s).astype(F32) for s in [(4, 3), (3, 5), (5,), (4, 5)]]
+    graph = fused(relu_layer_with_handwritten_backward, *args)
+    (kernel,) = fused_nodes(graph)
+    assert {Op.ADD, Op.MAX, Op.GT, Op.WHERE, Op.REDUCE_SUM} <= body_ops(kernel)
+    assert count(graph, Op.MATMUL) == 2
+
+
+def test_fuse_backward_mask_goes_to_the_kernel_that_uses_it():
+    # the mask is read only after dh = g @ w2.T, so it is recomputed there from z rather than
+    # written out by the forward kernel
+    def f(x, w1, w2, g):
+        z = x @ w1
+        h = np.maximum(z, 0.0)
+        dh = (h @ w2 - g) @ w2.T
+        return np.sum(np.where(z > 0, dh, 0.0), axis=0)
+
+    rng = np.random.default_rng(3)
+    args = [rng.normal(size=s).astype(F32) for s in [(4, 3), (3, 5), (5, 2), (4, 2)]]
+    graph = fused(f, *args)
+    forward, backward = kernel_of(graph, Op.MAX), kernel_of(graph, Op.REDUCE_SUM)
+    assert Op.GT not in body_ops(forward) and Op.GT in body_ops(backward)
+    assert forward.inputs[0] in backward.inputs  # z itself, not a mask
+    assert len(forward.outputs) == 1
+
+
+def mlp_loss(params, x, y):
+    h = np.maximum(x @ params["w1"] + params["b1"], 0.0)
+    logits = h @ params["w2"] + params["b2"]
+    m = np.max(logits, axis=1, keepdims=True)
+    logp = logits - m - np.log(np.sum(np.exp(logits - m), axis=1, keepdims=True))
+    return -np.mean(np.sum(logp * y, axis=1))
+
+
+def mlp_args():
+    rng = np.random.default_rng(0)
+    params = {
+        "w1": rng.normal(size=(6, 5)).astype(F32), "b1": rng.normal(size=5).astype(F32),
+        "w2": rng.normal(size=(5, 3)).astype(F32), "b2": rng.normal(size=3).astype(F32),
+    }
+    return params, rng.normal(size=(4, 6)).astype(F32), np.eye(3, dtype=F32)[[0, 2, 1, 2]]
+
+
+def test_mlp_forward_kernel_count():
+    graph = fused(mlp_loss, *mlp_args())
+    # bias+relu; bias+row max; sum(exp(. - m)); log of the sums [4,1]; sum(logp * y) over
+    # rows; sum over the batch [4]; -(s / 4) [0-d]
+    assert count(graph, Op.MATMUL) == 2
+    assert count(graph, Op.FUSED) == 7
+
+
+def test_mlp_training_step_kernel_count():
+    graph = fused(value_and_grad(mlp_loss), *mlp_args())
+    assert count(graph, Op.MATMUL) == 2 + 3  # x needs no gradient
+    assert count(graph, Op.FUSED) == 13
+    assert len(graph.nodes) < 30
+
+
+def test_fused_dump_shows_each_kernel_with_its_body():
+    text = compile(mlp_loss).ir(*mlp_args(), stage="fused")
+    lines = text.splitlines()
+    kernel_lines = [i for i, line in enumerate(lines) if "= fused[kind=" in line]
+    assert kernel_lines
+    for i in kernel_lines:
+        assert lines[i + 1].lstrip().startswith("{ lambda")
+        assert len(lines[i + 1]) - len(lines[i + 1].lstrip()) > len(lines[i]) - len(
+            lines[i].lstrip())
+
+
+def test_summary_has_one_line_per_kernel():
+    f = compile(mlp_loss)
+    args = mlp_args()
+    graph = f.lowered(f.trace(*args), "fused")
+    lines = f.summary(*args).splitlines()
+    shown = [n for n in graph.nodes if n.op != Op.CONSTANT]
+    assert len(lines) == len(shown) + 2  # header and total
+    assert lines[1].split()[1] == "matmul"
+    assert sum(" loop " in line or " reduce " in line for line in lines) == count(graph, Op.FUSED)
+    assert lines[-1].startswith(f"{len(shown)} kernels")
+
+
+def test_fuse_elementwise_alone_keeps_meaning_without_optimize():
+    graph = compile(value_and_grad(mlp_loss)).trace(*mlp_args()).graph
+    result = fuse_elementwise(graph)
+    check_fused_contract(result)
+    leaves, _ = tree_flatten(mlp_args())
+    for want, got in zip(evaluate(graph, leaves), evaluate(result, leaves)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
