@@ -52,6 +52,23 @@ def _is_float_leaf(leaf: Any) -> bool:
     return np.asarray(leaf).dtype.kind == "f"
 
 
+def _current_trace(fn: Callable, args: tuple) -> Trace | None:
+    """The trace to record into: the arguments', else one that `fn` closes over (a function
+    defined inside a compiled one, called on NumPy arrays), else None (run eagerly)."""
+    trace = F.trace_of(tree_flatten(args)[0])
+    if trace is not None:
+        return trace
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            leaves = tree_flatten(cell.cell_contents)[0]
+        except (ValueError, TypeError):  # an empty cell, or contents that are not a pytree
+            continue
+        trace = F.trace_of(leaves)
+        if trace is not None:
+            return trace
+    return None
+
+
 def _normalize_argnums(fn: Callable, argnums: int | Sequence[int], nargs: int) -> tuple[int, ...]:
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for i in nums:
@@ -189,7 +206,7 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0,
             grads = grads[0] if isinstance(argnums, int) else tuple(grads)
             return ((value, aux), grads) if has_aux else (value, grads)
 
-        trace = F.trace_of(tree_flatten(args)[0])
+        trace = _current_trace(fn, args)
         if trace is None:
             return _run_eagerly(body, args)
         return body(trace, args)
@@ -236,7 +253,7 @@ def vjp(fn: Callable, *primals, has_aux: bool = False):
     >>> vjp_fn(np.array([1.0, 2.0]))
     (array([1., 2.]),)
     """
-    trace = F.trace_of(tree_flatten(primals)[0])
+    trace = _current_trace(fn, primals)
     if trace is not None:
         return _traced_vjp(trace, fn, primals, has_aux)
     values = tree_flatten(primals)[0]
