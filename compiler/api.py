@@ -167,6 +167,8 @@ class Compiled:
         entry = self._fast.get(fast_key) if fast_key is not None else None
         if entry is not None:
             return entry(fast_leaves)
+        if any(isinstance(leaf, Tracer) for leaf in tree_flatten(args)[0]):
+            return self.fn(*args)  # called inside another trace (grad, compile): inline it
         traced = self.trace(*args)
         key, leaves, *_ = self.signature(args)
         if traced.executable is None:

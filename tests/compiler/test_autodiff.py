@@ -307,3 +307,12 @@ def test_grad_of_closure_over_traced_value_with_numpy_argument():
         return grad(lambda x: np.sum(x * w * w))(np.ones(2))
 
     np.testing.assert_allclose(f(np.array([2.0, 3.0])), [4.0, 9.0])
+
+
+def test_value_and_grad_of_compiled_function_inlines_it():
+    # the DESIGN pattern: @compile def loss ...; compile(value_and_grad(loss))(...)
+    compiled_loss = compile(loss, backend="interpreter")
+    value, g = compile(value_and_grad(compiled_loss), backend="interpreter")(W, X)
+    assert value == pytest.approx(loss(W, X))
+    np.testing.assert_allclose(g, grad(loss)(W, X), rtol=1e-12)
+    np.testing.assert_allclose(grad(compiled_loss)(W, X), g, rtol=1e-12)
