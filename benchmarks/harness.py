@@ -230,18 +230,24 @@ def run_workload(workload: str, systems: list[str], machine: dict, quick: bool) 
         )
     for name, d in info.items():
         if "median_s" in d:
+            # paired: median over repetitions of (other's time / this system's time) in the same
+            # round, which cancels noise that lasts longer than one round
             d["speedup_vs"] = {
-                o: info[o]["median_s"] / d["median_s"]
+                o: float(np.median([b / a for a, b in zip(times[name], times[o])]))
                 for o in systems
-                if o != name and "median_s" in info.get(o, {})
+                if o != name and o in times
             }
+            d["speedup_vs_of_medians"] = {
+                o: info[o]["median_s"] / d["median_s"] for o in d["speedup_vs"]
+            }
+            d["times_s"] = [round(t, 7) for t in times[name]]
     return {"bound_s": bound, "systems": info, "description": WORKLOADS[workload].description}
 
 
 # ----------------------------------------------------------------------------- compile latency
 
 
-def _latency_once(name: str, cache_dir: str) -> float:
+def _latency_once(name: str, cache_dir: str, ref_loss: float) -> float:
     env = dict(os.environ, CHAINJIT_CACHE_DIR=cache_dir, BENCH_CACHE_DIR=cache_dir)
     t0 = time.time()
     proc = subprocess.run(
@@ -255,6 +261,8 @@ def _latency_once(name: str, cache_dir: str) -> float:
     out = json.loads(lines[-1])
     if "error" in out:
         raise (ModuleNotFoundError if out.get("missing") else RuntimeError)(out["error"])
+    if not abs(out["loss"] - ref_loss) <= RTOL * abs(ref_loss):
+        raise RuntimeError(f"mismatch: first loss {out['loss']:.6g} != reference {ref_loss:.6g}")
     return out["t_first"] - t0
 
 
@@ -262,14 +270,15 @@ def compile_latency(systems: list[str], quick: bool) -> dict:
     """Process start -> first mlp_large training-step result, cold (fresh cache dir) and warm."""
     res = {}
     reps = 1 if quick else 3
+    ref_loss = reference_result("mlp_large")["loss"]
     for name in systems:
         print(f"  [compile_latency] {name} ...", file=sys.stderr, flush=True)
         cold, warm = [], []
         try:
             for _ in range(reps):
                 with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as d:
-                    cold.append(_latency_once(name, d))
-                    warm.append(_latency_once(name, d))
+                    cold.append(_latency_once(name, d, ref_loss))
+                    warm.append(_latency_once(name, d, ref_loss))
             res[name] = {
                 "status": "ok",
                 "cold_s": float(np.median(cold)),

@@ -16,6 +16,13 @@ def _version(pkg: str) -> str:
         return "not installed"
 
 
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or "unknown"
     try:
@@ -35,6 +42,7 @@ def machine_info() -> dict:
         "jax": _version("jax"),
         "jaxlib": _version("jaxlib"),
         "torch": _version("torch"),
+        "load_avg_1m_start": _load(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -100,6 +108,15 @@ def markdown(results: dict) -> str:
             f"Measured in the same run: peak float32 matmul {mach['peak_flops'] / 1e9:.1f} "
             f"GFLOP/s (np.dot 1024x1024), copy bandwidth {mach['copy_bandwidth'] / 1e9:.1f} GB/s "
             "(np.copyto, read+write)."
+        ),
+        "",
+    ]
+    out[-1:-1] = [
+        (
+            f"Load average (1 min) at start {m['load_avg_1m_start']}, at end "
+            f"{m.get('load_avg_1m_end')} on {m['cores']} cores: above the core count, other "
+            "processes shared the CPU and the absolute times are inflated (the paired ratios less "
+            "so)."
         ),
         "",
     ]

@@ -75,6 +75,7 @@ def main(argv=None) -> int:
             if "median_s" in d:
                 d["x_bound"] = d["median_s"] / res["bound_s"]
     results["elapsed_s"] = time.perf_counter() - t_start
+    results["machine"]["load_avg_1m_end"] = report._load()
 
     md = report.markdown(results)
     print(md)
