@@ -11,6 +11,7 @@ from compiler.autodiff import AutodiffError
 from compiler.errors import TraceError
 from ir.ops import Op
 
+INTERP = "interpreter"  # the logic under test; one model runs on Numba in test_grad_models
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(3, 4))
 W = RNG.normal(size=(4, 2))
@@ -30,7 +31,7 @@ def numeric_grad(fn, x, eps=1e-6):
 
 
 def compiled_graph(fn, *args, stage="joint"):
-    compiled = compile(fn, backend="interpreter")
+    compiled = compile(fn, backend=INTERP)
     return compiled, compiled.lowered(compiled.trace(*args), stage)
 
 
@@ -93,20 +94,20 @@ def test_float32_stays_float32():
     w, x = W.astype(np.float32), X.astype(np.float32)
     value, g = value_and_grad(loss)(w, x)
     assert value.dtype == np.float32 and g.dtype == np.float32
-    value, g = compile(value_and_grad(loss), backend="interpreter")(w, x)
+    value, g = compile(value_and_grad(loss), backend=INTERP)(w, x)
     assert value.dtype == np.float32 and g.dtype == np.float32
 
 
 def test_compiled_value_and_grad_matches_eager():
     eager = value_and_grad(loss, argnums=(0, 1))(W, X)
-    compiled = compile(value_and_grad(loss, argnums=(0, 1)), backend="interpreter")(W, X)
+    compiled = compile(value_and_grad(loss, argnums=(0, 1)), backend=INTERP)(W, X)
     assert compiled[0] == pytest.approx(eager[0])
     for got, expected in zip(compiled[1], eager[1]):
         np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 def test_grad_inside_compiled_function_composes():
-    @compile
+    @compile(backend=INTERP)
     def sgd_step(w, x):
         return w - 0.1 * grad(loss)(w, x)
 
@@ -130,7 +131,7 @@ def test_closed_over_value_is_a_constant_for_grad():
         return grad(lambda y: np.sum(y * x))(x)
 
     np.testing.assert_allclose(outer(np.array([3.0, 4.0])), [3.0, 4.0])
-    np.testing.assert_allclose(compile(outer)(np.array([3.0, 4.0])), [3.0, 4.0])
+    np.testing.assert_allclose(compile(outer, backend=INTERP)(np.array([3.0, 4.0])), [3.0, 4.0])
 
 
 def test_same_array_twice_gets_separate_gradients():
@@ -180,7 +181,7 @@ def test_hessian_vector_product_matches_finite_differences():
     eps = 1e-5
     expected = (grad(loss)(W + eps * v, X) - grad(loss)(W - eps * v, X)) / (2 * eps)
     np.testing.assert_allclose(hvp(W), expected, rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(compile(hvp, backend="interpreter")(W), expected,
+    np.testing.assert_allclose(compile(hvp, backend=INTERP)(W), expected,
                                rtol=1e-5, atol=1e-8)
 
 
@@ -203,7 +204,7 @@ def test_vjp_of_non_scalar_output():
 
 
 def test_vjp_under_compile_pytree_output():
-    @compile
+    @compile(backend=INTERP)
     def f(w, x, g):
         _, vjp_fn = vjp(lambda w, x: {"a": x @ w, "b": np.sum(w)}, w, x)
         return vjp_fn({"a": g, "b": 1.0})
@@ -241,7 +242,7 @@ def test_custom_vjp_under_compile_and_second_order():
 
     cube.defvjp(lambda x: (x**3, x), lambda x, g: (3 * x * x * g,))
     x = np.array([0.5, -2.0])
-    np.testing.assert_allclose(compile(grad(lambda x: np.sum(cube(x))))(x), 3 * x * x)
+    np.testing.assert_allclose(compile(grad(lambda x: np.sum(cube(x))), backend=INTERP)(x), 3 * x * x)
     second = grad(lambda x: np.sum(grad(lambda x: np.sum(cube(x)))(x)))(x)
     np.testing.assert_allclose(second, 6 * x)
 
@@ -250,7 +251,7 @@ def test_custom_vjp_under_compile_and_second_order():
 
 
 def test_ir_traced_stage_shows_forward_only_and_joint_shows_backward():
-    f = compile(value_and_grad(loss), backend="interpreter")
+    f = compile(value_and_grad(loss), backend=INTERP)
     traced, joint = f.ir(W, X, stage="traced"), f.ir(W, X, stage="joint")
     assert "vjp" not in traced and traced.count("matmul") == 1
     assert "vjp matmul[1] of" in joint and "dW = Xᵀ G" in joint
@@ -302,7 +303,7 @@ def test_custom_vjp_without_rule_is_an_error():
 
 
 def test_grad_of_closure_over_traced_value_with_numpy_argument():
-    @compile
+    @compile(backend=INTERP)
     def f(w):
         return grad(lambda x: np.sum(x * w * w))(np.ones(2))
 
@@ -311,8 +312,8 @@ def test_grad_of_closure_over_traced_value_with_numpy_argument():
 
 def test_value_and_grad_of_compiled_function_inlines_it():
     # the DESIGN pattern: @compile def loss ...; compile(value_and_grad(loss))(...)
-    compiled_loss = compile(loss, backend="interpreter")
-    value, g = compile(value_and_grad(compiled_loss), backend="interpreter")(W, X)
+    compiled_loss = compile(loss, backend=INTERP)
+    value, g = compile(value_and_grad(compiled_loss), backend=INTERP)(W, X)
     assert value == pytest.approx(loss(W, X))
     np.testing.assert_allclose(g, grad(loss)(W, X), rtol=1e-12)
     np.testing.assert_allclose(grad(compiled_loss)(W, X), g, rtol=1e-12)
