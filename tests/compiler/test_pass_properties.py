@@ -31,7 +31,7 @@ BROADCAST_TARGETS = [(2, 3), (3, 3), (4, 2, 3), (2, 2, 1), (3, 2), (2, 3, 2)]
 UNARY = [Op.NEG, Op.NEG, Op.TANH, Op.SIN, Op.ABS, Op.LOGISTIC, Op.EXP, Op.STOP_GRADIENT]
 BINARY = [Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAX, Op.MIN]
 SCALARS = [0.0, 1.0, -1.0, 2.5]
-KINDS = ["unary", "binary", "scalar", "broadcast", "reduce", "transpose", "reshape", "matmul",
+KINDS = ["unary", "binary", "negated", "scalar", "broadcast", "reduce", "transpose", "reshape", "matmul",
          "where", "cast"]
 
 
@@ -65,6 +65,10 @@ def _step(draw, trace: Trace, pool: list[Var]) -> Var:
         y = _same_shape_operand(draw, trace, pool, x)
         a, b = draw(st.permutations([x, y]))
         return emit(trace, draw(st.sampled_from(BINARY)), a, b)
+    if kind == "negated":  # x op neg(y) or neg(x) op y: the negation-folding rewrites
+        y = emit(trace, Op.NEG, _same_shape_operand(draw, trace, pool, x))
+        a, b = draw(st.permutations([x, y]))
+        return emit(trace, draw(st.sampled_from(BINARY[:4])), a, b)
     if kind == "scalar":  # x op c, c often an identity element
         c = trace.constant(np.asarray(draw(st.sampled_from(SCALARS)), F64))
         if x.ndim:
@@ -102,8 +106,11 @@ def random_graphs(draw) -> Graph:
     pool = [trace.new_input(TensorType(s, F64)).ir_var for s in shapes]
     for _ in range(draw(st.integers(1, 14))):
         pool.append(_step(draw, trace, pool))
-    extra = draw(st.lists(st.sampled_from(pool), max_size=2))
-    return trace.to_graph([pool[-1], *extra])
+    # every value nobody reads is an output, so every node drawn is live
+    read = {v for node in trace.nodes for v in node.inputs}
+    sinks = [v for node in trace.nodes for v in node.outputs if v not in read]
+    extra = draw(st.lists(st.sampled_from(pool), max_size=1))
+    return trace.to_graph([*sinks, *extra])
 
 
 def inputs_for(graph: Graph, seed: int = 0) -> list[np.ndarray]:
