@@ -317,3 +317,24 @@ def test_value_and_grad_of_compiled_function_inlines_it():
     assert value == pytest.approx(loss(W, X))
     np.testing.assert_allclose(g, grad(loss)(W, X), rtol=1e-12)
     np.testing.assert_allclose(grad(compiled_loss)(W, X), g, rtol=1e-12)
+
+
+def test_has_aux_without_a_pair_is_an_error():
+    with pytest.raises(AutodiffError, match="must return a pair"):
+        value_and_grad(loss, has_aux=True)(W, X)
+
+
+def test_vjp_cotangent_of_wrong_structure_is_an_error():
+    _, vjp_fn = vjp(lambda w: (w, w), W)
+    with pytest.raises(AutodiffError, match="structure of its output"):
+        vjp_fn(W)
+
+
+def test_custom_vjp_bwd_with_wrong_arity_is_an_error():
+    @custom_vjp
+    def f(x, y):
+        return x * y
+
+    f.defvjp(lambda x, y: (x * y, (x, y)), lambda res, g: (g * res[1],))
+    with pytest.raises(AutodiffError, match="returned 1 cotangents for 2 arguments"):
+        grad(lambda x: np.sum(f(x, x)))(np.ones(2))
