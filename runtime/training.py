@@ -160,9 +160,11 @@ def train_step(loss_fn: Callable, optimizer: Optimizer, has_aux: bool = False,
 
 class History(dict):
     """Per-epoch lists: "loss", "epoch_time", "samples_per_sec", "eval_<metric>" (and
-    "train_<aux key>" with has_aux). `history.step` is the TrainStep that was used."""
+    "train_<aux key>" with has_aux). `history.step` is the TrainStep that was used and
+    `history.eval_fn` the compiled evaluation (None without eval_data)."""
 
     step: TrainStep
+    eval_fn: Compiled | None
 
 
 class _Progress:
@@ -171,11 +173,13 @@ class _Progress:
     def __init__(self, enabled: bool, epochs: int, batches: int, stream=None):
         self.enabled, self.epochs, self.batches = enabled, epochs, batches
         self.stream = stream or sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
         self.last = 0.0
 
     def update(self, epoch: int, batch: int, loss: float, rate: float, force: bool = False):
         now = time.perf_counter()
-        if not self.enabled or (not force and now - self.last < 0.1):
+        # Off a terminal (a log file, CI) only the end-of-epoch line is drawn.
+        if not self.enabled or (not force and (now - self.last < 0.1 or not self.tty)):
             return
         self.last = now
         filled = int(20 * batch / self.batches)
@@ -194,19 +198,23 @@ def _as_tuple(data) -> tuple:
     return tuple(data) if isinstance(data, (tuple, list)) else (data,)
 
 
-def _compile_metric(fn: Callable, backend: str | None) -> Compiled:
-    return fn if isinstance(fn, Compiled) else compile(fn, backend=backend)
+def _uncompiled(fn: Callable) -> Callable:
+    return fn.fn if isinstance(fn, Compiled) else fn
 
 
-def evaluate(params, eval_data, metrics: Mapping[str, Compiled]) -> dict[str, float]:
-    """Each metric on the whole held-out set in one call (one traced signature each)."""
-    results = {}
-    for name, fn in metrics.items():
-        value = fn(params, *eval_data)
-        if isinstance(value, tuple):  # a has_aux loss: (value, aux)
-            value = value[0]
-        results[name] = float(value)
-    return results
+def _first(value):
+    return value[0] if isinstance(value, tuple) else value  # a has_aux loss: (value, aux)
+
+
+def compile_metrics(metrics: Mapping[str, Callable], backend: str | None = None) -> Compiled:
+    """All metrics `name -> fn(params, *data)` as ONE compiled function returning a dict, so
+    evaluation costs one compile and one call."""
+    fns = {name: _uncompiled(fn) for name, fn in metrics.items()}
+
+    def evaluate_metrics(params, *data):
+        return {name: _first(fn(params, *data)) for name, fn in fns.items()}
+
+    return compile(evaluate_metrics, backend=backend)
 
 
 def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs: int = 1,
@@ -220,7 +228,8 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs `len(data) // batch_size`
     full batches: the last partial batch is DROPPED (a different one each epoch, so every
     example is used), which keeps one batch shape and so one compiled signature. Metrics
-    `name -> fn(params, *eval_data)` and the loss run on the whole `eval_data` in one call.
+    `name -> fn(params, *eval_data)` and the loss run on the whole `eval_data` in one
+    compiled call (one signature: no partial batches there either).
     `step`/`state` continue an earlier run (a TrainStep, or an optimiser state from
     `checkpoint.load`); `checkpoint` is a path saved after every epoch. `backend` is passed
     to `compile`. Returns a History.
@@ -235,15 +244,14 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     if state is not None:
         step.state = step.optimizer.init(params)
         commit(step.state, state)
-    eval_fns: dict[str, Compiled] = {}
+    eval_fn = None
     if eval_data is not None:
         eval_data = _as_tuple(eval_data)
         _batch_size_of(eval_data, "evaluation data")
-        eval_fns = {"loss": _compile_metric(loss_fn, backend)}
-        eval_fns.update({k: _compile_metric(f, backend) for k, f in (metrics or {}).items()})
+        eval_fn = compile_metrics({"loss": loss_fn, **(metrics or {})}, backend)
     history = History(loss=[], epoch_time=[], samples_per_sec=[])
     history.step = step
-    history.eval_fns = eval_fns
+    history.eval_fn = eval_fn
     rng = np.random.default_rng(seed)
     bar = _Progress(progress, epochs, batches, stream)
     for epoch in range(epochs):
@@ -274,9 +282,9 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         for key, v in aux_totals.items():
             history.setdefault(f"train_{key}", []).append(v / batches)
         summary = f"{elapsed:.2f}s"
-        if eval_fns:
-            for name, v in evaluate(params, eval_data, eval_fns).items():
-                history.setdefault(f"eval_{name}", []).append(v)
+        if eval_fn is not None:
+            for name, v in eval_fn(params, *eval_data).items():
+                history.setdefault(f"eval_{name}", []).append(float(v))
                 summary += f"  eval {name} {v:.4f}"
         bar.end_epoch(summary)
         if checkpoint:

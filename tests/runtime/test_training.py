@@ -130,7 +130,7 @@ def test_fit_drops_partial_batch_one_signature_per_phase():
                   eval_data=(X[:13], Y[:13]), metrics={"accuracy": accuracy},
                   stream=stream, backend=BACKEND)
     assert history.step.signatures == 1  # 50 = 3 * 16 + 2: the partial batch is dropped
-    assert all(len(fn._traces) == 1 for fn in history.eval_fns.values())
+    assert len(history.eval_fn._traces) == 1
     assert int(history.step.state["count"]) == 3 * 3
     assert set(history) >= {"loss", "epoch_time", "samples_per_sec", "eval_loss",
                             "eval_accuracy"}
