@@ -170,7 +170,7 @@ class Compiled:
         if any(isinstance(leaf, Tracer) for leaf in tree_flatten(args)[0]):
             return self.fn(*args)  # called inside another trace (grad, compile): inline it
         traced = self.trace(*args)
-        key, leaves, *_ = self.signature(args)
+        _, leaves, *_ = self.signature(args)
         if traced.executable is None:
             traced.executable = build_executable(self, traced)
         outputs = traced.executable(leaves)

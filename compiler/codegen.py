@@ -255,7 +255,7 @@ def generate(graph: Graph) -> Generated:
 def emit_output(gen: CodeGen, var: Var) -> str:
     """A returned value must be fresh memory: copy inputs, views and work buffers."""
     value = gen.values[var]
-    if value.kind == "scalar" or (value.kind == "array" and value.owned):
+    if (value.kind == "scalar" and var.ndim == 0) or (value.kind == "array" and value.owned):
         return value.name
     name = gen.fresh("out_")
     dims = gen.dims[var]

@@ -169,7 +169,7 @@ def ensure_compiled(dispatcher, args: tuple) -> None:
         dispatcher._cache = NullCache()
         try:
             dispatcher.compile(signature)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the first error is the one to show
             raise first from None
         what = "is unusable; compiled without the disk cache"
     warnings.warn(f"chainjit: Numba's cache for {dispatcher.py_func.__module__} {what} "
