@@ -14,7 +14,6 @@ from compiler.codegen_kernels import broadcast_view, emit_elementwise, emit_fuse
 from ir import ops
 from ir.graph import Node
 from ir.ops import Op
-from ir.printer import format_node
 
 
 def emit_constant(gen: CodeGen, node: Node) -> None:
@@ -164,7 +163,12 @@ def emit_concatenate(gen: CodeGen, node: Node) -> None:
 
 def _checked_index(gen: CodeGen, node: Node, local: str, read: str, size: str,
                    axis: int) -> None:
-    where = format_node(node, gen.namer).replace('"', "'")
+    # No shapes in the message: a new batch size must generate the same code.
+    args = " ".join(gen.name(v) for v in node.inputs)
+    where = f"{gen.name(node.out)} = {node.op.value} {args}"
+    if node.source is not None:
+        where += f" at {node.source}"
+    where = where.replace('"', "'")
     gen.line(f"{local} = {read}")
     gen.line(f"if {local} < 0:")
     gen.line(f"    {local} += {size}")

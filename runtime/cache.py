@@ -2,7 +2,7 @@
 
 Codegen gives module source whose text encodes everything that changes the code (graph,
 dtypes, and a stamp of the chainjit, Numba, NumPy and Python versions and the CPU), so the
-key is a hash of that text. `load_module(source)` writes the module once, atomically (temp
+key is a hash of that text, comments (the IR with its shapes) left out. `load_module(source)` writes the module once, atomically (temp
 file + os.replace), to ``<cache>/chainjit_gen_<hash>.py`` and imports it under that name,
 placed in sys.modules first: Numba's `cache=True` then keeps the machine code beside it
 (``__pycache__``, or NUMBA_CACHE_DIR), so a new process loads it instead of compiling.
@@ -87,8 +87,20 @@ def module_name(source: str) -> str:
     return "chainjit_gen_" + hashlib.sha256(source.encode()).hexdigest()[:24]
 
 
+def cached_text(source: str) -> str:
+    """The module as cached: comment lines dropped, except the environment stamp.
+
+    The comments carry the IR with its concrete shapes; without them, a new batch size that
+    generates the same code maps to the same file and the same compiled machine code.
+    """
+    stamp = f"# {environment_stamp()}"
+    return "".join(line for line in source.splitlines(keepends=True)
+                   if not line.lstrip().startswith("#") or line.rstrip() == stamp)
+
+
 def load_module(source: str) -> ModuleType:
     """Import the generated module for `source`, writing its file first if needed."""
+    source = cached_text(source)
     name = module_name(source)
     module = _MODULES.get(name)
     if module is not None:

@@ -1,0 +1,143 @@
+"""The compile cache: a second process loads machine code from disk, and faults (corrupt or
+foreign files, an unwritable folder, two processes compiling at once) are survived with a
+warning and the right result."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler import compile
+from runtime import cache
+from runtime.cache import CacheWarning
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = textwrap.dedent("""
+    import json, numpy as np
+    from compiler import compile
+    f = compile(lambda x: np.tanh(x) * 2.0 + 1.0)
+    out = f(np.full((3, 4), 0.5, np.float32))
+    driver = next(iter(f._traces.values())).executable.driver
+    stats = driver.stats
+    print(json.dumps({"hits": sum(stats.cache_hits.values()),
+                      "misses": sum(stats.cache_misses.values()),
+                      "ok": bool(np.allclose(out, np.tanh(0.5) * 2 + 1))}))
+""")
+
+
+def _run_child(folder, wait=True):
+    env = {**os.environ, "CHAINJIT_CACHE_DIR": str(folder),
+           "NUMBA_CACHE_DIR": str(Path(folder) / "numba"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _result(proc) if wait else proc
+
+
+def _result(proc):
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_second_process_loads_from_disk_without_compiling(tmp_path):
+    first = _run_child(tmp_path)
+    second = _run_child(tmp_path)
+    assert first == {"hits": 0, "misses": 1, "ok": True}
+    assert second == {"hits": 1, "misses": 0, "ok": True}
+
+
+def test_two_processes_compiling_at_once_both_succeed(tmp_path):
+    procs = [_run_child(tmp_path, wait=False) for _ in range(2)]
+    results = [_result(p) for p in procs]
+    assert all(r["ok"] for r in results)
+    modules = list(tmp_path.glob("chainjit_gen_*.py"))
+    assert len(modules) == 1 and not list(tmp_path.glob(".*.tmp"))
+    assert _run_child(tmp_path)["ok"]
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAINJIT_CACHE_DIR", str(tmp_path / "cache"))
+    cache._MODULES.clear()
+    yield tmp_path / "cache"
+    cache._MODULES.clear()
+
+
+def _tiny():
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    return compile(lambda x: np.tanh(x) * 2.0 + 1.0), x, np.tanh(x) * 2 + 1
+
+
+def _check(f, x, want):
+    np.testing.assert_allclose(f(x), want, rtol=1e-6)
+
+
+def test_corrupt_module_file_is_rewritten_with_a_warning(fresh_cache):
+    f, x, want = _tiny()
+    _check(f, x, want)
+    (path,) = fresh_cache.glob("chainjit_gen_*.py")
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])  # truncated
+    cache._MODULES.clear()
+    f, x, want = _tiny()
+    with pytest.warns(CacheWarning, match="does not hold the expected code"):
+        _check(f, x, want)
+    assert path.read_text() == good
+
+
+def test_module_from_another_version_is_replaced(fresh_cache):
+    f, x, want = _tiny()
+    _check(f, x, want)
+    (path,) = fresh_cache.glob("chainjit_gen_*.py")
+    good = path.read_text()
+    path.write_text(good.replace(cache.environment_stamp(), "chainjit 0.0.1, numba 0.50.0"))
+    cache._MODULES.clear()
+    f, x, want = _tiny()
+    with pytest.warns(CacheWarning, match="another version"):
+        _check(f, x, want)
+    assert path.read_text() == good
+
+
+@pytest.mark.parametrize("suffix", [".nbi", ".nbc"])
+def test_corrupt_numba_cache_file_is_survived(fresh_cache, suffix):
+    f, x, want = _tiny()
+    _check(f, x, want)
+    (path,) = fresh_cache.glob("chainjit_gen_*.py")
+    folders = [os.environ.get("NUMBA_CACHE_DIR", ""), str(fresh_cache)]
+    files = [p for d in folders if d for p in glob.glob(f"{d}/**/{path.stem}*{suffix}",
+                                                         recursive=True)]
+    assert files
+    for name in files:
+        Path(name).write_bytes(b"\x80\x04garbage")  # a truncated pickle
+    cache._MODULES.clear()
+    sys.modules.pop(path.stem, None)
+    f, x, want = _tiny()
+    with pytest.warns(CacheWarning, match="Numba's cache"):
+        _check(f, x, want)
+
+
+def test_unwritable_cache_folder_falls_back_with_a_warning(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CHAINJIT_CACHE_DIR", str(blocker / "cache"))
+    cache._MODULES.clear()
+    f, x, want = _tiny()
+    with pytest.warns(CacheWarning, match="cannot be written"):
+        _check(f, x, want)
+    cache._MODULES.clear()
+
+
+def test_dump_dir_gets_every_stage_and_the_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAINJIT_DUMP_DIR", str(tmp_path))
+    f, x, want = _tiny()
+    _check(f, x, want)
+    names = sorted(p.name.split(".", 1)[1] for p in tmp_path.iterdir())
+    assert names == ["fused.ir", "joint.ir", "optimized.ir", "py", "traced.ir"]
+    (source,) = tmp_path.glob("*.py")
+    assert "def driver(" in source.read_text() and "= tanh" in source.read_text()
