@@ -62,12 +62,18 @@ FLOAT_UNARY = {  # op -> input kind
 BINARY = [Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAX, Op.MIN, Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ,
           Op.NE]
 
+def _unary(op, kind):
+    return lambda b, dt: b.emit(op, [b.input((3, 4), dt, kind)])
+
+
+def _binary(op):
+    return lambda b, dt: b.emit(op, [b.input((3, 4), dt), b.input((3, 4), dt)])
+
+
 # label -> builder(b, dtype) returning the output var; one entry per primitive and variant.
 OP_TABLE = {
-    **{f"{op.value}": (lambda op: lambda b, dt: b.emit(op, [b.input((3, 4), dt, kind)]))(op)
-       for op, kind in FLOAT_UNARY.items()},
-    **{f"{op.value}": (lambda op: lambda b, dt: b.emit(
-        op, [b.input((3, 4), dt), b.input((3, 4), dt)]))(op) for op in BINARY},
+    **{op.value: _unary(op, kind) for op, kind in FLOAT_UNARY.items()},
+    **{op.value: _binary(op) for op in BINARY},
     "pow": lambda b, dt: b.emit(Op.POW, [b.input((3, 4), dt, "positive"), b.input((3, 4), dt)]),
     "where": lambda b, dt: b.emit(Op.WHERE, [b.input((3, 4), np.bool_, "bool"),
                                              b.input((3, 4), dt), b.input((3, 4), dt)]),
