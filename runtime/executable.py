@@ -40,12 +40,21 @@ def signature_key(tree: Any, leaves: list) -> Any:
     kind = type(tree)
     if kind is np.ndarray:
         leaves.append(tree)
-        return (tree.shape, tree.strides, tree.dtype)
-    if kind is tuple or kind is list:
-        return (kind, tuple([signature_key(child, leaves) for child in tree]))
-    if kind is dict:
-        keys = sorted(tree)
-        return (dict, tuple(keys), tuple([signature_key(tree[k], leaves) for k in keys]))
+        return (tree.shape, tree.strides, tree.dtype.char)
+    if kind is tuple or kind is list or kind is dict:
+        if kind is dict:
+            keys = sorted(tree)
+            children = [tree[k] for k in keys]
+        else:
+            keys, children = None, tree
+        parts = []
+        for child in children:  # arrays inline: this runs on every call
+            if type(child) is np.ndarray:
+                leaves.append(child)
+                parts.append((child.shape, child.strides, child.dtype.char))
+            else:
+                parts.append(signature_key(child, leaves))
+        return (kind, keys and tuple(keys), tuple(parts))
     if tree is None:
         return None
     if kind in _SCALAR_TYPES or isinstance(tree, np.generic):
@@ -95,17 +104,49 @@ class Executable:
 
     def entry(self, out_tree, example: list, unflatten: Callable) -> Callable[[list], Any]:
         """The fast call for leaves shaped like `example` (same signature key)."""
-        driver, extra, convert = self.driver, self.extra, self.out_convert
+        driver, extra = self.driver, self.extra
         direct = all(type(leaf) is not np.ndarray or (leaf.ndim and leaf.flags.c_contiguous)
                      for leaf in example)
-        single = out_tree.kind == "leaf" and convert[0] is None
-        if direct and single:
-            return lambda leaves: driver(*leaves, *extra)[0]
-        if direct and all(c is None for c in convert):
-            return lambda leaves: unflatten(out_tree, driver(*leaves, *extra))
-        if direct:
+        if not direct:
+            return lambda leaves: unflatten(out_tree, self(leaves))
+        build = output_builder(out_tree, self.out_convert)
+        if build is None:
             return lambda leaves: unflatten(out_tree, self._outputs(driver(*leaves, *extra)))
-        return lambda leaves: unflatten(out_tree, self(leaves))
+        return lambda leaves: build(driver(*leaves, *extra))
+
+
+def output_builder(out_tree, convert: list) -> Callable[[tuple], Any] | None:
+    """A function from the driver's output tuple to the user's pytree, as one expression
+    (0-d results converted to NumPy scalars); None when the tree is not expressible."""
+    namespace: dict[str, Any] = {}
+    counter = iter(range(len(convert)))
+
+    def expr(tree) -> str:
+        if tree.kind == "leaf":
+            i = next(counter)
+            if convert[i] is None:
+                return f"o[{i}]"
+            namespace[f"c{i}"] = convert[i]
+            return f"c{i}(o[{i}])"
+        if tree.kind == "none":
+            return "None"
+        parts = [expr(child) for child in tree.children]
+        if tree.kind == "dict":
+            if not all(type(k) in (str, int) for k in tree.meta):
+                raise NoFastPath(tree)
+            return "{" + ", ".join(f"{k!r}: {p}" for k, p in zip(tree.meta, parts)) + "}"
+        if tree.kind == "list":
+            return "[" + ", ".join(parts) + "]"
+        if tree.kind == "namedtuple":
+            name = f"t{len(namespace)}"
+            namespace[name] = tree.meta
+            return f"{name}({', '.join(parts)})"
+        return "(" + "".join(p + ", " for p in parts) + ")"
+
+    try:
+        return eval(f"lambda o: {expr(out_tree)}", namespace)  # noqa: S307 - built above
+    except (NoFastPath, SyntaxError):
+        return None
 
 
 def _extra_arg(spec) -> np.ndarray:
