@@ -144,7 +144,7 @@ def output_builder(out_tree, convert: list) -> Callable[[tuple], Any] | None:
         return "(" + "".join(p + ", " for p in parts) + ")"
 
     try:
-        return eval(f"lambda o: {expr(out_tree)}", namespace)  # noqa: S307 - built above
+        return eval(f"lambda o: {expr(out_tree)}", namespace)  # the text is built above
     except (NoFastPath, SyntaxError):
         return None
 

@@ -150,8 +150,7 @@ def non_contiguous(value):
 
 
 # float64 variants checked inside the float32 graph (the full float64 table is a slow test).
-FLOAT64_EXTRAS = ["exp", "log", "log1p", "expm1", "tanh", "logistic", "sin", "div", "max",
-                  "pow", "matmul", "reduce_sum_inner", "random_uniform", "gather"]
+FLOAT64_EXTRAS = ["exp", "tanh", "logistic", "matmul", "reduce_sum_inner", "random_uniform"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
