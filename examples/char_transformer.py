@@ -89,7 +89,9 @@ def sample(params, vocab, prompt, length, seed=0, temperature=0.7):
 def main():
     text, vocab, x, y = load_text()
     params = init_params(len(vocab))
-    epochs, batch = (2, 32) if QUICK else (60, 32)
+    epochs, batch = (1, 16) if QUICK else (60, 32)
+    if QUICK:  # a smoke run: a few steps on the first windows
+        x, y = x[: 6 * batch], y[: 6 * batch]
     steps = epochs * (len(x) // batch)
     schedule = optim.warmup(optim.cosine(3e-3, steps, final_lr=1e-4), 50)
     print(f"text: {len(text)} characters, vocabulary {len(vocab)}; one-block transformer, "
