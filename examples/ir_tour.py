@@ -50,8 +50,9 @@ def main():
         print(source if not QUICK else "\n".join(source.splitlines()[:40]) + "\n...")
     else:
         print("== (this backend does not expose generated source)")
-    print(f"\none step: loss {float(step(params, x, y)):.4f}; the same function's IR is also "
-          "available as Graphviz DOT: step.compiled.dot(params, step.state, x, y)")
+    if not QUICK:  # running it compiles the source above with Numba
+        print(f"\none step: loss {float(step(params, x, y)):.4f}")
+    print("The same IR as Graphviz DOT: step.compiled.dot(params, step.state, x, y, stage=...)")
 
 
 if __name__ == "__main__":

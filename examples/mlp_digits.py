@@ -12,7 +12,7 @@ import time
 import numpy as np
 from sklearn.datasets import load_digits
 
-from compiler import compile, nn
+from compiler import nn
 from runtime import fit, init, optim
 
 QUICK = "--quick" in sys.argv or os.environ.get("CHAINJIT_QUICK") == "1"
@@ -45,7 +45,6 @@ def loss(params, x, y):
     return nn.cross_entropy(predict(params, x), y)
 
 
-@compile
 def accuracy(params, x, y):
     return nn.accuracy(predict(params, x), y)
 
@@ -61,7 +60,7 @@ def main():
     history = fit(loss, params, (x_train, y_train), optim.Adam(schedule), epochs=epochs,
                   batch_size=32, eval_data=(x_test, y_test), metrics={"accuracy": accuracy})
     seconds = time.perf_counter() - start
-    test_accuracy = float(accuracy(params, x_test, y_test))
+    test_accuracy = history["eval_accuracy"][-1]  # the last evaluation: no extra compile
     print(f"trained in {seconds:.1f} s (first epoch {history['epoch_time'][0]:.1f} s includes "
           f"compilation); final train loss {history['loss'][-1]:.4f}")
     print(f"test accuracy: {100 * test_accuracy:.2f}%")
