@@ -74,6 +74,7 @@ class TrainStep:
         self.check_finite = check_finite
         self.check_batch = check_batch
         self.state: Any = None
+        self._label_slots: dict[tuple, list[tuple[int, int, str]]] = {}
 
         def train_step_fn(params, opt_state, *batch):
             from compiler.transforms import value_and_grad
@@ -104,11 +105,21 @@ class TrainStep:
         self.optimizer.check(params, self._state_for(params))
         if self.check_batch and len(batch) > 1:
             _batch_size_of(batch)
+        batch_leaves = tree_flatten(batch)[0]
+        key = tuple((np.shape(x), np.asarray(x).dtype.str) for x in batch_leaves)
+        if key not in self._label_slots:
+            self._label_slots[key] = self._find_labels(params, batch)
+        for index, classes, path in self._label_slots[key]:
+            nn.check_labels(batch_leaves[index], classes, f"labels {path}")
+
+    def _find_labels(self, params, batch) -> list[tuple[int, int, str]]:
+        """(batch leaf index, number of classes, path) of each input cross_entropy used as
+        labels, found once per batch signature from the traced graph."""
         traced = self.compiled.trace(params, self.state, *batch)
-        leaves = self.compiled.signature((params, self.state, *batch))[1]
-        for var, leaf, path in zip(traced.graph.inputs, leaves, traced.in_paths):
-            if var.id in nn.LABEL_BOUNDS:
-                nn.check_labels(leaf, nn.LABEL_BOUNDS[var.id], f"labels {path}")
+        first = len(traced.graph.inputs) - len(tree_flatten(batch)[0])
+        return [(i - first, nn.LABEL_BOUNDS[var.id], traced.in_paths[i])
+                for i, var in enumerate(traced.graph.inputs)
+                if i >= first and var.id in nn.LABEL_BOUNDS]
 
     def __call__(self, params, *batch):
         self.check(params, batch)
