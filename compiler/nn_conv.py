@@ -27,8 +27,8 @@ def _pair(value, name: str) -> tuple[int, int]:
 
 
 def _windows(x, kernel, stride, dilation, out_hw):
-    """The kh*kw strided views x[:, :, i*dh :: sh, j*dw :: sw] of an NCHW or NHWC-ish array,
-    as a list, over axes (1, 2) when channels are last."""
+    """The kh*kw strided windows x[:, i*dh :: sh, j*dw :: sw] over axes (1, 2) of a
+    (batch, H, W) array, as a list (pooling with stride != kernel)."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
     views = []
     for i in range(kh):
