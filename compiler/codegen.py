@@ -105,6 +105,9 @@ class CodeGen:
         self.kernel_count = 0
         self.output_set = set(graph.outputs)
         self.fast_imports: set[str] = set()
+        # Extra numba.njit options kernels ask for (e.g. parallel=True for a prange loop,
+        # fastmath={"reassoc"} so float reductions vectorise); rendered into the decorator.
+        self.jit_options: dict[str, object] = {}
 
     # -- names ---------------------------------------------------------------------------
     def name(self, var: Var) -> str:
@@ -292,13 +295,19 @@ def render_module(gen: CodeGen, input_names: list[str]) -> str:
     head += [
         "",
         "",
-        '@numba.njit(cache=True, error_model="numpy")',
+        f"@numba.njit({jit_decorator_args(gen.jit_options)})",
         f"def driver({', '.join(params)}):",
     ]
     body = [line.rstrip() for line in gen.lines]
     while body and not body[0].strip():
         body.pop(0)
     return "\n".join(head + body) + "\n"
+
+
+def jit_decorator_args(options: dict[str, object]) -> str:
+    """`cache=True, error_model="numpy"` plus the options kernels asked for, sorted."""
+    extra = "".join(f", {key}={value!r}" for key, value in sorted(options.items()))
+    return f'cache=True, error_model="numpy"{extra}'
 
 
 def _build_numba(graph: Graph):
