@@ -100,23 +100,18 @@ def markdown(results: dict) -> str:
     m, mach = results["machine"], results["bound"]
     out = [
         (
-            f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {m['numpy']}, "
+            f"- Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {m['numpy']}, "
             f"numba {m['numba']}, jax {m['jax']}, torch {m['torch']}; {m['date']}."
         ),
-        "",
         (
-            f"Measured in the same run: peak float32 matmul {mach['peak_flops'] / 1e9:.1f} "
-            f"GFLOP/s (np.dot 1024x1024), copy bandwidth {mach['copy_bandwidth'] / 1e9:.1f} GB/s "
-            "(np.copyto, read+write)."
+            f"- Measured in the same run (best of the measurements between workloads): peak float32 "
+            f"matmul {mach['peak_flops'] / 1e9:.1f} GFLOP/s (np.dot 1024x1024), copy bandwidth "
+            f"{mach['copy_bandwidth'] / 1e9:.1f} GB/s (np.copyto, read+write)."
         ),
-        "",
-    ]
-    out[-1:-1] = [
         (
-            f"Load average (1 min) at start {m['load_avg_1m_start']}, at end "
-            f"{m.get('load_avg_1m_end')} on {m['cores']} cores: above the core count, other "
-            "processes shared the CPU and the absolute times are inflated (the paired ratios less "
-            "so)."
+            f"- Load average (1 min) at start {m['load_avg_1m_start']}, at end "
+            f"{m.get('load_avg_1m_end')}, on {m['cores']} cores: above the core count, other "
+            "processes shared the CPU and the absolute times are inflated (the paired ratios less so)."
         ),
         "",
     ]
