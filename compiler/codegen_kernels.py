@@ -58,10 +58,12 @@ def scalar_expr(gen: CodeGen, op: Op, in_dtype: np.dtype, out_dtype: np.dtype,
     if op in INFIX:
         expr = f"({a} {INFIX[op]} {args[1]})"
         return expr if op in ops.COMPARISON else _wrap(expr, out_dtype)
-    if op == Op.MAX:  # np.maximum: NaN in either operand gives NaN
-        return f"({a} if {a} >= {args[1]} or {a} != {a} else {args[1]})"
+    # np.maximum / np.minimum: NaN in either operand gives NaN. `|` (not `or`): no branch,
+    # so the choice is a vector select.
+    if op == Op.MAX:
+        return f"({a} if ({a} >= {args[1]}) | ({a} != {a}) else {args[1]})"
     if op == Op.MIN:
-        return f"({a} if {a} <= {args[1]} or {a} != {a} else {args[1]})"
+        return f"({a} if ({a} <= {args[1]}) | ({a} != {a}) else {args[1]})"
     if op == Op.WHERE:
         return f"({args[1]} if {a} else {args[2]})"
     raise NotImplementedError(f"no scalar code for {op}")
@@ -74,7 +76,16 @@ def _wrap(expr: str, dtype: np.dtype, always: bool = False) -> str:
     return expr
 
 
+# A kernel iterating over at least this many elements runs its outer loop with numba.prange
+# (the driver then compiles with parallel=True, which costs compile time: never for small
+# graphs). Tests monkeypatch it to force prange on small inputs.
+PARALLEL_MIN_SIZE = 2**18
+# Float sum/product reductions let LLVM reassociate (fastmath "reassoc" on the driver), so a
+# reduction loop vectorises (partial sums per SIMD lane) instead of running one add at a time.
+REASSOCIATE_REDUCTIONS = True
+
 REDUCE_COMBINE = {Op.REDUCE_SUM: Op.ADD, Op.REDUCE_MAX: Op.MAX, Op.REDUCE_PROD: Op.MUL}
+REDUCE_UPDATE = {Op.REDUCE_SUM: "+=", Op.REDUCE_PROD: "*="}  # the forms prange can reduce
 
 
 def reduce_init(op: Op, dtype: np.dtype) -> str:
@@ -90,30 +101,141 @@ def reduce_init(op: Op, dtype: np.dtype) -> str:
     return f"{ctor}({np.iinfo(dtype).min})"
 
 
+class BroadcastMap:
+    """The index map of a broadcast view: size-1 and missing (leading) axes read index 0."""
+
+    def __init__(self, src_shape: tuple[int, ...], out_ndim: int):
+        self.src_shape = tuple(src_shape)
+        self.lead = out_ndim - len(src_shape)
+
+    def __call__(self, idx: list[str]) -> list[str]:
+        return ["0" if size == 1 else idx[k + self.lead] for k, size in enumerate(self.src_shape)]
+
+    def present(self, axis: int) -> bool:
+        """Whether output axis `axis` indexes the source (is not broadcast)."""
+        k = axis - self.lead
+        return k >= 0 and self.src_shape[k] != 1
+
+
 def broadcast_view(value: Value, src_shape: tuple[int, ...], out_ndim: int) -> Value:
     """Read a smaller array as if broadcast: size-1 and missing axes index 0."""
     if value.kind == "scalar":
         return value
-    lead = out_ndim - len(src_shape)
-    return Value("view", value.name, base=value, index_map=lambda idx: [
-        "0" if size == 1 else idx[k + lead] for k, size in enumerate(src_shape)])
+    return Value("view", value.name, base=value, index_map=BroadcastMap(src_shape, out_ndim))
+
+
+def _access(value: Value, var_shape: tuple[int, ...], shape: tuple[int, ...]):
+    """How a loop reads `value`: "scalar", "full" (a C array of the iteration shape),
+    ("bcast", BroadcastMap) over a C array, or "other" (a general view: no axis merging)."""
+    if value.kind == "scalar":
+        return "scalar"
+    if value.kind == "array" and value.layout == "C" and tuple(var_shape) == tuple(shape):
+        return "full"
+    if (value.kind == "view" and isinstance(value.index_map, BroadcastMap)
+            and value.base.kind == "array" and value.base.layout == "C"):
+        return ("bcast", value.index_map)
+    return "other"
+
+
+def plan_groups(shape: tuple[int, ...], accesses: list, reduced: list[set[int]]):
+    """Loops of the nest: groups of adjacent iteration axes, each group one loop.
+
+    Size-1 axes get no loop (index 0). Two adjacent axes share a loop (their index is one
+    flat index into reshaped arrays) when every array the loop reads or writes is C
+    contiguous over both (a full array, or a broadcast source indexing both or neither)
+    and every reduction reduces both or neither. Returns (groups, merging_allowed).
+    """
+    axes = [k for k, size in enumerate(shape) if size != 1]
+    mergeable = "other" not in accesses
+    groups: list[list[int]] = []
+    for k in axes:
+        if groups and mergeable and _can_merge(groups[-1][-1], k, accesses, reduced):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return [tuple(g) for g in groups], mergeable
+
+
+def _can_merge(p: int, k: int, accesses: list, reduced: list[set[int]]) -> bool:
+    for acc in accesses:
+        if isinstance(acc, tuple) and acc[1].present(p) != acc[1].present(k):
+            return False
+    return all((p in axes) == (k in axes) for axes in reduced)
+
+
+class Nest:
+    """The loops of one kernel: `groups` of original axes, one loop (index i<g>) each."""
+
+    def __init__(self, gen: CodeGen, shape, dims, groups):
+        self.gen, self.shape, self.dims, self.groups = gen, shape, dims, groups
+        self.merged = any(len(g) > 1 for g in groups)
+        self.identity = len(groups) == len(shape)  # no size-1 axis dropped, nothing merged
+        self.sizes = [" * ".join(dims[k] for k in g) for g in groups]
+        self.idx = [f"i{g}" for g in range(len(groups))]
+        self.group_of = {k: g for g, axes in enumerate(groups) for k in axes}
+
+    def original(self, gidx: list[str]) -> list[str]:
+        """Loop indices -> an index per original axis (valid when nothing is merged)."""
+        return [gidx[self.group_of[k]] if k in self.group_of else "0"
+                for k in range(len(self.shape))]
+
+    def reader(self, value: Value, access) -> Value:
+        """`value` re-expressed to be read with the loop indices (reshaping if merged)."""
+        if self.identity or access == "scalar":
+            return value
+        if not self.merged:
+            return Value("view", value.name, base=value, index_map=self.original)
+        if access == "full":
+            return Value("array", self.reshape(value.name, list(range(len(self.groups)))))
+        bmap = access[1]
+        present = [g for g, axes in enumerate(self.groups) if bmap.present(axes[0])]
+        base = value.base
+        if not present:  # one element, read once
+            name = self.gen.fresh(f"{base.name}_b")
+            self.gen.line(f"{name} = {base.read(['0'] * len(bmap.src_shape))}")
+            return Value("scalar", name)
+        sizes = [" * ".join(f"{base.name}.shape[{k - bmap.lead}]" for k in self.groups[g])
+                 for g in present]
+        name = self.gen.fresh(f"{base.name}_f")
+        self.gen.line(f"{name} = {base.name}.reshape(({', '.join(sizes)},))")
+        return Value("view", name, base=Value("array", name),
+                     index_map=lambda gidx: [gidx[g] for g in present])
+
+    def reshape(self, name: str, groups: list[int]) -> str:
+        flat = self.gen.fresh(f"{name}_f")
+        sizes = ", ".join(self.sizes[g] for g in groups)
+        self.gen.line(f"{flat} = {name}.reshape(({sizes},))")
+        return flat
+
+    def target(self, name: str, kept_axes: list[int], ndim: int) -> tuple[str, list[str]]:
+        """(array, index in loop indices) for a store into `name` over `kept_axes`."""
+        if self.identity:
+            return name, [self.idx[self.group_of[k]] for k in kept_axes]
+        if not self.merged:
+            return name, [self.original(self.idx)[k] for k in kept_axes]
+        kept = [g for g, axes in enumerate(self.groups) if axes[0] in kept_axes]
+        if not kept:
+            return name, ["0"] * ndim
+        return self.reshape(name, kept), [self.idx[g] for g in kept]
+
+    def open(self, start: int, stop: int, parallel: bool = False) -> None:
+        for g in range(start, stop):
+            loop = "numba.prange" if parallel and g == start == 0 else "range"
+            self.gen.line(f"for {self.idx[g]} in {loop}({self.sizes[g]}):")
+            self.gen.depth += 1
 
 
 def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
-                outputs: list[tuple[Var, Var]], dims: tuple[str, ...],
+                outputs: list[tuple[Var, Var]], shape: tuple[int, ...], dims: tuple[str, ...],
                 local: Callable[[Var], str]) -> None:
-    """One loop nest over `dims` computing `nodes`; `outputs` pairs (body var, outer var)."""
+    """One loop nest over `shape` (sizes `dims` in code) computing `nodes`; `outputs` pairs
+    (body var, outer var)."""
     env = dict(env)
     n = len(dims)
+    shape = tuple(shape)
     outer_of = dict(outputs)
     reduces = [node for node in nodes if node.op in ops.REDUCTION]
-    axes_of = {node: tuple(sorted(a % n for a in node.params["axes"])) for node in reduces}
-    split = n  # loops [0, split) are kept axes, [split, n) reduced, for scalar accumulators
-    if reduces and len(set(axes_of.values())) == 1:
-        axes = next(iter(axes_of.values()))
-        if axes == tuple(range(n - len(axes), n)):
-            split = n - len(axes)
-    scalar_acc = reduces and split < n or (reduces and n == 0)
+    axes_of = {node: {a % n for a in node.params["axes"]} for node in reduces}
 
     for node in nodes:  # hoisted: constants and broadcast views
         if node.op == Op.CONSTANT:
@@ -123,6 +245,31 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
         elif node.op == Op.BROADCAST_TO:
             (x,) = node.inputs
             env[node.out] = broadcast_view(env[x], x.shape, node.out.ndim)
+
+    read = [v for node in nodes if node.op in ops.ELEMENTWISE or node.op in ops.REDUCTION
+            for v in node.inputs] + [b for b, _ in outputs]
+    read = [v for v in dict.fromkeys(read) if v in env]
+    access = {v: _access(env[v], v.shape, shape) for v in read}
+    groups, _ = plan_groups(shape, list(access.values()), list(axes_of.values()))
+    nest = Nest(gen, shape, dims, groups)
+    for v in read:
+        env[v] = nest.reader(env[v], access[v])
+    reduced_groups = {node: {g for g, axes in enumerate(groups) if axes[0] in axes_of[node]}
+                      for node in reduces}
+
+    ng = len(groups)
+    split = ng  # loops [0, split) are kept axes, [split, ng) reduced, for scalar accumulators
+    if reduces and len({frozenset(r) for r in reduced_groups.values()}) == 1:
+        red = next(iter(reduced_groups.values()))
+        if red == set(range(ng - len(red), ng)):
+            split = ng - len(red)
+    scalar_acc = bool(reduces) and split < ng or (bool(reduces) and ng == 0)
+    parallel = _parallel(shape, ng, reduces, reduced_groups, scalar_acc, split)
+    if parallel:
+        gen.jit_options["parallel"] = True
+    if REASSOCIATE_REDUCTIONS and any(
+            r.op in REDUCE_UPDATE and is_float(r.out.dtype) for r in reduces):
+        gen.jit_options["fastmath"] = {"reassoc"}
 
     accumulate: list[tuple[Node, str]] = []  # (reduction, accumulator) updated innermost
     write_back: list[str] = []  # lines after the reduced loops, at depth `split`
@@ -137,14 +284,15 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
             gen.line(f"{acc} = {init}")
             gen.values[out] = Value("scalar", acc)
         elif scalar_acc:
-            target = gen.alloc(out)
-            acc = f"{target}_acc"
+            array, index = nest.target(gen.alloc(out), kept, out.ndim)
+            acc = f"{array}_acc"
             init_at_split.append(f"{acc} = {init}")
-            write_back.append(f"{target}[{', '.join(f'i{k}' for k in kept)}] = {acc}")
+            write_back.append(f"{array}[{', '.join(index)}] = {acc}")
         else:
             target = gen.alloc(out)
             gen.line(f"{target}.fill({init})")
-            acc = f"{target}[{', '.join(f'i{k}' for k in kept)}]"
+            array, index = nest.target(target, kept, out.ndim)
+            acc = f"{array}[{', '.join(index)}]"
         accumulate.append((node, acc))
 
     stores = []
@@ -153,43 +301,58 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
             continue
         gen.set_dims(out, dims)
         if n == 0:
-            stores.append((out, None))
+            stores.append((out, None, None))
         else:
-            stores.append((out, gen.alloc(out)))
+            stores.append((out, *nest.target(gen.alloc(out), list(range(n)), n)))
 
-    idx = gen.open_loops(dims[:split])
+    idx = nest.idx
+    nest.open(0, split, parallel)
     for text in init_at_split:
         gen.line(text)
-    idx += gen.open_loops(dims[split:], start=split)
+    nest.open(split, ng, parallel and split == 0)
     for node in nodes:
         if node.op in ops.ELEMENTWISE:
             name = local(node.out)
             args = [env[v].read(idx) for v in node.inputs]
-            expr = scalar_expr(gen, node.op, node.inputs[0].dtype if node.inputs else None,
-                               node.out.dtype, args, node.params)
-            if node.op == Op.WHERE:
-                expr = scalar_expr(gen, node.op, node.inputs[1].dtype, node.out.dtype, args, {})
+            in_dtype = node.inputs[1 if node.op == Op.WHERE else 0].dtype if node.inputs else None
+            expr = scalar_expr(gen, node.op, in_dtype, node.out.dtype, args, node.params)
             gen.line(f"{name} = {expr}")
             env[node.out] = Value("scalar", name)
     for node, acc in accumulate:
         (x,) = node.inputs
-        value = f"{local(node.out)}_in"
-        gen.line(f"{value} = {env[x].read(idx)}")
+        value = env[x].read(idx)
+        if node.op in REDUCE_UPDATE and is_float(x.dtype):
+            gen.line(f"{acc} {REDUCE_UPDATE[node.op]} {value}")
+            continue
+        value_name = f"{local(node.out)}_in"
+        gen.line(f"{value_name} = {value}")
         combine = REDUCE_COMBINE[node.op]
-        gen.line(f"{acc} = {scalar_expr(gen, combine, x.dtype, x.dtype, [acc, value], {})}")
+        gen.line(f"{acc} = {scalar_expr(gen, combine, x.dtype, x.dtype, [acc, value_name], {})}")
     body_var_of = {out: body for body, out in outputs}
-    for out, target in stores:
+    for out, target, index in stores:
         value = env[body_var_of[out]].read(idx)
         if target is None:
             name = gen.name(out)
             gen.line(f"{name} = {value}")
             gen.values[out] = Value("scalar", name)
         else:
-            gen.line(f"{target}[{', '.join(idx)}] = {value}")
-    gen.close_loops(n - split)
+            gen.line(f"{target}[{', '.join(index)}] = {value}")
+    gen.close_loops(ng - split)
     for text in write_back:
         gen.line(text)
     gen.close_loops(split)
+
+
+def _parallel(shape, ng, reduces, reduced_groups, scalar_acc, split) -> bool:
+    """prange the outer loop: large enough, and no two iterations update one accumulator
+    unless it is a scalar float sum/product (which prange reduces per thread)."""
+    if ng == 0 or int(np.prod(shape)) < PARALLEL_MIN_SIZE:
+        return False
+    if not reduces or (scalar_acc and split > 0):
+        return True
+    if scalar_acc and split == 0:
+        return all(r.op in REDUCE_UPDATE and is_float(r.out.dtype) for r in reduces)
+    return all(0 not in groups for groups in reduced_groups.values())
 
 
 def _kernel_prefix(gen: CodeGen) -> str:
@@ -205,15 +368,15 @@ def emit_elementwise(gen: CodeGen, node: Node) -> None:
         return
     prefix = _kernel_prefix(gen)
     env = {v: gen.values[v] for v in node.inputs}
-    emit_kernel(gen, [node], env, [(node.out, node.out)], gen.dims[x],
+    emit_kernel(gen, [node], env, [(node.out, node.out)], x.shape, gen.dims[x],
                 lambda var: prefix + gen.name(var))
 
 
 def emit_reduce(gen: CodeGen, node: Node) -> None:
     (x,) = node.inputs
     prefix = _kernel_prefix(gen)
-    emit_kernel(gen, [node], {x: gen.values[x]}, [(node.out, node.out)], gen.dims[x],
-                lambda var: prefix + gen.name(var))
+    emit_kernel(gen, [node], {x: gen.values[x]}, [(node.out, node.out)], x.shape,
+                gen.dims[x], lambda var: prefix + gen.name(var))
 
 
 def emit_fused(gen: CodeGen, node: Node) -> None:
@@ -226,5 +389,5 @@ def emit_fused(gen: CodeGen, node: Node) -> None:
     prefix = _kernel_prefix(gen)
     env = {b: gen.values[v] for b, v in zip(body.inputs, node.inputs)}
     dims = gen.resolve_shape(node.params["shape"], like=node.inputs)
-    emit_kernel(gen, body.nodes, env, list(zip(body.outputs, node.outputs)), dims,
-                lambda var: prefix + namer(var))
+    emit_kernel(gen, body.nodes, env, list(zip(body.outputs, node.outputs)),
+                node.params["shape"], dims, lambda var: prefix + namer(var))
