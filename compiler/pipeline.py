@@ -13,6 +13,7 @@ from compiler.passes.dce import eliminate_dead_code
 from compiler.passes.fixed_point import iterate_to_fixed_point
 from compiler.passes.fold_constants import fold_constants
 from compiler.passes.fuse import fuse_elementwise
+from compiler.passes.prefuse import prepare_for_fusion
 from compiler.passes.simplify import simplify_algebra
 from ir.graph import Graph
 from ir.verifier import verify
@@ -30,8 +31,12 @@ OPTIMIZE: tuple[Pass, ...] = (
         max_rounds=8,
     ),
 )
-# Fusion of elementwise work (and the reductions it feeds) into FUSED loop kernels.
-FUSE: tuple[Pass, ...] = (fuse_elementwise,)
+# Rewrites that let fusion form fewer, larger kernels; then fusion of elementwise work (and
+# the reductions it feeds) into FUSED loop kernels.
+FUSE: tuple[Pass, ...] = (
+    prepare_for_fusion,
+    fuse_elementwise,
+)
 
 # stage name -> the passes that lead from the previous stage to it.
 STAGES: dict[str, tuple[Pass, ...]] = {

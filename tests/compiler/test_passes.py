@@ -11,6 +11,7 @@ from compiler import compile, value_and_grad
 from compiler.passes.cse import eliminate_common_subexpressions
 from compiler.passes.dce import eliminate_dead_code
 from compiler.passes.fold_constants import MAX_FOLDED_ELEMENTS, fold_constants
+from compiler.passes.prefuse import prepare_for_fusion
 from compiler.passes.simplify import SIMPLIFY_RULES, simplify_algebra
 from compiler.pipeline import OPTIMIZE, lower
 from compiler.pytree import tree_flatten
@@ -187,6 +188,20 @@ def test_fold_constants_leaves_large_results_and_broadcasts_alone():
     assert fold_constants(graph) is graph
 
 
+def test_fold_constants_folds_elementwise_ops_over_broadcast_constants():
+    # neg(broadcast_to(c)) -> broadcast_to(-c): no kernel left computing a constant
+    def fn(t, x):
+        c = emit(t, Op.NEG, scalar(t, 0.25, S))
+        row = emit(t, Op.BROADCAST_TO, t.constant(np.arange(3.0)), shape=S)
+        return emit(t, Op.ADD, x, emit(t, Op.MUL, c, row))
+
+    graph = build(fn, S)
+    folded = eliminate_dead_code(fold_constants(graph))
+    assert ops_of(folded) == ["constant", "broadcast_to", "add"]
+    assert folded.nodes[0].params["value"].shape == (3,)
+    assert_same_meaning(graph, folded)
+
+
 def test_cse_merges_equal_nodes_including_commuted_operands():
     def fn(t, x, y):
         a = emit(t, Op.ADD, x, y)
@@ -281,3 +296,65 @@ def test_optimize_shrinks_the_mlp_training_graph():
     result = lower(graph, "optimized", check=True)
     assert len(result.nodes) < len(graph.nodes)
     assert not any(n.op == Op.STOP_GRADIENT for n in result.nodes)
+
+
+# name -> (graph builder, input shapes, the ops left after prepare_for_fusion)
+PREFUSE_CASES = {
+    "op(reshape(a), reshape(b)) -> reshape(op(a, b))": (
+        lambda t, x, y: emit(t, Op.MUL, emit(t, Op.RESHAPE, x, shape=(3, 1)),
+                             emit(t, Op.RESHAPE, y, shape=(3, 1))),
+        [(3,), (3,)], ["mul", "reshape"]),
+    "broadcast(cheap op) -> cheap op(broadcasts)": (
+        lambda t, x, y, z: emit(t, Op.ADD, z, emit(t, Op.BROADCAST_TO, emit(
+            t, Op.RESHAPE, emit(t, Op.DIV, x, y), shape=(3, 1)), shape=(3, 4))),
+        [(3,), (3,), (3, 4)],
+        ["reshape", "broadcast_to", "reshape", "broadcast_to", "div", "add"]),
+    "c * sum(x) -> sum(c * x)": (
+        lambda t, x: emit(t, Op.NEG, emit(t, Op.DIV, emit(t, Op.REDUCE_SUM, x, axes=(0, 1)),
+                                        t.constant(np.float64(4.0)))),
+        [S], ["constant", "broadcast_to", "div", "neg", "reduce_sum"]),
+    "sum(sum(x, A), B) -> sum(x, A + B)": (
+        lambda t, x: emit(t, Op.REDUCE_SUM, emit(t, Op.REDUCE_SUM, x, axes=(1,)), axes=(0,)),
+        [(2, 3, 4)], ["reduce_sum"]),
+    "max(max(x, A), B) -> max(x, A + B)": (
+        lambda t, x: emit(t, Op.REDUCE_MAX, emit(t, Op.REDUCE_MAX, x, axes=(0,)), axes=(1,)),
+        [(2, 3, 4)], ["reduce_max"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PREFUSE_CASES))
+def test_prepare_for_fusion_rewrite_fires_and_keeps_meaning(name):
+    fn, shapes, expected_ops = PREFUSE_CASES[name]
+    graph = build(fn, *shapes)
+    rewritten = prepare_for_fusion(graph)
+    assert ops_of(rewritten) == expected_ops, f"{name}: {ops_of(rewritten)}"
+    assert_same_meaning(graph, rewritten)
+
+
+def test_prepare_for_fusion_merges_nested_reduction_axes_in_order():
+    graph = build(lambda t, x: emit(t, Op.REDUCE_SUM, emit(t, Op.REDUCE_SUM, x, axes=(1,)),
+                                    axes=(1,)), (2, 3, 4))
+    (node,) = prepare_for_fusion(graph).nodes
+    assert node.params["axes"] == (1, 2)
+
+
+def test_prepare_for_fusion_keeps_broadcasts_of_costly_or_shared_values():
+    def costly(t, x, z):  # exp is a libm call: computed once per row, not per element
+        return emit(t, Op.ADD, z, emit(t, Op.BROADCAST_TO, emit(t, Op.EXP, x), shape=(4, 3)))
+
+    def shared(t, x, z):  # the quotient is also returned: sinking would compute it twice
+        q = emit(t, Op.DIV, x, x)
+        return [emit(t, Op.ADD, z, emit(t, Op.BROADCAST_TO, q, shape=(4, 3))), q]
+
+    for fn in (costly, shared):
+        graph = build(fn, (3,), (4, 3))
+        assert prepare_for_fusion(graph) is graph
+
+
+def test_prepare_for_fusion_keeps_a_sum_read_twice_unscaled():
+    def fn(t, x):
+        total = emit(t, Op.REDUCE_SUM, x, axes=(0, 1))
+        return [emit(t, Op.NEG, total), total]
+
+    graph = build(fn, S)
+    assert prepare_for_fusion(graph) is graph
