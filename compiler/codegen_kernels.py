@@ -194,10 +194,12 @@ class Nest:
             name = self.gen.fresh(f"{base.name}_b")
             self.gen.line(f"{name} = {base.read(['0'] * len(bmap.src_shape))}")
             return Value("scalar", name)
-        sizes = [" * ".join(f"{base.name}.shape[{k - bmap.lead}]" for k in self.groups[g])
-                 for g in present]
-        name = self.gen.fresh(f"{base.name}_f")
-        self.gen.line(f"{name} = {base.name}.reshape(({', '.join(sizes)},))")
+        name = base.name
+        if len(present) < len(bmap.src_shape) or any(len(self.groups[g]) > 1 for g in present):
+            sizes = [" * ".join(f"{base.name}.shape[{k - bmap.lead}]" for k in self.groups[g])
+                     for g in present]
+            name = self.gen.fresh(f"{base.name}_f")
+            self.gen.line(f"{name} = {base.name}.reshape(({', '.join(sizes)},))")
         return Value("view", name, base=Value("array", name),
                      index_map=lambda gidx: [gidx[g] for g in present])
 
@@ -216,7 +218,10 @@ class Nest:
         kept = [g for g, axes in enumerate(self.groups) if axes[0] in kept_axes]
         if not kept:
             return name, ["0"] * ndim
-        return self.reshape(name, kept), [self.idx[g] for g in kept]
+        index = [self.idx[g] for g in kept]
+        if len(kept) == ndim and all(len(self.groups[g]) == 1 for g in kept):
+            return name, index  # its axes are the loops' axes: no reshape
+        return self.reshape(name, kept), index
 
     def open(self, start: int, stop: int, parallel: bool = False) -> None:
         for g in range(start, stop):
