@@ -214,8 +214,10 @@ def move_work_for_fusion(graph: Graph) -> Graph:
     >>> from compiler import compile
     >>> f = compile(lambda x: -(np.sum(np.exp(x)) / 4.0))
     >>> g = move_work_for_fusion(f.trace(np.ones(4, np.float32)).graph)
-    >>> [n.op.value for n in eliminate_dead_code(g).nodes][-2:]
-    ['neg', 'reduce_sum']
+    >>> [n.op.value for n in eliminate_dead_code(g).nodes][-3:]  # the division moved
+    ['div', 'reduce_sum', 'neg']
+    >>> [n.op.value for n in prepare_for_fusion(g).nodes][-3:]  # then the negation
+    ['div', 'neg', 'reduce_sum']
     """
     rewriter = _Rewriter(graph)
     b = rewriter.b

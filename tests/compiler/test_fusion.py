@@ -244,12 +244,18 @@ def test_summary_has_one_line_per_kernel():
     f = compile(mlp_loss)
     args = mlp_args()
     graph = f.lowered(f.trace(*args), "fused")
-    lines = f.summary(*args).splitlines()
+    text = f.summary(*args)
+    table, plan = text.split("\nbuffer plan: ")
+    lines = table.splitlines()
     shown = [n for n in graph.nodes if n.op != Op.CONSTANT]
     assert len(lines) == len(shown) + 2  # header and total
     assert lines[1].split()[1] == "matmul"
     assert sum(" loop " in line or " reduce " in line for line in lines) == count(graph, Op.FUSED)
     assert lines[-1].startswith(f"{len(shown)} kernels")
+    # the buffer plan: totals, arenas, then one line per buffer with its slot and live range
+    plan_lines = plan.splitlines()
+    assert plan_lines[1].startswith("arenas: float32")
+    assert len(plan_lines) > 2 and all("float32[" in line for line in plan_lines[2:])
 
 
 def test_fuse_elementwise_alone_keeps_meaning_without_optimize():
