@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from ir.graph import Graph
 from ir.interpreter import evaluate
 from ir.printer import format_graph, to_dot
 from ir.types import DTYPES, TensorType
+from runtime.executable import NoFastPath, signature_key
 
 _PY_SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64),
                      float: np.dtype(np.float64)}
@@ -51,6 +53,7 @@ class Traced:
     out_tree: TreeDef
     lowered: dict[str, Graph] = field(default_factory=dict)
     executable: Any = None
+    donate: dict[int, int] = field(default_factory=dict)  # output leaf -> input leaf
 
 
 def leaf_paths(tree: Any, prefix: str) -> list[str]:
@@ -90,10 +93,13 @@ class Compiled:
     """A function compiled per input signature. Call it like the original function."""
 
     def __init__(self, fn: Callable, static_argnums: Sequence[int] = (),
-                 backend: str | None = None):
+                 backend: str | None = None, donate_argnums: Sequence[int] = (),
+                 donate_guard: int | None = None):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.static_argnums = tuple(sorted(static_argnums))
+        self.donate_argnums = tuple(sorted(donate_argnums))
+        self.donate_guard = donate_guard
         self.backend = backend or os.environ.get("CHAINJIT_BACKEND", "numba")
         self._traces: dict[tuple, Traced] = {}
         self._fast: dict[Any, Callable] = {}  # signature key -> direct call (runtime/executable)
@@ -127,7 +133,7 @@ class Compiled:
 
     def trace(self, *args) -> Traced:
         """Trace (or fetch the cached trace) for these arguments' signature."""
-        key, leaves, in_tree, paths, specs = self.signature(args)
+        key, _, in_tree, paths, specs = self.signature(args)
         if key in self._traces:
             return self._traces[key]
         trace = Trace()
@@ -139,9 +145,54 @@ class Compiled:
         out_leaves, out_tree = tree_flatten(out)
         out_vars = [self._output_var(trace, leaf) for leaf in out_leaves]
         graph = trace.to_graph(out_vars)
-        traced = Traced(graph, in_tree, specs, tuple(paths), out_tree)
+        traced = Traced(graph, in_tree, specs, tuple(paths), out_tree,
+                        donate=self._donation(args, out, specs, graph))
         self._traces[key] = traced
         return traced
+
+    def _donation(self, args: tuple, out: Any, specs: tuple, graph: Graph) -> dict[int, int]:
+        """Output leaf -> input leaf for `donate_argnums`: each donated argument is matched
+        with the first output part (the whole output, or an element of an output tuple/list)
+        of the same pytree structure, leaf types and non-weak leaves."""
+        if not self.donate_argnums:
+            return {}
+        starts, k = {}, 0
+        for i, a in enumerate(args):
+            if i in self.static_argnums:
+                continue
+            starts[i] = k
+            k += len(tree_flatten(a)[0])
+        parts, k = [], 0
+        for part in (list(out) if type(out) in (tuple, list) else [out]):
+            n = len(tree_flatten(part)[0])
+            parts.append((k, tree_flatten(part)[1]))
+            k += n
+        if type(out) in (tuple, list):
+            parts.append((0, tree_flatten(out)[1]))
+        mapping: dict[int, int] = {}
+        used: set[int] = set()
+        for i in self.donate_argnums:
+            if i not in starts:
+                raise TraceError(f"donate_argnums names argument {i}, which is static or "
+                                 "missing")
+            tree = tree_flatten(args[i])[1]
+            n = tree.num_leaves
+            for start, part_tree in parts:
+                leaves_in = range(starts[i], starts[i] + n)
+                leaves_out = range(start, start + n)
+                if part_tree != tree or used & set(leaves_out):
+                    continue
+                if any(specs[j].weak or graph.outputs[o].type != specs[j].type
+                       for o, j in zip(leaves_out, leaves_in)):
+                    continue
+                mapping.update(zip(leaves_out, leaves_in))
+                used |= set(leaves_out)
+                break
+            else:
+                warnings.warn(f"{self.__name__}: donated argument {i} matches no output of "
+                              "the same structure and types; it is not updated in place",
+                              stacklevel=4)
+        return mapping
 
     @staticmethod
     def _output_var(trace: Trace, leaf: Any):
@@ -163,10 +214,18 @@ class Compiled:
         return traced.lowered[stage]
 
     def __call__(self, *args):
-        fast_key, fast_leaves = self._fast_key(args)
-        entry = self._fast.get(fast_key) if fast_key is not None else None
+        leaves: list = []
+        try:  # the fast path: one pass over the arguments, one dict lookup, one driver call
+            if self.static_argnums:
+                static, dynamic = self._split(args)
+                fast_key = (signature_key(dynamic, leaves), static)
+            else:
+                fast_key = signature_key(args, leaves)
+            entry = self._fast.get(fast_key)
+        except (NoFastPath, TraceError):
+            fast_key = entry = None
         if entry is not None:
-            return entry(fast_leaves)
+            return entry(leaves)
         if any(isinstance(leaf, Tracer) for leaf in tree_flatten(args)[0]):
             return self.fn(*args)  # called inside another trace (grad, compile): inline it
         traced = self.trace(*args)
@@ -174,7 +233,8 @@ class Compiled:
         if traced.executable is None:
             traced.executable = build_executable(self, traced)
         outputs = traced.executable(leaves)
-        outputs = [out[()] if out.ndim == 0 else out for out in outputs]
+        outputs = [out if i in traced.donate or np.ndim(out) else out[()]
+                   for i, out in enumerate(outputs)]
         if fast_key is not None and hasattr(traced.executable, "entry"):
             self._fast[fast_key] = traced.executable.entry(traced.out_tree, leaves,
                                                            tree_unflatten)
@@ -182,8 +242,6 @@ class Compiled:
 
     def _fast_key(self, args: tuple) -> tuple[Any, list]:
         """One-pass flatten + signature key for the direct call path (None: not eligible)."""
-        from runtime.executable import NoFastPath, signature_key
-
         leaves: list = []
         try:
             if self.static_argnums:
@@ -232,7 +290,22 @@ def _interpreter_executable(graph: Graph) -> Callable[[list], list[np.ndarray]]:
     return lambda leaves: evaluate(graph, leaves)
 
 
+def _donating(run: Callable[[list], list], donate: dict[int, int], guard: int | None):
+    """Donation for a backend without it: copy each donated output into its input leaf."""
+    def call(leaves: list) -> list:
+        outputs = list(run(leaves))
+        if guard is None or np.isfinite(outputs[guard]):
+            for o, i in donate.items():
+                if isinstance(leaves[i], np.ndarray) and outputs[o] is not leaves[i]:
+                    np.copyto(leaves[i], outputs[o])
+                    outputs[o] = leaves[i]
+        return outputs
+
+    return call
+
+
 # backend name -> builder of an executable from the lowered graph
+# (numba's also takes `donate` {output leaf: input leaf} and `guard`, see compiler/codegen.py)
 BACKENDS: dict[str, Callable[[Graph], Callable[[list], list[np.ndarray]]]] = {
     "interpreter": _interpreter_executable,
 }
@@ -240,7 +313,13 @@ BACKENDS: dict[str, Callable[[Graph], Callable[[list], list[np.ndarray]]]] = {
 
 def build_executable(compiled: Compiled, traced: Traced):
     backend = compiled.backend if compiled.backend in BACKENDS else "interpreter"
-    executable = BACKENDS[backend](compiled.lowered(traced, "fused"))
+    graph = compiled.lowered(traced, "fused")
+    if not traced.donate:
+        executable = BACKENDS[backend](graph)
+    elif backend == "numba":
+        executable = BACKENDS[backend](graph, traced.donate, compiled.donate_guard)
+    else:
+        executable = _donating(BACKENDS[backend](graph), traced.donate, compiled.donate_guard)
     if hasattr(executable, "paths"):  # argument errors name the user's pytree paths
         executable.paths = list(traced.in_paths)
     if os.environ.get("CHAINJIT_DUMP_DIR"):
@@ -253,10 +332,19 @@ def build_executable(compiled: Compiled, traced: Traced):
 
 
 def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
-            backend: str | None = None):
+            backend: str | None = None, donate_argnums: int | Sequence[int] = (),
+            donate_guard: int | None = None):
     """Compile `fn`: trace once per input signature and run the lowered graph.
 
     Use as `@compile`, `@compile(static_argnums=(1,))` or `compile(fn)`.
+
+    `donate_argnums`: arguments whose arrays receive new values in place (as in JAX, but the
+    arrays stay valid): each is matched with the output part of the same pytree structure
+    (the whole output, or an element of an output tuple), and after a call that output IS
+    the argument's arrays, updated; a training step `(params, state, x, y) -> (loss,
+    new_params, new_state)` with `donate_argnums=(0, 1)` updates params and state without a
+    copy. `donate_guard`: the index of a scalar output leaf; donated arrays are updated only
+    when it is finite (the writes are then made at the end of the call).
 
     >>> import numpy as np
     >>> f = compile(lambda x, w: np.maximum(x @ w, 0.0))
@@ -265,6 +353,9 @@ def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] =
     """
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
+    if isinstance(donate_argnums, int):
+        donate_argnums = (donate_argnums,)
+    options = {"donate_argnums": donate_argnums, "donate_guard": donate_guard}
     if fn is None:
-        return lambda f: Compiled(f, static_argnums, backend)
-    return Compiled(fn, static_argnums, backend)
+        return lambda f: Compiled(f, static_argnums, backend, **options)
+    return Compiled(fn, static_argnums, backend, **options)

@@ -29,6 +29,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from compiler.codegen_buffers import (
+    FRESH_OPS,
+    Buffer,
+    BufferPlan,
+    alias_roots,
+    direct_donations,
+    plan_slots,
+    plannable,
+    prologue,
+    view_expr,
+)
 from ir.graph import Graph, Node, Var
 from ir.printer import Namer, format_graph, format_node, node_comment
 from ir.types import DTYPES
@@ -72,7 +83,10 @@ class Value:
 class ArgSpec:
     """One driver argument after the graph inputs: where the executable gets it."""
 
-    kind: str  # "const" (array constant), "pack" (0-d constants of one dtype), "buffer"
+    # "const" (array constant), "pack" (0-d constants of one dtype), "workspace" (the flat
+    # array of one dtype the work buffers are carved from), "buffer" (a work buffer whose
+    # size the driver cannot compute at its start: its own argument)
+    kind: str
     name: str
     value: np.ndarray | None = None  # const / pack
     shape: tuple[int, ...] = ()  # buffer
@@ -86,6 +100,11 @@ class Generated:
     extra_args: list[ArgSpec]
     out_scalar: list[bool]  # outputs returned as scalars (0-d)
     out_types: list = field(default_factory=list)
+    returned: list[int] = field(default_factory=list)  # output indices the driver returns
+    # donated output index -> (input index, mode): "same" (the input itself), "direct"
+    # (written in place by its kernel), "deferred" (copied in at the driver's end), "python"
+    donation: dict[int, tuple[int, str]] = field(default_factory=dict)
+    plan: BufferPlan | None = None
 
 
 class CodeGen:
@@ -105,6 +124,11 @@ class CodeGen:
         self.kernel_count = 0
         self.output_set = set(graph.outputs)
         self.fast_imports: set[str] = set()
+        self.buffers: list[Buffer] = []  # work buffers carved from the workspaces
+        self.top_names: set[str] = set()  # names whose shapes the prologue may read
+        self.node_index = 0
+        self.direct: dict[Var, Var] = {}  # donated output -> input it is written into
+        self.deferred: set[Var] = set()  # donated outputs copied into their input at the end
         # Extra numba.njit options kernels ask for (e.g. parallel=True for a prange loop,
         # fastmath={"reassoc"} so float reductions vectorise); rendered into the decorator.
         self.jit_options: dict[str, object] = {}
@@ -164,11 +188,23 @@ class CodeGen:
         name = name or self.name(var)
         dims = self.dims[var]
         dtype = NUMPY_DTYPE_NAMES[var.dtype]
-        owned = var in self.output_set
-        if owned:
+        owned = var in self.output_set and var not in self.deferred \
+            and var not in self.direct
+        if var in self.direct and name == self.name(var):  # donated: the input's memory
+            self.line(f"{name} = {self.name(self.direct[var])}  # in place (donated)")
+            if zero:
+                self.line(f"{name}.fill(0)")
+        elif owned:
             fn = "np.zeros" if zero else "np.empty"
             self.line(f"{name} = {fn}(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
                       f"{dtype})")
+        elif plannable(dims, self.top_names):
+            buf = Buffer(len(self.buffers), name, np.dtype(var.dtype), tuple(var.shape),
+                         tuple(dims), self.node_index)
+            self.buffers.append(buf)
+            self.line(f"{name} = @@ws{buf.id}@@")
+            if zero:
+                self.line(f"{name}.fill(0)")
         else:
             self.extra.append(ArgSpec("buffer", name, shape=var.shape, dtype=var.dtype))
             if zero:
@@ -224,13 +260,20 @@ class CodeGen:
         return fn_name
 
 
-def generate(graph: Graph) -> Generated:
-    """Generate the Numba module for `graph` (no Numba import, no compile: text only)."""
+def generate(graph: Graph, donate: dict[int, int] | None = None,
+             guard: int | None = None) -> Generated:
+    """Generate the Numba module for `graph` (no Numba import, no compile: text only).
+
+    `donate` maps output index -> input index whose memory receives that output (see
+    compiler/codegen_buffers.py); with `guard` (the index of a 0-d output) those writes are
+    all deferred to the driver's end and made only when that output is finite."""
     from compiler.codegen_ops import EMIT_RULES
 
+    donate = dict(donate or {})
     gen = CodeGen(graph)
     input_names = [gen.name(v) for v in graph.inputs]
     for var, name in zip(graph.inputs, input_names):
+        gen.top_names.add(name)
         if var.ndim == 0:
             gen.values[var] = Value("scalar", name)
             gen.set_dims(var, ())
@@ -239,20 +282,133 @@ def generate(graph: Graph) -> Generated:
         gen.set_dims(var, [f"{name}.shape[{k}]" for k in range(var.ndim)])
         for k, size in enumerate(var.shape):
             gen.dim_by_value.setdefault(size, f"{name}.shape[{k}]")
-    for node in graph.nodes:
+    if guard is None:
+        gen.direct = direct_donations(graph, donate)
+    gen.deferred = {graph.outputs[o] for o, i in donate.items()
+                    if graph.outputs[o] not in gen.direct and graph.outputs[o].ndim
+                    and graph.outputs[o].type == graph.inputs[i].type
+                    and graph.outputs[o] is not graph.inputs[i]}
+    var_bufs: dict[Var, set[int]] = {}
+    for k, node in enumerate(graph.nodes):
+        gen.node_index = k
         gen.line("")
         gen.comment_node(node)
         EMIT_RULES[node.op](gen, node)
-    returned = [emit_output(gen, var) for var in graph.outputs]
+        for spec in gen.extra:
+            if spec.kind == "const":
+                gen.top_names.add(spec.name)
+        _track_liveness(gen, node, k, var_bufs)
+    modes = _donation_modes(gen, graph, donate)
+    returned = [i for i in range(len(graph.outputs))
+                if i not in modes or modes[i][1] == "python"]
+    names = [emit_output(gen, graph.outputs[i]) for i in returned]
+    _emit_deferred(gen, graph, modes, guard)
+    end = len(graph.nodes)
+    for var in graph.outputs:
+        for b in _buffers_of(gen, gen.values[var]) | var_bufs.get(var, set()):
+            gen.buffers[b].end = end
     gen.line("")
-    gen.line(f"return ({''.join(r + ', ' for r in returned)})")
+    gen.line(f"return ({''.join(r + ', ' for r in names)})")
+    plan = plan_slots(gen.buffers)
+    _place_buffers(gen, plan)
     return Generated(
         source=render_module(gen, input_names),
         input_names=input_names,
         extra_args=gen.extra,
         out_scalar=[v.ndim == 0 for v in graph.outputs],
         out_types=[v.type for v in graph.outputs],
+        returned=returned,
+        donation=modes,
+        plan=plan,
     )
+
+
+def _buffers_of(gen: CodeGen, value: Value | None) -> set[int]:
+    """The work buffer a value reads (through views), by name."""
+    while value is not None and value.kind == "view":
+        value = value.base
+    if value is None or value.kind != "array":
+        return set()
+    return {b.id for b in gen.buffers if b.name == value.name}
+
+
+def _track_liveness(gen: CodeGen, node: Node, k: int, var_bufs: dict[Var, set[int]]) -> None:
+    """Extend the live range of every buffer node `k` reads or writes (aliases included)."""
+    used: set[int] = set()
+    for var in node.inputs:
+        ids = var_bufs.get(var, set()) | _buffers_of(gen, gen.values.get(var))
+        var_bufs[var] = ids
+        used |= ids
+    reads = set(used)
+    for var in node.outputs:
+        ids = _buffers_of(gen, gen.values.get(var))
+        if not ids and node.op not in FRESH_OPS:
+            ids = set(reads)  # a reshape / transpose / view: it aliases its inputs
+        var_bufs[var] = ids
+        used |= ids
+    for b in used:
+        gen.buffers[b].end = max(gen.buffers[b].end, k)
+    for buf in gen.buffers:
+        buf.end = max(buf.end, buf.start)
+
+
+def _donation_modes(gen: CodeGen, graph: Graph, donate: dict[int, int]) -> dict:
+    roots = alias_roots(graph)
+    modes: dict[int, tuple[int, str]] = {}
+    written = {graph.inputs[i] for o, i in donate.items()
+               if graph.outputs[o] in gen.direct or graph.outputs[o] in gen.deferred}
+    for o, i in donate.items():
+        out, x = graph.outputs[o], graph.inputs[i]
+        value = gen.values[out]
+        if out is x:
+            modes[o] = (i, "same")
+        elif out in gen.direct and value.kind == "array" and value.name == gen.name(out):
+            modes[o] = (i, "direct")
+        elif out in gen.deferred and not (roots.get(out, frozenset()) & written):
+            modes[o] = (i, "deferred")
+        else:
+            modes[o] = (i, "python")
+    for o, (i, mode) in modes.items():
+        if mode == "python" and graph.outputs[o] in gen.direct:
+            raise AssertionError("a direct donation was not written in place")
+    return modes
+
+
+def _emit_deferred(gen: CodeGen, graph: Graph, modes: dict, guard: int | None) -> None:
+    """Copy deferred donated outputs into their inputs, after every read of the inputs."""
+    todo = [(graph.outputs[o], graph.inputs[i]) for o, (i, m) in modes.items()
+            if m == "deferred"]
+    if not todo:
+        return
+    gen.line("")
+    gen.line("# donated outputs: written into their inputs after every read")
+    if guard is not None:
+        gen.line(f"if np.isfinite({gen.read(graph.outputs[guard], [])}):")
+        gen.depth += 1
+    for out, x in todo:
+        idx = gen.open_loops(gen.dims[out])
+        gen.line(f"{gen.name(x)}[{', '.join(idx)}] = {gen.read(out, idx)}")
+        gen.close_loops(len(idx))
+    if guard is not None:
+        gen.depth -= 1
+
+
+def _place_buffers(gen: CodeGen, plan: BufferPlan) -> None:
+    """Replace the buffer placeholders by workspace views; add the workspaces and prologue."""
+    views = {f"@@ws{b.id}@@": view_expr(b) for b in gen.buffers}
+    if views:
+        gen.lines = [_substitute(line, views) if "@@ws" in line else line
+                     for line in gen.lines]
+        gen.lines[:0] = ["    " + line for line in prologue(plan)]
+    for dtype, total in plan.totals.items():
+        gen.extra.append(ArgSpec("workspace", f"ws_{DTYPES[dtype]}", shape=(total,),
+                                 dtype=dtype))
+
+
+def _substitute(line: str, views: dict[str, str]) -> str:
+    start = line.index("@@ws")
+    stop = line.index("@@", start + 4) + 2
+    return line[:start] + views[line[start:stop]] + line[stop:]
 
 
 def emit_output(gen: CodeGen, var: Var) -> str:
@@ -278,7 +434,7 @@ def render_module(gen: CodeGen, input_names: list[str]) -> str:
         name = f"consts_{DTYPES[dtype]}"
         packs.append(ArgSpec("pack", name, value=np.array(gen.packs[dtype], dtype=dtype)))
     consts = [a for a in gen.extra if a.kind == "const"]
-    buffers = [a for a in gen.extra if a.kind == "buffer"]
+    buffers = [a for a in gen.extra if a.kind in ("buffer", "workspace")]
     gen.extra = consts + packs + buffers
     params = input_names + [a.name for a in gen.extra]
     ir_text = "\n".join(f"# {line}" for line in format_graph(gen.graph).splitlines())
@@ -310,10 +466,10 @@ def jit_decorator_args(options: dict[str, object]) -> str:
     return f'cache=True, error_model="numpy"{extra}'
 
 
-def _build_numba(graph: Graph):
+def _build_numba(graph: Graph, donate: dict[int, int] | None = None, guard: int | None = None):
     from runtime.executable import build_numba
 
-    return build_numba(graph)
+    return build_numba(graph, donate, guard)
 
 
 def _register() -> None:

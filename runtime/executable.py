@@ -66,7 +66,11 @@ def signature_key(tree: Any, leaves: list) -> Any:
 
 
 class Executable:
-    """One compiled graph: `executable(leaves) -> list of output arrays (0-d as scalars)`."""
+    """One compiled graph: `executable(leaves) -> list of output arrays (0-d as scalars)`.
+
+    Donated outputs (`generated.donation`: output -> input leaf) are the input arrays
+    themselves after the call, holding the new values (written by the driver, or copied here
+    when the driver could not write them in place)."""
 
     def __init__(self, graph: Graph, generated, driver):
         self.driver = driver
@@ -75,19 +79,33 @@ class Executable:
         self.paths = [f"argument leaf {k}" for k in range(len(graph.inputs))]
         self.out_convert = [t.dtype.type if s else None
                             for t, s in zip(generated.out_types, generated.out_scalar)]
+        n_out = len(generated.out_types)
+        self.returned = list(generated.returned) if generated.returned or \
+            generated.donation else list(range(n_out))
+        self.donation = dict(generated.donation)
+        self.donated_inputs = {i for i, _ in self.donation.values()}
+        self.plan = generated.plan
         self.extra = tuple(_extra_arg(spec) for spec in generated.extra_args)
         self.buffer_bytes = sum(spec.dtype.itemsize * int(np.prod(spec.shape))
-                                for spec in generated.extra_args if spec.kind == "buffer")
+                                for spec in generated.extra_args
+                                if spec.kind in ("buffer", "workspace"))
         self._ready = False
 
     def __call__(self, leaves: list) -> list:
-        return self._outputs(self._run(self.check(leaves)))
+        args = self.check(leaves)
+        return self._assemble(self._run(args), leaves, args)
 
     def check(self, leaves: list) -> list:
         """The leaves as the driver takes them, or an ArgumentError saying what differs."""
         if len(leaves) != len(self.in_types):
             raise ArgumentError(f"expected {len(self.in_types)} array arguments (leaves), "
                                 f"got {len(leaves)}")
+        for i in self.donated_inputs:
+            leaf = leaves[i]
+            if type(leaf) is not np.ndarray or not leaf.flags.writeable:
+                raise ArgumentError(
+                    f"{self.paths[i]} is donated (its new value is written into it), so it "
+                    f"must be a writable NumPy array, not {type(leaf).__name__}")
         return [_check_leaf(leaf, t, path)
                 for leaf, t, path in zip(leaves, self.in_types, self.paths)]
 
@@ -99,35 +117,82 @@ class Executable:
             self._ready = True
         return self.driver(*args, *self.extra)
 
+    def _assemble(self, outs: tuple, leaves: list, args: list) -> list:
+        result: list[Any] = [None] * len(self.out_convert)
+        for pos, i in enumerate(self.returned):
+            c = self.out_convert[i]
+            result[i] = outs[pos] if c is None else c(outs[pos])
+        for o, (i, mode) in self.donation.items():
+            target = leaves[i]
+            if mode == "python":
+                np.copyto(target, result[o])
+            elif args[i] is not target and mode != "same":  # ran on a C-order copy
+                np.copyto(target, args[i])
+            result[o] = target
+        return result
+
     def _outputs(self, outs: tuple) -> list:
         return [o if c is None else c(o) for o, c in zip(outs, self.out_convert)]
 
     def entry(self, out_tree, example: list, unflatten: Callable) -> Callable[[list], Any]:
-        """The fast call for leaves shaped like `example` (same signature key)."""
+        """The fast call for leaves shaped like `example` (same signature key): no checks,
+        one driver call, the output pytree built by one generated expression."""
         driver, extra = self.driver, self.extra
-        direct = all(type(leaf) is not np.ndarray or (leaf.ndim and leaf.flags.c_contiguous)
+        direct = all(type(leaf) is not np.ndarray or leaf.ndim == 0 or leaf.flags.c_contiguous
                      for leaf in example)
-        if not direct:
+        if not direct or any(type(example[i]) is not np.ndarray for i in self.donated_inputs):
             return lambda leaves: unflatten(out_tree, self(leaves))
-        build = output_builder(out_tree, self.out_convert)
+        convert = [(i, _to_driver(leaf, t)) for i, (leaf, t)
+                   in enumerate(zip(example, self.in_types)) if _to_driver(leaf, t)]
+        copies = [(self.returned.index(o), i) for o, (i, mode) in self.donation.items()
+                  if mode == "python"]
+        build = output_builder(out_tree, self.out_convert, self.returned, self.donation)
         if build is None:
-            return lambda leaves: unflatten(out_tree, self._outputs(driver(*leaves, *extra)))
-        return lambda leaves: build(driver(*leaves, *extra))
+            return lambda leaves: unflatten(out_tree, self(leaves))
+        if not convert and not copies:
+            return lambda leaves: build(driver(*leaves, *extra), leaves)
+
+        def call(leaves: list) -> Any:
+            args = list(leaves)
+            for i, fn in convert:
+                args[i] = fn(args[i])
+            outs = driver(*args, *extra)
+            for pos, i in copies:
+                np.copyto(leaves[i], outs[pos])
+            return build(outs, leaves)
+
+        return call
 
 
-def output_builder(out_tree, convert: list) -> Callable[[tuple], Any] | None:
-    """A function from the driver's output tuple to the user's pytree, as one expression
-    (0-d results converted to NumPy scalars); None when the tree is not expressible."""
+def _to_driver(leaf: Any, expected: TensorType) -> Callable | None:
+    """How the fast path converts a leaf for the driver (None: passed as it is)."""
+    if type(leaf) is np.ndarray:
+        return (lambda a: a[()]) if leaf.ndim == 0 else None
+    if isinstance(leaf, _SCALAR_TYPES) and not isinstance(leaf, np.generic):
+        return expected.dtype.type
+    return None
+
+
+def output_builder(out_tree, convert: list, returned: list[int] | None = None,
+                   donation: dict | None = None) -> Callable[[tuple, list], Any] | None:
+    """A function `(driver outputs, input leaves) -> the user's pytree`, as one expression
+    (0-d results converted to NumPy scalars, donated outputs are their input leaves); None
+    when the tree is not expressible."""
     namespace: dict[str, Any] = {}
     counter = iter(range(len(convert)))
+    returned = list(range(len(convert))) if returned is None else returned
+    donation = donation or {}
 
     def expr(tree) -> str:
         if tree.kind == "leaf":
             i = next(counter)
+            if i in donation:
+                return f"L[{donation[i][0]}]"
+            pos = returned.index(i)
             if convert[i] is None:
-                return f"o[{i}]"
+                return f"o[{pos}]"
             namespace[f"c{i}"] = convert[i]
-            return f"c{i}(o[{i}])"
+            return f"c{i}(o[{pos}])"
         if tree.kind == "none":
             return "None"
         parts = [expr(child) for child in tree.children]
@@ -144,13 +209,13 @@ def output_builder(out_tree, convert: list) -> Callable[[tuple], Any] | None:
         return "(" + "".join(p + ", " for p in parts) + ")"
 
     try:
-        return eval(f"lambda o: {expr(out_tree)}", namespace)  # the text is built above
+        return eval(f"lambda o, L: {expr(out_tree)}", namespace)  # the text is built above
     except (NoFastPath, SyntaxError):
         return None
 
 
 def _extra_arg(spec) -> np.ndarray:
-    if spec.kind == "buffer":
+    if spec.kind in ("buffer", "workspace"):
         return np.empty(spec.shape, spec.dtype)
     return np.array(spec.value, copy=True)  # writable, C order: one Numba signature
 
@@ -177,11 +242,12 @@ def _check_leaf(leaf: Any, expected: TensorType, path: str):
     return array
 
 
-def build_numba(graph: Graph) -> Executable:
+def build_numba(graph: Graph, donate: dict[int, int] | None = None,
+                guard: int | None = None) -> Executable:
     """BACKENDS["numba"]: generate, load through the cache, wrap (compiles on first call)."""
     from compiler.codegen import generate
     from runtime.cache import load_module
 
-    generated = generate(graph)
+    generated = generate(graph, donate, guard)
     module = load_module(generated.source)
     return Executable(graph, generated, module.driver)
