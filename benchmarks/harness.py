@@ -32,9 +32,14 @@ SETUP_LIMIT_S = 120.0  # per system and workload: import, compile, check, first 
 PROBE_SYSTEMS = {"chainjit"}
 
 
-def short_error(exc: BaseException, limit: int = 90) -> str:
-    msg = f"{type(exc).__name__}: {exc}".replace("\n", " ").replace("|", "/")
+def one_line(msg: str, limit: int = 110) -> str:
+    """A message fit for a table cell: one line, no pipes, at most ``limit`` characters."""
+    msg = " ".join(str(msg).replace("|", "/").split())
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def short_error(exc: BaseException, limit: int = 90) -> str:
+    return one_line(f"{type(exc).__name__}: {exc}", limit)
 
 
 # ----------------------------------------------------------------------------- machine bound
@@ -167,10 +172,10 @@ def probe_compile(name: str, workload: str, limit_s: float) -> str | None:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return "error: probe: " + err[:100]
+        return "error: probe: " + one_line(err, 100)
     out = json.loads(lines[-1])
     if "error" in out:
-        return out["error"] if out.get("missing") else "error: " + out["error"][:100]
+        return out["error"] if out.get("missing") else "error: " + one_line(out["error"], 100)
     print(f"  [{workload}] {name} probe ok in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return None
 
@@ -283,7 +288,7 @@ def run_workload(workload: str, systems: list[str], machine: dict, quick: bool) 
             steps[name] = step
         else:
             print(f"  [{workload}] {name}: {info[name]['status']}", file=sys.stderr, flush=True)
-    budget, min_reps, max_reps, warmup = (0.3, 3, 10, 1) if quick else (30.0, 10, 3000, 3)
+    budget, min_reps, max_reps, warmup = (0.3, 3, 10, 1) if quick else (25.0, 10, 3000, 3)
     times = time_interleaved(steps, budget, min_reps, max_reps, info, warmup)
     bound = bound_seconds(workload, machine)
     for name, ts in times.items():

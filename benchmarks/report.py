@@ -71,7 +71,8 @@ def workload_table(name: str, res: dict, systems: list[str]) -> str:
     for s in systems:
         d = res["systems"].get(s, {"status": "not run"})
         if "median_s" not in d:
-            row = [s, d["status"]] + [""] * (len(head) - 2)
+            status = " ".join(d["status"].replace("|", "/").split())
+            row = [s, status] + [""] * (len(head) - 2)
         else:
             sv = d.get("speedup_vs", {})
             row = [s, _ms(d["median_s"]), _ms(d["min_s"]), f"{d['steps_per_s']:.3g}"]
@@ -92,7 +93,8 @@ def latency_table(res: dict) -> str:
         if d["status"] == "ok":
             lines.append(f"| {s} | {d['cold_s']:.2f} | {d['warm_s']:.2f} |")
         else:
-            lines.append(f"| {s} | {d['status']} | |")
+            status = " ".join(d["status"].replace("|", "/").split())
+            lines.append(f"| {s} | {status} | |")
     return "\n".join(lines)
 
 
