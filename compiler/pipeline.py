@@ -14,6 +14,7 @@ from compiler.passes.fixed_point import iterate_to_fixed_point
 from compiler.passes.fold_constants import fold_constants
 from compiler.passes.fuse import fuse_elementwise
 from compiler.passes.prefuse import prepare_for_fusion
+from compiler.passes.remat import rematerialize_cheap_values
 from compiler.passes.simplify import simplify_algebra
 from ir.graph import Graph
 from ir.verifier import verify
@@ -31,10 +32,12 @@ OPTIMIZE: tuple[Pass, ...] = (
         max_rounds=8,
     ),
 )
-# Rewrites that let fusion form fewer, larger kernels; then fusion of elementwise work (and
-# the reductions it feeds) into FUSED loop kernels.
+# Rewrites that let fusion form fewer, larger kernels; the choice of forward values the
+# backward recomputes rather than holds; then fusion of elementwise work (and the reductions
+# it feeds) into FUSED loop kernels. (plan_buffers then analyses the fused graph.)
 FUSE: tuple[Pass, ...] = (
     prepare_for_fusion,
+    rematerialize_cheap_values,
     fuse_elementwise,
 )
 

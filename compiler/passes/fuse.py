@@ -21,6 +21,9 @@ are contracted as they form:
   * epilogues after a matmul: the matmul stays a MATMUL node, and the bias add, activation
     and masks reading its output form one kernel over its shape;
   * siblings: groups of one S reading the same value become one multi-output loop.
+Values `rematerialize_cheap_values` chose to recompute in the backward (their copies' notes
+start with `RECOMPUTED_NOTE`) only join the kernels of the backward nodes that read them: in a
+forward kernel, or a sibling loop running early, they would be held as if saved.
 A reduction's result is never read inside its own group (codegen finishes an accumulator
 only after the loop nest).
 """
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from compiler.passes.dce import eliminate_dead_code
+from compiler.passes.remat import BACKWARD_NOTE, RECOMPUTED_NOTE
 from ir.graph import Graph, Node, Var
 from ir.ops import ELEMENTWISE, Op
 
@@ -58,6 +62,8 @@ def iteration_shape(node: Node) -> tuple[int, ...]:
 class _Group:
     shape: tuple[int, ...]
     members: set[int]
+    recomputed: bool = False  # holds a copy made by rematerialisation
+    forward: bool = False  # holds a node autodiff did not emit
     # fusible nodes that read (maybe through a broadcast) a reduction of this group
     readers_of_reductions: set[int] = field(default_factory=set)
 
@@ -113,7 +119,9 @@ class _Fusion:
             self.quotient.add_node(i)
             if is_fusible(node):
                 self.group_of[i] = i
-                self.groups[i] = _Group(iteration_shape(node), {i})
+                self.groups[i] = _Group(iteration_shape(node), {i},
+                                        node.note.startswith(RECOMPUTED_NOTE),
+                                        not node.note.startswith(BACKWARD_NOTE))
             for p in self.sources(i):
                 self.quotient.add_edge(p, i)
         for i, node in enumerate(self.nodes):
@@ -145,7 +153,7 @@ class _Fusion:
                     stack.append(s)
         return False
 
-    def try_merge(self, a: int, b: int) -> int:
+    def try_merge(self, a: int, b: int, sibling: bool = False) -> int:
         """Merge the groups of nodes a and b if that keeps the contract; return a's group.
 
         CONVEXITY: a group must be convex, no path may leave it and come back into it (the
@@ -162,11 +170,17 @@ class _Fusion:
             return x
         if gx.readers_of_reductions & gy.members or gy.readers_of_reductions & gx.members:
             return x  # a reduction would be read inside its own loop nest
+        if (gx.recomputed and gy.forward) or (gy.recomputed and gx.forward):
+            return x  # a recomputed value would be computed in the forward after all
+        if sibling and (gx.recomputed or gy.recomputed):
+            return x  # it would be computed, and held, before the node that reads it
         if self._reaches_around(x, y) or self._reaches_around(y, x):
             return x  # the merged group would not be convex
         nx.contracted_nodes(self.quotient, x, y, self_loops=False, copy=False)
         gx.members |= gy.members
         gx.readers_of_reductions |= gy.readers_of_reductions
+        gx.recomputed |= gy.recomputed
+        gx.forward |= gy.forward
         for m in gy.members:
             self.group_of[m] = x
         del self.groups[y]
@@ -182,7 +196,7 @@ class _Fusion:
             readers = [r for r in self.readers.get(var, ()) if is_fusible(self.nodes[r])]
             if len(readers) > 1 and not self._is_constant(var):
                 for r in readers[1:]:
-                    self.try_merge(readers[0], r)
+                    self.try_merge(readers[0], r, sibling=True)
 
     def _is_constant(self, var: Var) -> bool:
         p = self.producer.get(var)
