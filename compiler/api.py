@@ -265,10 +265,15 @@ class Compiled:
         return format_graph(self._stage_graph(args, stage))
 
     def summary(self, *args) -> str:
-        """One line per kernel of the fused graph: kind, iteration shape, ops, bytes moved."""
+        """One line per kernel of the fused graph: kind, iteration shape, ops, bytes moved;
+        then the work-buffer plan of the generated driver (slots shared by liveness)."""
+        from compiler.codegen import generate
         from compiler.passes.summary import kernel_summary
 
-        return kernel_summary(self.lowered(self.trace(*args), "fused"))
+        traced = self.trace(*args)
+        graph = self.lowered(traced, "fused")
+        plan = generate(graph, traced.donate, self.donate_guard).plan
+        return kernel_summary(graph) + "\n" + plan.describe()
 
     def dot(self, *args, stage: str = "traced") -> str:
         """The IR at a stage as Graphviz DOT text (render with `dot -Tsvg`)."""

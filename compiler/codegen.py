@@ -105,6 +105,7 @@ class Generated:
     # (written in place by its kernel), "deferred" (copied in at the driver's end), "python"
     donation: dict[int, tuple[int, str]] = field(default_factory=dict)
     plan: BufferPlan | None = None
+    guard: int | None = None  # donated writes only when this 0-d output is finite
 
 
 class CodeGen:
@@ -320,6 +321,7 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         returned=returned,
         donation=modes,
         plan=plan,
+        guard=guard if modes else None,
     )
 
 

@@ -85,6 +85,7 @@ class Executable:
         self.donation = dict(generated.donation)
         self.donated_inputs = {i for i, _ in self.donation.values()}
         self.plan = generated.plan
+        self.guard = generated.guard
         self.extra = tuple(_extra_arg(spec) for spec in generated.extra_args)
         self.buffer_bytes = sum(spec.dtype.itemsize * int(np.prod(spec.shape))
                                 for spec in generated.extra_args
@@ -122,8 +123,12 @@ class Executable:
         for pos, i in enumerate(self.returned):
             c = self.out_convert[i]
             result[i] = outs[pos] if c is None else c(outs[pos])
+        commit = self.guard is None or bool(np.isfinite(result[self.guard]))
         for o, (i, mode) in self.donation.items():
             target = leaves[i]
+            if not commit:
+                result[o] = target
+                continue
             if mode == "python":
                 np.copyto(target, result[o])
             elif args[i] is not target and mode != "same":  # ran on a C-order copy
@@ -146,6 +151,7 @@ class Executable:
                    in enumerate(zip(example, self.in_types)) if _to_driver(leaf, t)]
         copies = [(self.returned.index(o), i) for o, (i, mode) in self.donation.items()
                   if mode == "python"]
+        guard = None if self.guard is None else self.returned.index(self.guard)
         build = output_builder(out_tree, self.out_convert, self.returned, self.donation)
         if build is None:
             return lambda leaves: unflatten(out_tree, self(leaves))
@@ -157,8 +163,9 @@ class Executable:
             for i, fn in convert:
                 args[i] = fn(args[i])
             outs = driver(*args, *extra)
-            for pos, i in copies:
-                np.copyto(leaves[i], outs[pos])
+            if guard is None or np.isfinite(outs[guard]):
+                for pos, i in copies:
+                    np.copyto(leaves[i], outs[pos])
             return build(outs, leaves)
 
         return call

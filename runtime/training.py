@@ -41,12 +41,12 @@ class FitError(RuntimeError):
 def commit(targets: Any, values: Any) -> None:
     """Write the step's results into the caller's arrays, leaf by leaf.
 
-    This is the seam for in-place updates: for now the compiled step returns new arrays and
-    they are copied here; a backend that writes parameters in place inside its driver can
-    make this a no-op for the leaves it already updated.
+    The compiled step donates params and state (`donate_argnums`), so the leaves it returns
+    are the caller's arrays, already updated in place: those are skipped.
     """
     for target, value in zip(tree_flatten(targets)[0], tree_flatten(values)[0]):
-        np.copyto(target, value)
+        if target is not value:
+            np.copyto(target, value)
 
 
 def _batch_size_of(batch: Sequence, what: str = "batch") -> int:
@@ -84,7 +84,10 @@ class TrainStep:
             return value, new_params, new_state
 
         train_step_fn.__name__ = f"train_step_{getattr(self.loss_fn, '__name__', 'loss')}"
-        self.compiled = compile(train_step_fn, backend=backend)
+        # params and state are updated in place by the compiled call (only when the loss,
+        # output leaf 0, is finite if check_finite: else they are left as they were)
+        self.compiled = compile(train_step_fn, backend=backend, donate_argnums=(0, 1),
+                                donate_guard=0 if check_finite else None)
 
     @property
     def signatures(self) -> int:
