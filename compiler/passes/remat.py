@@ -97,6 +97,8 @@ def choose_saved_values(graph: Graph) -> tuple[set[Var], set[Var]]:
         if i not in backward:
             producer.update((v, node) for v in node.outputs)
     needed = {v for _, v in held_reads(graph, backward)}
+    if not needed:
+        return set(), set()
     free = set(graph.inputs) | set(graph.outputs)
     network = nx.DiGraph()
     for var in graph.inputs:
@@ -111,6 +113,7 @@ def choose_saved_values(graph: Graph) -> tuple[set[Var], set[Var]]:
             network.add_edge("source", ("in", var))
     for var in needed:
         network.add_edge(("out", var), "sink")
+    network.add_node("source")
     _, (source_side, _) = nx.minimum_cut(network, "source", "sink")
     saved = {v for v in needed if ("in", v) in source_side}
     recomputed = {v for v in producer if ("in", v) not in source_side

@@ -129,3 +129,16 @@ def test_pipeline_with_remat_runs_on_numba_like_the_interpreter():
     got = compile(value_and_grad(deep_mlp_loss))(*args)
     for a, b in zip(tree_flatten(got)[0], tree_flatten(want)[0], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_remat_of_a_backward_reading_nothing_across_a_barrier_is_identity():
+    # regression: no held reads (one loop holds forward and backward) left the flow network
+    # without a sink
+    def f(x):
+        return np.sum(np.tanh(x))
+
+    x = np.linspace(-1, 1, 8).astype(F32)
+    graph = prepared(lambda x: value_and_grad(f)(x)[1] * 2.0, (x,))
+    assert backward_nodes(graph)
+    assert choose_saved_values(graph) == (set(), set())
+    assert rematerialize_cheap_values(graph) is graph
