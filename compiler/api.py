@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from compiler import pipeline
 from compiler.errors import TraceError
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
@@ -210,6 +209,8 @@ class Compiled:
         if stage == "traced":
             return traced.graph
         if stage not in traced.lowered:
+            from compiler import pipeline  # the passes (and networkx): only when lowering
+
             traced.lowered[stage] = pipeline.lower(traced.graph, stage)
         return traced.lowered[stage]
 
@@ -318,6 +319,15 @@ BACKENDS: dict[str, Callable[[Graph], Callable[[list], list[np.ndarray]]]] = {
 
 def build_executable(compiled: Compiled, traced: Traced):
     backend = compiled.backend if compiled.backend in BACKENDS else "interpreter"
+    dumping = bool(os.environ.get("CHAINJIT_DUMP_DIR"))
+    if backend == "numba" and BACKENDS["numba"].__module__ == "compiler.codegen" \
+            and not dumping:
+        from runtime.executable import build_numba_indexed
+
+        executable = build_numba_indexed(traced.graph, lambda: compiled.lowered(traced, "fused"),
+                                         traced.donate, compiled.donate_guard)
+        executable.paths = list(traced.in_paths)
+        return executable
     graph = compiled.lowered(traced, "fused")
     if not traced.donate:
         executable = BACKENDS[backend](graph)
@@ -328,6 +338,7 @@ def build_executable(compiled: Compiled, traced: Traced):
     if hasattr(executable, "paths"):  # argument errors name the user's pytree paths
         executable.paths = list(traced.in_paths)
     if os.environ.get("CHAINJIT_DUMP_DIR"):
+        from compiler import pipeline
         from runtime.cache import dump_build
 
         stages = {s: format_graph(compiled.lowered(traced, s))

@@ -12,6 +12,12 @@ with a warning: an unwritable folder (a temporary folder is used), a module file
 content (corrupt, truncated or from another version: rewritten), an unreadable Numba index
 or data file (`ensure_compiled` flushes it and compiles). `CHAINJIT_DUMP_DIR` makes every
 build write its IR stages and generated source there (`dump_build`).
+
+A new process with a warm cache also skips the passes and codegen: `load_generated(key)`
+finds the generated module and its argument plan (a pickled `Generated`) by a hash of the
+TRACED graph (text and constant values) and of chainjit's own source files
+(``<cache>/index/<key>.pkl``, written by `store_generated`), so only tracing, the module
+import and Numba's load remain (and networkx, used by the passes, is never imported).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import pickle
 import platform
 import sys
 import tempfile
@@ -186,6 +193,75 @@ def ensure_compiled(dispatcher, args: tuple) -> None:
         what = "is unusable; compiled without the disk cache"
     warnings.warn(f"chainjit: Numba's cache for {dispatcher.py_func.__module__} {what} "
                   f"({type(first).__name__}: {first})", CacheWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of chainjit's compiler, IR and runtime sources: any change re-runs the passes."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(environment_stamp().encode())
+    for package in ("compiler", "ir", "runtime"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def codegen_settings() -> list:
+    """The codegen modules' tunables (UPPER_CASE scalars) as they are now: tests change
+    some (`PARALLEL_MIN_SIZE`), and the index must not hand back code built with others."""
+    import compiler.codegen_buffers
+    import compiler.codegen_kernels
+    import compiler.codegen_ops
+
+    modules = (compiler.codegen_kernels, compiler.codegen_ops, compiler.codegen_buffers)
+    return [(m.__name__, k, v) for m in modules for k, v in sorted(vars(m).items())
+            if k.isupper() and isinstance(v, (bool, int, float, str))]
+
+
+def graph_key(graph, *extra) -> str:
+    """The index key of a traced graph: its text, its constants' values, `extra` (donation
+    options), the codegen settings and the code fingerprint."""
+    from ir.ops import Op
+    from ir.printer import format_graph
+
+    digest = hashlib.sha256(code_fingerprint().encode())
+    digest.update(repr(codegen_settings()).encode())
+    digest.update(format_graph(graph).encode())
+    digest.update(repr(extra).encode())
+    for node in graph.nodes:
+        if node.op is Op.CONSTANT:
+            value = node.params["value"]
+            digest.update(f"{value.dtype}{value.shape}".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def load_generated(key: str):
+    """The `Generated` stored for `key` by an earlier process, or None."""
+    path = cache_dir() / "index" / f"{key}.pkl"
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # noqa: BLE001 - a damaged entry is rebuilt
+        warnings.warn(f"chainjit: the cache index entry {path} is unreadable ({error}); "
+                      "building again", CacheWarning, stacklevel=3)
+        return None
+
+
+def store_generated(key: str, generated) -> None:
+    folder = cache_dir() / "index"
+    try:
+        folder.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(generated, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, folder / f"{key}.pkl")
+    except OSError as error:
+        warnings.warn(f"chainjit: cannot write the cache index in {folder} ({error})",
+                      CacheWarning, stacklevel=3)
 
 
 def dump_build(name: str, stages: dict[str, str], source: str | None) -> Path | None:

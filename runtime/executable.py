@@ -258,3 +258,20 @@ def build_numba(graph: Graph, donate: dict[int, int] | None = None,
     generated = generate(graph, donate, guard)
     module = load_module(generated.source)
     return Executable(graph, generated, module.driver)
+
+
+def build_numba_indexed(traced_graph: Graph, lower: Callable[[], Graph],
+                        donate: dict[int, int], guard: int | None) -> Executable:
+    """As `build_numba`, but a graph traced before (in any process, same chainjit code) skips
+    the passes and codegen: the generated module is found through the cache index."""
+    from runtime.cache import graph_key, load_generated, load_module, store_generated
+
+    key = graph_key(traced_graph, sorted(donate.items()), guard)
+    generated = load_generated(key)
+    if generated is None:
+        from compiler.codegen import generate
+
+        generated = generate(lower(), donate, guard)
+        store_generated(key, generated)
+    module = load_module(generated.source)
+    return Executable(traced_graph, generated, module.driver)
