@@ -19,7 +19,7 @@ from runtime.cache import CacheWarning
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = textwrap.dedent("""
-    import json, numpy as np
+    import json, sys, numpy as np
     from compiler import compile
     f = compile(lambda x: np.tanh(x) * 2.0 + 1.0)
     out = f(np.full((3, 4), 0.5, np.float32))
@@ -27,7 +27,8 @@ CHILD = textwrap.dedent("""
     stats = driver.stats
     print(json.dumps({"hits": sum(stats.cache_hits.values()),
                       "misses": sum(stats.cache_misses.values()),
-                      "ok": bool(np.allclose(out, np.tanh(0.5) * 2 + 1))}))
+                      "ok": bool(np.allclose(out, np.tanh(0.5) * 2 + 1)),
+                      "passes": "compiler.pipeline" in sys.modules}))
 """)
 
 
@@ -48,8 +49,9 @@ def _result(proc):
 def test_second_process_loads_from_disk_without_compiling(tmp_path):
     first = _run_child(tmp_path)
     second = _run_child(tmp_path)
-    assert first == {"hits": 0, "misses": 1, "ok": True}
-    assert second == {"hits": 1, "misses": 0, "ok": True}
+    assert first == {"hits": 0, "misses": 1, "ok": True, "passes": True}
+    # the index gives the second process the generated module: no passes, no codegen
+    assert second == {"hits": 1, "misses": 0, "ok": True, "passes": False}
 
 
 def test_two_processes_compiling_at_once_both_succeed(tmp_path):
@@ -141,3 +143,22 @@ def test_dump_dir_gets_every_stage_and_the_source(tmp_path, monkeypatch):
     assert names == ["fused.ir", "joint.ir", "optimized.ir", "py", "traced.ir"]
     (source,) = tmp_path.glob("*.py")
     assert "def driver(" in source.read_text() and "= tanh" in source.read_text()
+
+
+def test_cache_index_damaged_entry_or_new_codegen_setting_rebuilds(fresh_cache, monkeypatch):
+    from compiler import codegen_kernels
+
+    def fn(x):
+        return np.exp(x) * 3.0
+
+    x = np.linspace(0, 1, 8).astype(np.float32)
+    compile(fn)(x)
+    entries = list((fresh_cache / "index").glob("*.pkl"))
+    assert len(entries) == 1
+    entries[0].write_bytes(b"not a pickle")
+    with pytest.warns(CacheWarning, match="index entry"):
+        np.testing.assert_allclose(compile(fn)(x), np.exp(x) * 3.0, rtol=1e-6)
+    # a test (or a user) changing a codegen tunable gets code generated with it, not the index's
+    monkeypatch.setattr(codegen_kernels, "PARALLEL_MIN_SIZE", 10**9)
+    np.testing.assert_allclose(compile(fn)(x), np.exp(x) * 3.0, rtol=1e-6)
+    assert len(list((fresh_cache / "index").glob("*.pkl"))) == 2
