@@ -106,6 +106,7 @@ class Generated:
     donation: dict[int, tuple[int, str]] = field(default_factory=dict)
     plan: BufferPlan | None = None
     guard: int | None = None  # donated writes only when this 0-d output is finite
+    refs: list[int] = field(default_factory=list)  # 0-d inputs passed as 0-d arrays
 
 
 class CodeGen:
@@ -130,6 +131,7 @@ class CodeGen:
         self.node_index = 0
         self.direct: dict[Var, Var] = {}  # donated output -> input it is written into
         self.deferred: set[Var] = set()  # donated outputs copied into their input at the end
+        self.refs: set[Var] = set()  # donated 0-d inputs, passed as 0-d arrays
         # Extra numba.njit options kernels ask for (e.g. parallel=True for a prange loop,
         # fastmath={"reassoc"} so float reductions vectorise); rendered into the decorator.
         self.jit_options: dict[str, object] = {}
@@ -273,6 +275,8 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
     donate = dict(donate or {})
     gen = CodeGen(graph)
     input_names = [gen.name(v) for v in graph.inputs]
+    # donated 0-d inputs come as 0-d arrays (`<name>_ref`), read once, written at the end
+    refs = sorted({i for i in donate.values() if graph.inputs[i].ndim == 0})
     for var, name in zip(graph.inputs, input_names):
         gen.top_names.add(name)
         if var.ndim == 0:
@@ -286,9 +290,13 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
     if guard is None:
         gen.direct = direct_donations(graph, donate)
     gen.deferred = {graph.outputs[o] for o, i in donate.items()
-                    if graph.outputs[o] not in gen.direct and graph.outputs[o].ndim
+                    if graph.outputs[o] not in gen.direct
                     and graph.outputs[o].type == graph.inputs[i].type
                     and graph.outputs[o] is not graph.inputs[i]}
+    for i in refs:
+        gen.line(f"{input_names[i]} = {input_names[i]}_ref[()]")
+        input_names[i] += "_ref"
+        gen.refs.add(graph.inputs[i])
     var_bufs: dict[Var, set[int]] = {}
     for k, node in enumerate(graph.nodes):
         gen.node_index = k
@@ -322,6 +330,7 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         donation=modes,
         plan=plan,
         guard=guard if modes else None,
+        refs=[i for i, v in enumerate(graph.inputs) if v in gen.refs],
     )
 
 
@@ -388,6 +397,9 @@ def _emit_deferred(gen: CodeGen, graph: Graph, modes: dict, guard: int | None) -
         gen.line(f"if np.isfinite({gen.read(graph.outputs[guard], [])}):")
         gen.depth += 1
     for out, x in todo:
+        if x in gen.refs:
+            gen.line(f"{gen.name(x)}_ref[()] = {gen.read(out, [])}")
+            continue
         idx = gen.open_loops(gen.dims[out])
         gen.line(f"{gen.name(x)}[{', '.join(idx)}] = {gen.read(out, idx)}")
         gen.close_loops(len(idx))

@@ -86,6 +86,7 @@ class Executable:
         self.donated_inputs = {i for i, _ in self.donation.values()}
         self.plan = generated.plan
         self.guard = generated.guard
+        self.refs = set(getattr(generated, "refs", ()))  # 0-d inputs passed as arrays
         self.extra = tuple(_extra_arg(spec) for spec in generated.extra_args)
         self.buffer_bytes = sum(spec.dtype.itemsize * int(np.prod(spec.shape))
                                 for spec in generated.extra_args
@@ -107,8 +108,11 @@ class Executable:
                 raise ArgumentError(
                     f"{self.paths[i]} is donated (its new value is written into it), so it "
                     f"must be a writable NumPy array, not {type(leaf).__name__}")
-        return [_check_leaf(leaf, t, path)
+        args = [_check_leaf(leaf, t, path)
                 for leaf, t, path in zip(leaves, self.in_types, self.paths)]
+        for i in self.refs:  # a donated 0-d array: the driver writes its new value into it
+            args[i] = leaves[i]
+        return args
 
     def _run(self, args: list):
         if not self._ready:
@@ -148,7 +152,8 @@ class Executable:
         if not direct or any(type(example[i]) is not np.ndarray for i in self.donated_inputs):
             return lambda leaves: unflatten(out_tree, self(leaves))
         convert = [(i, _to_driver(leaf, t)) for i, (leaf, t)
-                   in enumerate(zip(example, self.in_types)) if _to_driver(leaf, t)]
+                   in enumerate(zip(example, self.in_types))
+                   if i not in self.refs and _to_driver(leaf, t)]
         copies = [(self.returned.index(o), i) for o, (i, mode) in self.donation.items()
                   if mode == "python"]
         guard = None if self.guard is None else self.returned.index(self.guard)
