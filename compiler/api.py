@@ -256,7 +256,8 @@ class Compiled:
         """The generated Numba source for these arguments' signature (names as in `.ir`)."""
         from compiler.codegen import generate
 
-        return generate(self.lowered(self.trace(*args), "fused")).source
+        traced = self.trace(*args)
+        return generate(self.lowered(traced, "fused"), traced.donate, self.donate_guard).source
 
     def ir(self, *args, stage: str = "traced") -> str:
         """The IR at a stage: "traced", "joint", "optimized" or "fused", as text.
@@ -360,7 +361,8 @@ def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] =
     the argument's arrays, updated; a training step `(params, state, x, y) -> (loss,
     new_params, new_state)` with `donate_argnums=(0, 1)` updates params and state without a
     copy. `donate_guard`: the index of a scalar output leaf; donated arrays are updated only
-    when it is finite (the writes are then made at the end of the call).
+    when it is finite (the writes are then made at the end of the call). A donated array
+    must not share memory with another argument (as in JAX).
 
     >>> import numpy as np
     >>> f = compile(lambda x, w: np.maximum(x @ w, 0.0))
