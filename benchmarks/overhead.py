@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
+import numba
+import numpy as np
 
-from compiler import compile, value_and_grad  # noqa: E402
+from compiler import compile, value_and_grad
 
 
 def per_call_us(fn, *args, calls: int = 20000, repeats: int = 7) -> float:
