@@ -26,17 +26,18 @@ def chainjit_step(x: np.ndarray, threshold: int | None = None):
     import compiler.codegen_kernels as kernels
     from compiler import compile, nn, value_and_grad
 
-    old = kernels.PARALLEL_MIN_SIZE
-    if threshold is not None:
+    old = getattr(kernels, "PARALLEL_MIN_SIZE", None)  # None: a version without prange
+    if threshold is not None and old is not None:
         kernels.PARALLEL_MIN_SIZE = threshold
     try:
         f = compile(value_and_grad(make_loss("chain", nn)))
         t0 = time.perf_counter()
         f(x)
-        print(f"  chainjit compile (threshold {kernels.PARALLEL_MIN_SIZE}): "
-              f"{time.perf_counter() - t0:.2f} s")
+        print(f"  chainjit compile (prange threshold {getattr(kernels, 'PARALLEL_MIN_SIZE', '-')}):"
+              f" {time.perf_counter() - t0:.2f} s")
     finally:
-        kernels.PARALLEL_MIN_SIZE = old
+        if old is not None:
+            kernels.PARALLEL_MIN_SIZE = old
     return lambda: f(x)
 
 

@@ -77,9 +77,11 @@ def _wrap(expr: str, dtype: np.dtype, always: bool = False) -> str:
 
 
 # A kernel iterating over at least this many elements runs its outer loop with numba.prange
-# (the driver then compiles with parallel=True, which costs compile time: never for small
-# graphs). Tests monkeypatch it to force prange on small inputs.
-PARALLEL_MIN_SIZE = 2**18
+# (the driver then compiles with parallel=True). Numba's parfor passes cost compile time for
+# the whole driver: the 4M-element chain compiled in 4.8 s instead of 1.0 s, the CNN step
+# (several 800K-element kernels) in 86 s CPU instead of 31 s, while 2 threads gained ~15-20%
+# on this loaded 2-core machine. So only very large kernels qualify. Tests monkeypatch it.
+PARALLEL_MIN_SIZE = 2**21
 # Float sum/product reductions let LLVM reassociate (fastmath "reassoc" on the driver), so a
 # reduction loop vectorises (partial sums per SIMD lane) instead of running one add at a time.
 REASSOCIATE_REDUCTIONS = True
