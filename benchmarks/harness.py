@@ -28,7 +28,7 @@ from benchmarks.workloads import ADAM_LR, SGD_LR, WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 RTOL = 1e-3
-SETUP_LIMIT_S = 120.0  # per system and workload: import, compile, check, first step
+SETUP_LIMIT_S = 90.0  # per system and workload: import, compile, check, first step
 PROBE_SYSTEMS = {"chainjit"}
 
 
@@ -288,7 +288,7 @@ def run_workload(workload: str, systems: list[str], machine: dict, quick: bool) 
             steps[name] = step
         else:
             print(f"  [{workload}] {name}: {info[name]['status']}", file=sys.stderr, flush=True)
-    budget, min_reps, max_reps, warmup = (0.3, 3, 10, 1) if quick else (25.0, 10, 3000, 3)
+    budget, min_reps, max_reps, warmup = (0.3, 3, 10, 1) if quick else (20.0, 10, 3000, 3)
     times = time_interleaved(steps, budget, min_reps, max_reps, info, warmup)
     bound = bound_seconds(workload, machine)
     for name, ts in times.items():
