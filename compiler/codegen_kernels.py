@@ -8,7 +8,12 @@ compiler/fastmath.py so loops vectorise). `EMIT_RULES` maps each op to a functio
 Elementwise nodes, reductions and FUSED nodes all go through `emit_kernel`: one loop nest
 over the iteration shape, 0-d constants hoisted, broadcast inputs read through index maps,
 reduction outputs as accumulators (a scalar per output row when the reduced axes are the
-innermost ones, else an accumulator array indexed by the kept axes).
+innermost ones, else an accumulator array indexed by the kept axes). The nest is planned
+first (`plan_groups`, `Nest`): size-1 axes get no loop, and adjacent axes over which every
+array is C contiguous share one loop over reshaped views (`a.reshape((n0 * n1, n2))`), so
+an all-contiguous kernel is one flat 1-D loop, which LLVM vectorises. Float sums are
+`acc += v` with fastmath "reassoc" on the driver (vectorised partial sums); very large
+kernels run their outer loop with `numba.prange` (see `PARALLEL_MIN_SIZE`).
 """
 
 from __future__ import annotations
