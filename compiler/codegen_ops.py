@@ -10,6 +10,7 @@ random_uniform reproduces ir/interpreter.py's splitmix64 bits exactly (uint64 wr
 from __future__ import annotations
 
 from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
+from compiler.codegen_conv import emit_conv2d
 from compiler.codegen_kernels import broadcast_view, emit_elementwise, emit_fused, emit_reduce
 from ir import ops
 from ir.graph import Node
@@ -277,6 +278,7 @@ EMIT_RULES = {
     Op.GATHER: emit_gather,
     Op.SCATTER_ADD: emit_scatter_add,
     Op.MATMUL: emit_matmul,
+    Op.CONV2D: emit_conv2d,  # compiler/codegen_conv.py
     Op.RANDOM_UNIFORM: emit_random_uniform,
     Op.FUSED: emit_fused,
 }

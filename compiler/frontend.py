@@ -327,6 +327,15 @@ def matmul_primitive(x, w):
     return apply(Op.MATMUL, [x, w])
 
 
+def conv2d_primitive(x, w, strides, padding, dilation):
+    """The CONV2D primitive on two arrays of one float dtype: NCHW cross-correlation with
+    `padding` ((lo, hi), (lo, hi)) (negative crops), `strides` and `dilation` pairs."""
+    params = {"strides": tuple(int(s) for s in strides),
+              "padding": tuple((int(lo), int(hi)) for lo, hi in padding),
+              "dilation": tuple(int(d) for d in dilation)}
+    return apply(Op.CONV2D, [x, w], params)
+
+
 def random_uniform(key, shape: Sequence[int], dtype=np.float32):
     """Uniform [0, 1) numbers, a pure function of an integer key (counter-based)."""
     trace = trace_of([key])

@@ -1,14 +1,12 @@
-"""Convolution and pooling over NCHW images, composed from a gather, reshapes and one matmul.
+"""Convolution and pooling over NCHW images: the layers over the CONV2D primitive and reductions.
 
-conv2d is im2col: the input is padded (PAD), moved to channels-last and flattened over
-(H, W); ONE constant-index GATHER picks every output pixel's kh*kw input pixels, giving a
-(N*Ho*Wo, kh*kw*C) matrix, and one 2-D MATMUL with the reshaped kernel does the arithmetic.
-The backward is one SCATTER_ADD and two matmuls. Measured against the seeds' version (kh*kw
-strided SLICEs stacked with CONCATENATE) on the digits CNN step: the same results, 91 instead
-of 149 nodes after fusion, 1,304 instead of 1,826 lines of generated source, and a cold Numba
-compile of about 35 s instead of more than 300 s. Pooling with stride == kernel is a reshape
-and one reduction; other strides take the max/mean over kh*kw strided slices. Re-exported by
-`compiler.nn`.
+conv2d is ONE CONV2D node (NCHW cross-correlation; ir/ops.py), whose VJP is two more CONV2D
+nodes (compiler/vjp_rules.py) and whose code is im2col per image + one GEMM
+(compiler/codegen_conv.py). It replaced im2col written in the graph (PAD, transposes, a
+constant-index GATHER, MATMUL, and a SCATTER_ADD backward): on the digits-CNN training step
+that was ~90 fused nodes whose gather/scatter/transpose loop nests dominated both the cold
+Numba compile and the step. Pooling with stride == kernel is a reshape and one reduction;
+other strides take the max/mean over kh*kw strided slices. Re-exported by `compiler.nn`.
 """
 
 from __future__ import annotations
@@ -38,14 +36,6 @@ def _windows(x, kernel, stride, dilation, out_hw):
     return views
 
 
-def _im2col_index(hp, wp, kernel, stride, dilation, out_hw) -> np.ndarray:
-    """Flat (row * wp + col) input positions, ordered (out row, out col, kernel i, kernel j)."""
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
-    rows = (np.arange(ho) * sh)[:, None, None, None] + (np.arange(kh) * dh)[None, None, :, None]
-    cols = (np.arange(wo) * sw)[None, :, None, None] + (np.arange(kw) * dw)[None, None, None, :]
-    return (rows * wp + cols).reshape(-1).astype(np.int64)
-
-
 def _out_size(size: int, k: int, stride: int, dilation: int, what: str) -> int:
     span = dilation * (k - 1) + 1
     if size < span:
@@ -67,7 +57,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
     if len(xs) != 4 or len(ws) != 4:
         raise ShapeMismatchError(f"conv2d takes x (N, C, H, W) and w (O, C, kh, kw), got "
                                  f"x{tuple(xs)} and w{tuple(ws)}")
-    n, c, _, _ = xs
+    _, c, _, _ = xs
     o, wc, kh, kw = ws
     if wc != c:
         raise ShapeMismatchError(
@@ -76,20 +66,15 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
         )
     (sh, sw), (ph, pw), (dh, dw) = (_pair(stride, "stride"), _pair(padding, "padding"),
                                     _pair(dilation, "dilation"))
-    if sh == 0 or sw == 0:
-        raise ValueError("conv2d stride must be positive")
-    if ph or pw:
-        x = F.pad(x, (0, 0, ph, pw), (0, 0, ph, pw))
-    hp, wp = F.shape_of(x)[2:]
-    ho = _out_size(hp, kh, sh, dh, "conv2d")
-    wo = _out_size(wp, kw, sw, dw, "conv2d")
-    # im2col as ONE gather: the padded image, channels last, flattened over (H, W); a constant
-    # index picks, for every output pixel, its kh*kw input pixels. Backward is one scatter_add.
-    x = np.reshape(np.transpose(x, (0, 2, 3, 1)), (n, hp * wp, c))
-    cols = np.reshape(np.take(x, _im2col_index(hp, wp, (kh, kw), (sh, sw), (dh, dw), (ho, wo)),
-                              axis=1), (n * ho * wo, kh * kw * c))
-    kernel = np.reshape(np.transpose(w, (2, 3, 1, 0)), (kh * kw * c, o))  # rows (i, j, c)
-    y = np.transpose(np.reshape(cols @ kernel, (n, ho, wo, o)), (0, 3, 1, 2))
+    if sh == 0 or sw == 0 or dh == 0 or dw == 0:
+        raise ValueError("conv2d stride and dilation must be positive")
+    _out_size(xs[2] + 2 * ph, kh, sh, dh, "conv2d")
+    _out_size(xs[3] + 2 * pw, kw, sw, dw, "conv2d")
+    dtype = F.result_dtype(x, w)
+    if dtype.kind != "f":
+        dtype = np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
+    y = F.conv2d_primitive(F.astype(x, dtype), F.astype(w, dtype), (sh, sw),
+                           ((ph, ph), (pw, pw)), (dh, dw))
     if b is not None:
         y = y + np.reshape(b, (1, o, 1, 1))
     return y

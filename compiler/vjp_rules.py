@@ -315,6 +315,28 @@ def _matmul_vjp(g, out, x, w):
     )
 
 
+@vjp_rule(Op.CONV2D)
+def _conv2d_vjp(g, out, x, w, *, strides, padding, dilation):
+    (o, c, kh, kw), (ho, wo) = w.shape, g.shape[2:]
+    # dX: correlate g (strides as zeros between its pixels) with the flipped, transposed kernel
+    gd = g if strides == (1, 1) else F.pad(g, (0,) * 4, (0,) * 4, (0, 0, strides[0] - 1,
+                                                                  strides[1] - 1))
+    flip = np.arange(kh * kw - 1, -1, -1)  # reversing (i, j) flat = flipping both axes
+    wf = F.reshape(F.gather(F.reshape(F.transpose(w, (1, 0, 2, 3)), (c, o, kh * kw)), flip, 2),
+                   (c, o, kh, kw))
+    pad_x = tuple((d * (k - 1) - lo, size - 1 - (n - 1) * s + lo) for size, k, n, s, d, (lo, _)
+                  in zip(x.shape[2:], (kh, kw), (ho, wo), strides, dilation, padding))
+    # dW: correlate x (channels as batch) with g (batch as channels): strides and dilation swap
+    pad_w = tuple((lo, (k - 1) * d + (n - 1) * s + 1 - size - lo) for size, k, n, s, d, (lo, _)
+                  in zip(x.shape[2:], (kh, kw), (ho, wo), strides, dilation, padding))
+    dw = F.conv2d_primitive(F.transpose(x, (1, 0, 2, 3)), F.transpose(g, (1, 0, 2, 3)),
+                            dilation, pad_w, strides)
+    return (
+        F.conv2d_primitive(gd, wf, (1, 1), pad_x, dilation),  # dX = conv(g, flip(Wᵀ))
+        F.transpose(dw, (1, 0, 2, 3)),  # dW = conv(Xᵀ, Gᵀ)ᵀ
+    )
+
+
 @vjp_rule(Op.FUSED)
 def _fused_vjp(g, out, *xs, **params):
     raise NotImplementedError("autodiff runs on the traced graph, before fusion")

@@ -100,11 +100,27 @@ def _random_uniform(key, *, shape, dtype):
     return values.astype(dtype).reshape(shape)
 
 
+def _conv2d(x, w, *, strides, padding, dilation):
+    # negative padding crops; then every kh*kw window (dilated) is contracted with w
+    lows = [max(-lo, 0) for lo, _ in padding]
+    highs = [x.shape[2 + a] - max(-hi, 0) for a, (_, hi) in enumerate(padding)]
+    x = x[:, :, lows[0]:highs[0], lows[1]:highs[1]]
+    pads = [(0, 0), (0, 0)] + [(max(lo, 0), max(hi, 0)) for lo, hi in padding]
+    x = np.pad(x, pads)
+    kh, kw = w.shape[2:]
+    (dh, dw), (sh, sw) = dilation, strides
+    win = np.lib.stride_tricks.sliding_window_view(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1),
+                                                   axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw)
+    return np.einsum("ncyxij,ocij->noyx", win, w, optimize=True)
+
+
 def _fused(*xs, body, **_):  # kind and shape guide codegen only
     return tuple(evaluate(body, xs))
 
 
 EVAL_RULES[Op.PAD] = _pad
+EVAL_RULES[Op.CONV2D] = _conv2d
 EVAL_RULES[Op.SCATTER_ADD] = _scatter_add
 EVAL_RULES[Op.RANDOM_UNIFORM] = _random_uniform
 EVAL_RULES[Op.FUSED] = _fused

@@ -62,6 +62,7 @@ class Op(Enum):
     SCATTER_ADD = "scatter_add"  # [axis, size]: adjoint of gather, zeros then np.add.at
     # contraction
     MATMUL = "matmul"  # (..., m, k) @ (..., k, n) with equal batch dims
+    CONV2D = "conv2d"  # [strides, padding, dilation]: NCHW cross-correlation, w (O, C, kh, kw)
     # random numbers: counter-based, a pure function of (key, element index)
     RANDOM_UNIFORM = "random_uniform"  # [shape, dtype]: key i64[] -> uniform [0, 1)
     # a fused kernel: [body] is a sub-graph (see compiler/passes)
@@ -83,7 +84,7 @@ MOVEMENT = frozenset(
     {Op.BROADCAST_TO, Op.RESHAPE, Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.CONCATENATE}
 )
 INDEXING = frozenset({Op.GATHER, Op.SCATTER_ADD})
-CONTRACTION = frozenset({Op.MATMUL})
+CONTRACTION = frozenset({Op.MATMUL, Op.CONV2D})
 OTHER = frozenset({Op.CONSTANT, Op.RANDOM_UNIFORM, Op.FUSED})
 
 # Every op belongs to exactly one group (tests/ir/test_tables.py checks it).

@@ -202,6 +202,26 @@ def _matmul_shape(x, w):
     return (TensorType(x.shape[:-1] + w.shape[-1:], x.dtype),)
 
 
+def conv_out_size(size: int, k: int, stride: int, lo: int, hi: int, dilation: int) -> int:
+    """Output length of a correlation along one axis (padding lo/hi may be negative: crop)."""
+    return (size + lo + hi - dilation * (k - 1) - 1) // stride + 1
+
+
+@shape_rule(Op.CONV2D)
+def _conv2d_shape(x, w, *, strides, padding, dilation):
+    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
+        raise ShapeError(f"conv2d needs x (N, C, H, W) and w (O, C, kh, kw), got {x} and {w}")
+    if x.dtype != w.dtype or not is_float(x.dtype):
+        raise ShapeError(f"conv2d needs two operands of one float dtype, got {x} and {w}")
+    if min(strides) < 1 or min(dilation) < 1:
+        raise ShapeError(f"conv2d strides and dilation must be positive: {strides} {dilation}")
+    out = tuple(conv_out_size(x.shape[2 + a], w.shape[2 + a], strides[a], *padding[a],
+                              dilation[a]) for a in range(2))
+    if min(out) < 1:
+        raise ShapeError(f"conv2d: kernel {w} does not fit the (padded) input {x}")
+    return (TensorType((x.shape[0], w.shape[0]) + out, x.dtype),)
+
+
 @shape_rule(Op.RANDOM_UNIFORM)
 def _random_shape(key, *, shape, dtype):
     if key.shape != () or key.dtype.kind != "i":

@@ -129,6 +129,9 @@ OP_TABLE = {
         b.emit(Op.TRANSPOSE, [b.input((4, 3), dt)], perm=(1, 0)), b.input((4, 2), dt)]),
     "matmul_batched": lambda b, dt: b.emit(Op.MATMUL, [b.input((2, 3, 4), dt),
                                                        b.input((2, 4, 5), dt)]),
+    "conv2d": lambda b, dt: b.emit(Op.CONV2D, [b.input((2, 2, 5, 6), dt),
+                                               b.input((3, 2, 2, 3), dt)],
+                                   strides=(2, 1), padding=((1, 0), (1, -1)), dilation=(1, 2)),
     "random_uniform": lambda b, dt: b.emit(Op.RANDOM_UNIFORM, [b.input((), np.int64, "int")],
                                            shape=(3, 5), dtype=np.dtype(dt)),
     "constant_array": lambda b, dt: b.emit(Op.ADD, [

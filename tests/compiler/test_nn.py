@@ -184,10 +184,10 @@ def test_dropout_traced_key_matches_eager():
     np.testing.assert_array_equal(f(x, np.int64(11)), nn.dropout(x, 0.5, 11))
 
 
-def test_conv2d_lowers_to_one_matmul():
+def test_conv2d_lowers_to_one_conv2d():
     f = compile(lambda x, w: nn.conv2d(x, w, padding=1), backend="interpreter")
     graph = f.trace(X4.astype(np.float32), W4.astype(np.float32)).graph
-    assert [n.op for n in graph.nodes].count(Op.MATMUL) == 1
+    assert [n.op for n in graph.nodes] == [Op.CONV2D]
 
 
 # -- errors ---------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ PRIM_SPECS = [
              ((3, 2, 2),)),
     PrimSpec("matmul", Op.MATMUL, lambda x, w: x @ w, 2, ((3, 4), (4, 2))),
     PrimSpec("matmul_batched", Op.MATMUL, lambda x, w: x @ w, 2, ((2, 3, 4), (2, 4, 5))),
+    PrimSpec("conv2d", Op.CONV2D, lambda x, w: F.conv2d_primitive(
+        x, w, (2, 1), ((1, 0), (1, 1)), (1, 2)), 2, ((2, 2, 5, 6), (3, 2, 2, 2))),
 ]
 SPECS = {spec.name: spec for spec in PRIM_SPECS}
 SMOOTH = sorted(name for name, spec in SPECS.items() if spec.second_order)
