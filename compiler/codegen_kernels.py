@@ -87,6 +87,10 @@ def _wrap(expr: str, dtype: np.dtype, always: bool = False) -> str:
 # (several 800K-element kernels) in 86 s CPU instead of 31 s, while 2 threads gained ~15-20%
 # on this loaded 2-core machine. So only very large kernels qualify. Tests monkeypatch it.
 PARALLEL_MIN_SIZE = 2**21
+# numba.njit(parallel=...): only prange loops become parfors (the other parfor conversions
+# analyse the whole driver, costing compile time for nothing: we emit every loop ourselves).
+PARALLEL_JIT = {"prange": True, "comprehension": False, "reduction": False, "setitem": False,
+                "numpy": False, "stencil": False, "fusion": False, "inplace_binop": False}
 # Float sum/product reductions let LLVM reassociate (fastmath "reassoc" on the driver), so a
 # reduction loop vectorises (partial sums per SIMD lane) instead of running one add at a time.
 REASSOCIATE_REDUCTIONS = True
@@ -278,7 +282,7 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
     scalar_acc = bool(reduces) and split < ng or (bool(reduces) and ng == 0)
     parallel = _parallel(shape, ng, reduces, reduced_groups, scalar_acc, split)
     if parallel:
-        gen.jit_options["parallel"] = True
+        gen.jit_options["parallel"] = PARALLEL_JIT
     if REASSOCIATE_REDUCTIONS and any(
             r.op in REDUCE_UPDATE and is_float(r.out.dtype) for r in reduces):
         gen.jit_options["fastmath"] = {"reassoc"}
