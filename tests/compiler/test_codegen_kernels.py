@@ -93,7 +93,7 @@ def test_kernel_prange_above_threshold(monkeypatch):
     x, m = f32(256), f32(16, 32)
     *_, source, _ = run_both(fn, x, m)
     assert "numba.prange(" in source
-    assert "parallel=True" in source
+    assert "parallel={'prange': True" in source
     assert re.search(r"\w+ \+= ", source)  # the scalar sum is a prange reduction
 
 
