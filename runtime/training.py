@@ -3,20 +3,25 @@
 
 `train_step(loss_fn, opt)` compiles `(params, opt_state, *batch) -> (loss, new_params,
 new_state)`, built from `value_and_grad(loss_fn)` and `opt.update`, so autodiff, the passes
-and codegen see one joint graph. Each call checks the batch with NumPy first (batch sizes,
-label ranges recorded by `nn.cross_entropy` while tracing), runs the compiled step, and only
-if the loss is finite commits the new values into the caller's arrays (`commit`); on a
-non-finite loss the parameters are left as they were and the batch is re-run with the
-reference interpreter to name the first IR node that produced a non-finite value.
+and codegen see one joint graph. The first call of a signature (tree structures,
+leaf shapes and dtypes of params, state and batch) checks with NumPy first (optimiser state
+against params, batch sizes, label ranges recorded by `nn.cross_entropy` while tracing); later
+calls of the same signature only range-check the labels (one compiled pass) and call the
+compiled step directly. Params and state are donated, updated in place by the compiled call
+only if the loss is finite (`commit` copies whatever was not); on a non-finite loss the
+parameters are left as they were and the batch is re-run with the reference interpreter to
+name the first IR node that produced a non-finite value.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 
 from compiler import nn
@@ -49,6 +54,22 @@ def commit(targets: Any, values: Any) -> None:
             np.copyto(target, value)
 
 
+@numba.njit(cache=True, nogil=True)
+def labels_out_of_range(labels, num_classes):
+    """Whether any label is outside [0, num_classes): one compiled pass, ~1 us on a batch
+    (NumPy's min and max cost several us each right after the step's driver ran)."""
+    for label in labels.flat:
+        if label < 0 or label >= num_classes:
+            return True
+    return False
+
+
+def _same_leaves(tree: Any, new: Any) -> bool:
+    """Whether `new`'s leaves are `tree`'s arrays themselves (donated, updated in place)."""
+    leaves, new_leaves = tree_flatten(tree)[0], tree_flatten(new)[0]
+    return len(leaves) == len(new_leaves) and all(a is b for a, b in zip(leaves, new_leaves))
+
+
 def _batch_size_of(batch: Sequence, what: str = "batch") -> int:
     sizes = [(i, np.shape(a)[0]) for i, a in enumerate(batch) if np.ndim(a) >= 1]
     if not sizes:
@@ -75,6 +96,9 @@ class TrainStep:
         self.check_batch = check_batch
         self.state: Any = None
         self._label_slots: dict[tuple, list[tuple[int, int, str]]] = {}
+        # signature key -> (label leaves to range-check, whether every leaf of params and state
+        # is updated in place, the compiled step's direct call for the key or None)
+        self._checked: dict[Any, tuple[list, bool, Callable | None]] = {}
 
         def train_step_fn(params, opt_state, *batch):
             from compiler.transforms import value_and_grad
@@ -109,30 +133,72 @@ class TrainStep:
         if self.check_batch and len(batch) > 1:
             _batch_size_of(batch)
         batch_leaves = tree_flatten(batch)[0]
-        key = tuple((np.shape(x), np.asarray(x).dtype.str) for x in batch_leaves)
-        if key not in self._label_slots:
-            self._label_slots[key] = self._find_labels(params, batch)
-        for index, classes, path in self._label_slots[key]:
+        for index, classes, path in self._find_labels(params, batch):
             nn.check_labels(batch_leaves[index], classes, f"labels {path}")
 
     def _find_labels(self, params, batch) -> list[tuple[int, int, str]]:
         """(batch leaf index, number of classes, path) of each input cross_entropy used as
         labels, found once per batch signature from the traced graph."""
-        traced = self.compiled.trace(params, self.state, *batch)
-        first = len(traced.graph.inputs) - len(tree_flatten(batch)[0])
-        return [(i - first, nn.LABEL_BOUNDS[var.id], traced.in_paths[i])
+        batch_leaves = tree_flatten(batch)[0]
+        key = tuple((np.shape(x), np.asarray(x).dtype.str) for x in batch_leaves)
+        if key not in self._label_slots:
+            traced = self.compiled.trace(params, self.state, *batch)
+            first = len(traced.graph.inputs) - len(batch_leaves)
+            self._label_slots[key] = [
+                (i - first, nn.LABEL_BOUNDS[var.id], traced.in_paths[i])
                 for i, var in enumerate(traced.graph.inputs)
                 if i >= first and var.id in nn.LABEL_BOUNDS]
+        return self._label_slots[key]
 
     def __call__(self, params, *batch):
+        args = (params, self._state_for(params), *batch)
+        # The steady state: a signature (tree structure, leaf shapes, strides, dtypes of
+        # params, state and batch) that already passed every check: only the label ranges
+        # are looked at, and the compiled step is called directly.
+        key, leaves = self.compiled._fast_key(args)
+        known = self._checked.get(key) if key is not None else None
+        if known is None:
+            return self._checked_call(key, params, batch, args)
+        labels, in_place, call = known
+        for index, classes, path in labels:
+            if labels_out_of_range(leaves[index], classes):
+                nn.check_labels(leaves[index], classes, f"labels {path}")  # raises
+        value, new_params, new_state = call(leaves) if call else self.compiled(*args)
+        loss = value[0] if self.has_aux else value
+        if self.check_finite and not math.isfinite(loss):
+            raise NonFiniteLossError(self.diagnose(params, *batch, loss=loss))
+        if not in_place:
+            commit(params, new_params)
+            commit(self.state, new_state)
+        return value
+
+    def _checked_call(self, key, params, batch: Sequence, args: tuple):
+        """The first call of a signature: every check, then the call; the signature is
+        remembered (with where its labels are and whether the compiled step updates every
+        leaf of params and state in place) once a call with a finite loss went through."""
         self.check(params, batch)
-        value, new_params, new_state = self.compiled(params, self.state, *batch)
+        value, new_params, new_state = self.compiled(*args)
         loss = value[0] if self.has_aux else value
         if self.check_finite and not np.isfinite(loss):
             raise NonFiniteLossError(self.diagnose(params, *batch, loss=loss))
-        commit(params, new_params)
-        commit(self.state, new_state)
+        in_place = _same_leaves(params, new_params) and _same_leaves(self.state, new_state)
+        if not in_place:
+            commit(params, new_params)
+            commit(self.state, new_state)
+        if key is not None:
+            self._remember(key, params, batch, args, in_place)
         return value
+
+    def _remember(self, key, params, batch: Sequence, args: tuple, in_place: bool) -> None:
+        first = len(tree_flatten(args)[0]) - len(tree_flatten(batch)[0])
+        batch_leaves = tree_flatten(batch)[0]
+        labels = []
+        for index, classes, path in self._find_labels(params, batch):
+            leaf = batch_leaves[index]
+            if type(leaf) is not np.ndarray or leaf.dtype.kind not in "iu":
+                return  # checked the slow way on every call
+            labels.append((first + index, classes, path))
+        self._checked[key] = (labels, in_place, self.compiled._fast.get(key))
 
     def diagnose(self, params, *batch, loss=None) -> str:
         """Re-run the step with the interpreter, node by node, and describe the first node
@@ -268,27 +334,35 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     history.eval_fn = eval_fn
     rng = np.random.default_rng(seed)
     bar = _Progress(progress, epochs, batches, stream)
+    used = batches * batch_size
+    # Each epoch gathers its shuffled examples once into these arrays (one np.take per array,
+    # no allocation); a step's batch is then a contiguous slice of them, not a fancy index.
+    epoch_data = tuple(np.empty((used, *np.shape(a)[1:]), np.asarray(a).dtype) for a in data) \
+        if shuffle else tuple(np.asarray(a) for a in data)
     for epoch in range(epochs):
         order = rng.permutation(n) if shuffle else np.arange(n)
+        if shuffle:
+            for a, out in zip(data, epoch_data):
+                np.take(a, order[:used], axis=0, out=out)
         start = time.perf_counter()
         total, aux_totals = 0.0, {}
         for b in range(batches):
-            index = order[b * batch_size : (b + 1) * batch_size]
-            batch = tuple(a[index] for a in data)
+            batch = tuple(a[b * batch_size : (b + 1) * batch_size] for a in epoch_data)
             try:
                 value = step(params, *batch)
             except NonFiniteLossError as error:
+                examples = order[b * batch_size : b * batch_size + 4].tolist()
                 raise FitError(f"training stopped at epoch {epoch + 1}, step "
                                f"{epoch * batches + b + 1} (batch index {b} of the epoch, "
-                               f"examples {index[:4].tolist()}...): {error}") from error
+                               f"examples {examples}...): {error}") from error
             loss = value[0] if has_aux else value
             total += float(loss)
             if has_aux and isinstance(value[1], dict):
                 for key, v in value[1].items():
                     aux_totals[key] = aux_totals.get(key, 0.0) + float(v)
-            elapsed = time.perf_counter() - start
-            bar.update(epoch, b + 1, total / (b + 1), (b + 1) * batch_size / max(elapsed, 1e-9),
-                       force=b + 1 == batches)
+            if bar.enabled:
+                rate = (b + 1) * batch_size / max(time.perf_counter() - start, 1e-9)
+                bar.update(epoch, b + 1, total / (b + 1), rate, force=b + 1 == batches)
         elapsed = time.perf_counter() - start
         history["loss"].append(total / batches)
         history["epoch_time"].append(elapsed)

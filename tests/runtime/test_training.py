@@ -100,6 +100,52 @@ def test_train_step_params_not_matching_state_raise():
         step(other, X[:10], Y[:10])
 
 
+def test_train_step_steady_state_skips_the_checks_and_commit(monkeypatch):
+    params, step = _params(), _step(optim.Adam(0.1))
+    step(params, X[:10], Y[:10])  # the signature's first call: every check
+
+    def fail(*args):
+        raise AssertionError("per-signature work done again")
+
+    monkeypatch.setattr("runtime.training.commit", fail)
+    monkeypatch.setattr(step.optimizer, "check", fail)
+    monkeypatch.setattr(step, "_find_labels", fail)
+    w = params["w"]
+    step(params, X[10:20], Y[10:20])
+    assert params["w"] is w and int(step.state["count"]) == 2
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="mismatched batch sizes"):  # a new signature
+        step(params, X[:10], Y[:9])
+
+
+@pytest.mark.parametrize("label", [3, -1])
+def test_train_step_steady_state_still_checks_label_ranges(label):
+    params, step = _params(), _step()
+    step(params, X[:10], Y[:10])
+    step(params, X[:10], Y[:10])
+    before = params["w"].copy()
+    bad = Y[:10].copy()
+    bad[5] = label
+    with pytest.raises(nn.LabelRangeError, match=rf"\[0, 3\).*first: {label}"):
+        step(params, X[:10], bad)
+    np.testing.assert_array_equal(params["w"], before)
+    assert int(step.state["count"]) == 2
+
+
+def test_train_step_steady_state_nan_keeps_params():
+    params, step = _params(), _step(optim.SGD(0.1, momentum=0.9))
+    step(params, X[:10], Y[:10])
+    before, momentum = params["w"].copy(), step.state["momentum"]["w"].copy()
+    bad = X[:10].copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(NonFiniteLossError, match="not updated"):
+        step(params, bad, Y[:10])
+    np.testing.assert_array_equal(params["w"], before)
+    np.testing.assert_array_equal(step.state["momentum"]["w"], momentum)
+    step(params, X[:10], Y[:10])  # and training goes on
+    assert int(step.state["count"]) == 2
+
+
 def log_loss(params, x, y):
     h = x @ params["w"] + params["b"]
     return np.mean(np.log(h))  # NaN wherever h < 0
