@@ -268,14 +268,14 @@ class Compiled:
 
     def summary(self, *args) -> str:
         """One line per kernel of the fused graph: kind, iteration shape, ops, bytes moved;
-        then the work-buffer plan of the generated driver (slots shared by liveness)."""
-        from compiler.codegen import generate
+        then the generated driver's work-buffer plan (slots shared by liveness, with the
+        donation this function was compiled with)."""
+        from compiler.passes.plan_buffers import plan_buffers
         from compiler.passes.summary import kernel_summary
 
         traced = self.trace(*args)
         graph = self.lowered(traced, "fused")
-        plan = generate(graph, traced.donate, self.donate_guard).plan
-        return kernel_summary(graph) + "\n" + plan.describe()
+        return kernel_summary(graph, plan_buffers(graph, traced.donate, self.donate_guard))
 
     def dot(self, *args, stage: str = "traced") -> str:
         """The IR at a stage as Graphviz DOT text (render with `dot -Tsvg`)."""

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.codegen_buffers import (
-    FRESH_OPS,
     Buffer,
     BufferPlan,
     alias_roots,
     direct_donations,
+    live_ranges,
     plan_slots,
     plannable,
     prologue,
@@ -202,7 +202,7 @@ class CodeGen:
             self.line(f"{name} = {fn}(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
                       f"{dtype})")
         elif plannable(dims, self.top_names):
-            buf = Buffer(len(self.buffers), name, np.dtype(var.dtype), tuple(var.shape),
+            buf = Buffer(len(self.buffers), var, name, np.dtype(var.dtype), tuple(var.shape),
                          tuple(dims), self.node_index)
             self.buffers.append(buf)
             self.line(f"{name} = @@ws{buf.id}@@")
@@ -220,7 +220,7 @@ class CodeGen:
         value = self.values[var]
         if value.kind == "array" and value.layout in layouts:
             return value.name
-        if value.kind == "scalar":
+        if value.kind == "scalar" and var.ndim == 0:
             raise AssertionError("0-d values are scalars, never arrays")
         old = value
         name = self.alloc_copy(var)
@@ -297,7 +297,6 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         gen.line(f"{input_names[i]} = {input_names[i]}_ref[()]")
         input_names[i] += "_ref"
         gen.refs.add(graph.inputs[i])
-    var_bufs: dict[Var, set[int]] = {}
     for k, node in enumerate(graph.nodes):
         gen.node_index = k
         gen.line("")
@@ -306,16 +305,14 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         for spec in gen.extra:
             if spec.kind == "const":
                 gen.top_names.add(spec.name)
-        _track_liveness(gen, node, k, var_bufs)
     modes = _donation_modes(gen, graph, donate)
     returned = [i for i in range(len(graph.outputs))
                 if i not in modes or modes[i][1] == "python"]
     names = [emit_output(gen, graph.outputs[i]) for i in returned]
     _emit_deferred(gen, graph, modes, guard)
-    end = len(graph.nodes)
-    for var in graph.outputs:
-        for b in _buffers_of(gen, gen.values[var]) | var_bufs.get(var, set()):
-            gen.buffers[b].end = end
+    ranges, bases = live_ranges(graph)  # a buffer lives as long as its value's alias class
+    for buf in gen.buffers:
+        buf.end = max(buf.start, ranges[bases.get(buf.var, buf.var)][1])
     gen.line("")
     gen.line(f"return ({''.join(r + ', ' for r in names)})")
     plan = plan_slots(gen.buffers)
@@ -332,35 +329,6 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         guard=guard if modes else None,
         refs=[i for i, v in enumerate(graph.inputs) if v in gen.refs],
     )
-
-
-def _buffers_of(gen: CodeGen, value: Value | None) -> set[int]:
-    """The work buffer a value reads (through views), by name."""
-    while value is not None and value.kind == "view":
-        value = value.base
-    if value is None or value.kind != "array":
-        return set()
-    return {b.id for b in gen.buffers if b.name == value.name}
-
-
-def _track_liveness(gen: CodeGen, node: Node, k: int, var_bufs: dict[Var, set[int]]) -> None:
-    """Extend the live range of every buffer node `k` reads or writes (aliases included)."""
-    used: set[int] = set()
-    for var in node.inputs:
-        ids = var_bufs.get(var, set()) | _buffers_of(gen, gen.values.get(var))
-        var_bufs[var] = ids
-        used |= ids
-    reads = set(used)
-    for var in node.outputs:
-        ids = _buffers_of(gen, gen.values.get(var))
-        if not ids and node.op not in FRESH_OPS:
-            ids = set(reads)  # a reshape / transpose / view: it aliases its inputs
-        var_bufs[var] = ids
-        used |= ids
-    for b in used:
-        gen.buffers[b].end = max(gen.buffers[b].end, k)
-    for buf in gen.buffers:
-        buf.end = max(buf.end, buf.start)
 
 
 def _donation_modes(gen: CodeGen, graph: Graph, donate: dict[int, int]) -> dict:

@@ -1,13 +1,13 @@
-"""Codegen, memory: work buffers planned from liveness, and donated (in-place) outputs.
+"""Codegen, memory: the driver's work buffers, and donated (in-place) outputs.
 
 compiler/codegen.py calls into this module while it builds the driver:
 
 - Every intermediate array that is not returned (a "work buffer") is a view carved out of one
-  flat workspace argument per dtype (``ws_f32``). Buffers whose live ranges (first node
-  writing them .. last node reading them or any alias of them) do not overlap share a SLOT;
-  a slot's size is the max of its members' sizes, computed in the driver's prologue from the
-  input shapes, so one compiled artefact still serves every batch size. The executable
-  allocates the workspaces once; a call allocates nothing but its results.
+  flat workspace argument per dtype (``ws_f32``). Which buffers share a slot comes from the
+  one liveness analysis and slot assignment, compiler/passes/plan_buffers.py; here, the
+  driver's side: the prologue computing each slot's offset from the input shapes (so one
+  compiled artefact still serves every batch size) and the views into the workspaces. The
+  executable allocates the workspaces once; a call allocates nothing but its results.
 - A donated output (output i is the new value of input leaf j) is written into input j's
   memory: "direct" when the kernel producing it reads input j only elementwise at the same
   index and nothing reads input j afterwards (the optimiser update kernels), else "deferred"
@@ -19,107 +19,27 @@ compiler/codegen.py calls into this module while it builds the driver:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-import numpy as np
-
+from compiler.passes.plan_buffers import (  # noqa: F401 (codegen.py imports them from here)
+    ALIGN,
+    FRESH_OPS,
+    Buffer,
+    BufferPlan,
+    alias_bases,
+    live_ranges,
+    plan_slots,
+)
 from ir import ops
 from ir.graph import Graph, Var
 from ir.ops import Op
 from ir.types import DTYPES
 
-ALIGN = 16  # slot sizes are rounded up to this many elements (64 bytes of f32)
-# Ops whose outputs are fresh storage in codegen; any other op may alias its inputs.
-FRESH_OPS = (ops.ELEMENTWISE | ops.REDUCTION | ops.INDEXING | ops.CONTRACTION
-             | {Op.FUSED, Op.CONSTANT, Op.RANDOM_UNIFORM, Op.CONCATENATE, Op.PAD}) \
-    - {Op.STOP_GRADIENT, Op.CAST}
 _SHAPE_REF = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)\.shape\[")
-
-
-@dataclass
-class Buffer:
-    """One work buffer: `name` in the driver, a view of `ws_<dtype>` at its slot's offset."""
-
-    id: int
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    dims: tuple[str, ...]
-    start: int  # index of the node that allocates it
-    end: int = -1  # last node index that uses it (len(nodes): read by the epilogue)
-    slot: int = -1
-
-    @property
-    def size_expr(self) -> str:
-        return " * ".join(f"({d})" if not d.isdigit() else d for d in self.dims) or "1"
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-
-@dataclass
-class BufferPlan:
-    """Slots per dtype; what `Compiled.summary` and the driver's prologue comment show."""
-
-    buffers: list[Buffer] = field(default_factory=list)
-    slots: dict[np.dtype, list[list[Buffer]]] = field(default_factory=dict)
-    totals: dict[np.dtype, int] = field(default_factory=dict)  # elements, concrete shapes
-
-    def describe(self) -> str:
-        if not self.buffers:
-            return "work buffers: none"
-        lines = []
-        for dtype, slots in self.slots.items():
-            members = [b for s in slots for b in s]
-            unshared = sum(b.nbytes for b in members)
-            total = self.totals[dtype] * dtype.itemsize
-            lines.append(f"work buffers {DTYPES[dtype]}: {len(members)} buffers in {len(slots)} "
-                         f"slots, {_kb(total)} (unshared {_kb(unshared)}, "
-                         f"peak live {_kb(self.peak(dtype))})")
-            for k, slot in enumerate(slots):
-                names = ", ".join(f"{b.name}{list(b.shape)}@{b.start}-{b.end}" for b in slot)
-                lines.append(f"  slot {k}: {names}")
-        return "\n".join(lines)
-
-    def peak(self, dtype: np.dtype) -> int:
-        members = [b for s in self.slots.get(dtype, []) for b in s]
-        points = {b.start for b in members}
-        return max((sum(b.nbytes for b in members if b.start <= t <= b.end) for t in points),
-                   default=0)
-
-
-def _kb(nbytes: int) -> str:
-    return f"{nbytes / 1024:.1f} KB"
 
 
 def plannable(dims: tuple[str, ...], top_names: set[str]) -> bool:
     """A buffer can live in the workspace when its size is known at the driver's start."""
     return all(name in top_names for d in dims for name in _SHAPE_REF.findall(d))
-
-
-def plan_slots(buffers: list[Buffer]) -> BufferPlan:
-    """Greedy interval colouring per dtype: a buffer joins a slot whose members all ended
-    before it starts, preferring the slot closest in size (so little memory is wasted)."""
-    plan = BufferPlan(buffers=list(buffers))
-    for buf in sorted(buffers, key=lambda b: (b.start, -b.nbytes)):
-        slots = plan.slots.setdefault(buf.dtype, [])
-        free = [s for s in slots if max(b.end for b in s) < buf.start]
-        if free:
-            best = min(free, key=lambda s: abs(max(b.nbytes for b in s) - buf.nbytes))
-            best.append(buf)
-        else:
-            slots.append([buf])
-    for dtype, slots in plan.slots.items():
-        for k, slot in enumerate(slots):
-            for buf in slot:
-                buf.slot = k
-        plan.totals[dtype] = sum(_round(max(int(np.prod(b.shape)) for b in s)) for s in slots)
-    return plan
-
-
-def _round(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 def prologue(plan: BufferPlan) -> list[str]:
@@ -147,17 +67,10 @@ def view_expr(buf: Buffer) -> str:
 
 # -- donation --------------------------------------------------------------------------------
 def alias_roots(graph: Graph) -> dict[Var, frozenset[Var]]:
-    """For each var, the graph inputs whose memory it may share (through movement ops)."""
-    roots: dict[Var, frozenset[Var]] = {v: frozenset([v]) for v in graph.inputs}
-    for node in graph.nodes:
-        if node.op in FRESH_OPS:
-            for out in node.outputs:
-                roots[out] = frozenset()
-        else:
-            shared = frozenset().union(*(roots.get(v, frozenset()) for v in node.inputs))
-            for out in node.outputs:
-                roots[out] = shared
-    return roots
+    """For each var, the graph inputs whose memory it may share (through views)."""
+    bases, inputs = alias_bases(graph), set(graph.inputs)
+    every = [*graph.inputs, *(v for n in graph.nodes for v in n.outputs)]
+    return {v: frozenset({bases.get(v, v)} & inputs) for v in every}
 
 
 def direct_donations(graph: Graph, donate: dict[int, int]) -> dict[Var, Var]:

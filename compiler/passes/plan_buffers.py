@@ -1,54 +1,102 @@
-"""Buffer planning: where every intermediate array of a fused graph lives, in one arena per
-dtype, so that values alive at the same time never share memory and dead values' memory is
-reused.
+"""Buffer planning: where every intermediate array of a fused graph lives. ONE liveness analysis
+and ONE slot assignment, used by codegen (compiler/codegen.py through codegen_buffers.py) to
+build the driver's work-buffer plan; `plan_buffers(graph)` is that same plan, what
+`kernel_summary` prints and the rematerialisation pass measures.
 
-Runs on the "fused" stage (it is an analysis, not a rewrite: `plan_buffers(graph)` gives a
-`BufferPlan`, the graph is unchanged). Codegen (compiler/codegen.py) may carve its work buffers
-out of the arenas; `kernel_summary` prints the plan. The published fields:
+Liveness (`live_ranges`): values of ops outside `FRESH_OPS` (reshape, transpose, broadcast,
+slice, stop_gradient, cast) may alias their input, so a value and its views form one class
+named by its base; the class is live from the node writing the base to the last node reading
+the base or any view of it (`len(graph.nodes)` when it is returned: the driver's epilogue
+copies it out). Ranges are node indices, inclusive.
 
-    plan.buffers[var] = Buffer(var, dtype, offset, size, start, end)
-    plan.slots[var]   = (dtype, offset_elements, size_elements)   # the same, as a tuple
-    plan.arena_elements[dtype] = elements the arena of that dtype needs
-    plan.views[view_var] = base_var                               # aliases, no memory
+Slots (`plan_slots`): codegen makes a `Buffer` for every array it allocates that is not a fresh
+result (named and sized as in the driver: `dims` are expressions of the input shapes); its
+range is its class's, from the node that allocates it. Buffers of one dtype whose ranges do
+not intersect share a SLOT (greedy interval colouring, preferring the slot closest in size); a
+slot's size is its largest member's, rounded up to `ALIGN` elements, and the slots are laid
+end to end in one workspace per dtype. Sizes are symbolic in the driver's prologue (so one
+compiled artefact serves every batch size) and concrete here, from the traced shapes.
 
-Which values get a buffer: every value a node produces, except graph inputs, values returned
-to the user (they must be fresh arrays the user keeps), CONSTANTs (driver arguments), 0-d values
-(scalars in the driver) and views. A view (RESHAPE, TRANSPOSE, BROADCAST_TO, STOP_GRADIENT) aliases
-its base: it has no memory of its own, and each read of it is a read of the base, which extends
-the base's live range. A base with a view that is returned escapes, so it gets no buffer either.
-
-Live ranges are node indices, inclusive: `start` is the node writing the value, `end` the last
-node reading it or any view of it. Two buffers conflict when their ranges intersect (a kernel
-never writes an output over an input it is still reading). Offsets are assigned greedily, by
-size descending, best fit among the gaps left by conflicting buffers already placed (as TFLite's
-greedy-by-size planner); offsets and sizes are rounded up to `ALIGN_BYTES`. Sizes are static,
-from the traced shapes.
+    plan.buffers                 list of Buffer(var, name, dtype, shape, dims, start, end, slot,
+                                 offset = elements into the workspace for the traced shapes)
+    plan.slots[dtype]            list of slots, each the list of its buffers
+    plan.totals[dtype]           workspace elements for the traced shapes
+    plan.arena_bytes, unshared_bytes, peak_live_bytes
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ir import ops
 from ir.graph import Graph, Var
 from ir.ops import Op
 
-VIEW_OPS = frozenset({Op.RESHAPE, Op.TRANSPOSE, Op.BROADCAST_TO, Op.STOP_GRADIENT})
-ALIGN_BYTES = 64  # a cache line; every offset is a multiple of it
+ALIGN = 16  # slot sizes are rounded up to this many elements (64 bytes of f32)
+# Ops whose outputs are fresh storage in codegen; any other op may alias its input.
+FRESH_OPS = (ops.ELEMENTWISE | ops.REDUCTION | ops.INDEXING | ops.CONTRACTION
+             | {Op.FUSED, Op.CONSTANT, Op.RANDOM_UNIFORM, Op.CONCATENATE, Op.PAD}) \
+    - {Op.STOP_GRADIENT, Op.CAST}
 
 
-@dataclass(frozen=True)
+def alias_bases(graph: Graph) -> dict[Var, Var]:
+    """view -> the value (or graph input) whose memory it may share, for every value of a
+    node outside FRESH_OPS (all of them take one array)."""
+    bases: dict[Var, Var] = {}
+    for node in graph.nodes:
+        if node.op not in FRESH_OPS and node.inputs:
+            base = bases.get(node.inputs[0], node.inputs[0])
+            for out in node.outputs:
+                bases[out] = base
+    return bases
+
+
+def live_ranges(graph: Graph) -> tuple[dict[Var, tuple[int, int]], dict[Var, Var]]:
+    """(base -> (first node writing it, last node reading it or a view of it)) for every
+    graph input (from 0) and value a fresh op writes, and the view -> base map. Returned
+    classes end at len(nodes)."""
+    bases = alias_bases(graph)
+    ranges: dict[Var, list[int]] = {v: [0, 0] for v in graph.inputs}
+    for t, node in enumerate(graph.nodes):
+        for var in node.inputs:
+            base = bases.get(var, var)
+            if base in ranges:
+                ranges[base][1] = t
+        if node.op in FRESH_OPS:
+            for out in node.outputs:
+                ranges[out] = [t, t]
+    for var in graph.outputs:
+        base = bases.get(var, var)
+        if base in ranges:
+            ranges[base][1] = len(graph.nodes)
+    return {v: (s, e) for v, (s, e) in ranges.items()}, bases
+
+
+@dataclass
 class Buffer:
-    """One planned array: `size` elements at `offset` elements into the `dtype` arena, live
-    from node `start` to node `end` (inclusive)."""
+    """One work buffer: `name` in the driver, a view of `ws_<dtype>` at its slot's offset."""
 
-    var: Var
+    id: int
+    var: Var  # the value it holds (or a C-contiguous copy of, for a view)
+    name: str
     dtype: np.dtype
-    offset: int
-    size: int
-    start: int
-    end: int
+    shape: tuple[int, ...]
+    dims: tuple[str, ...]
+    start: int  # index of the node that allocates it
+    end: int = -1  # last node index that uses it (len(nodes): read by the epilogue)
+    slot: int = -1
+    offset: int = 0  # elements into the workspace, for the traced shapes
+
+    @property
+    def size_expr(self) -> str:
+        return " * ".join(f"({d})" if not d.isdigit() else d for d in self.dims) or "1"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
@@ -57,74 +105,78 @@ class Buffer:
 
 @dataclass
 class BufferPlan:
-    buffers: dict[Var, Buffer] = field(default_factory=dict)
-    arena_elements: dict[np.dtype, int] = field(default_factory=dict)
-    views: dict[Var, Var] = field(default_factory=dict)
-    # the largest sum of buffer sizes alive at one node: no plan can use less memory
-    peak_live_bytes: int = 0
+    """Slots per dtype: what the driver's prologue lays out and `Compiled.summary` shows."""
 
-    @property
-    def slots(self) -> dict[Var, tuple[np.dtype, int, int]]:
-        return {v: (b.dtype, b.offset, b.size) for v, b in self.buffers.items()}
+    buffers: list[Buffer] = field(default_factory=list)
+    slots: dict[np.dtype, list[list[Buffer]]] = field(default_factory=dict)
+    totals: dict[np.dtype, int] = field(default_factory=dict)  # elements, traced shapes
 
     @property
     def arena_bytes(self) -> int:
-        """Memory the plan uses: the sum of the arenas (the plan's peak)."""
-        return sum(n * np.dtype(d).itemsize for d, n in self.arena_elements.items())
+        """Memory the workspaces take for the traced shapes."""
+        return sum(n * d.itemsize for d, n in self.totals.items())
 
     @property
     def unshared_bytes(self) -> int:
         """Memory without reuse: every buffer on its own."""
-        return sum(b.nbytes for b in self.buffers.values())
+        return sum(b.nbytes for b in self.buffers)
 
-    def describe(self) -> str:
-        """Two lines: the totals, then the arenas."""
-        arenas = ", ".join(f"{np.dtype(d).name} {n} elements"
-                           for d, n in sorted(self.arena_elements.items(), key=str))
-        return (f"buffer plan: {len(self.buffers)} buffers, {self.arena_bytes} bytes in arenas"
-                f" (without reuse {self.unshared_bytes}, peak live {self.peak_live_bytes})\n"
-                f"arenas: {arenas or 'none'}")
+    @property
+    def peak_live_bytes(self) -> int:
+        """The largest sum of buffer sizes alive at one node: no plan can use less."""
+        return max((sum(b.nbytes for b in self.buffers if b.start <= t <= b.end)
+                    for t in {b.start for b in self.buffers}), default=0)
 
-
-def _aligned(elements: int, dtype: np.dtype) -> int:
-    unit = max(1, ALIGN_BYTES // dtype.itemsize)
-    return -(-elements // unit) * unit
-
-
-def live_ranges(graph: Graph) -> tuple[dict[Var, tuple[int, int]], dict[Var, Var], set[Var]]:
-    """(var -> (start, end)) for every value a node produces, the view -> base map, and the
-    bases that escape (returned directly or through a view)."""
-    views: dict[Var, Var] = {}
-    ranges: dict[Var, list[int]] = {}
-    for t, node in enumerate(graph.nodes):
-        for var in node.inputs:
-            base = views.get(var, var)
-            if base in ranges:
-                ranges[base][1] = t
-        if node.op in VIEW_OPS:
-            (source,) = node.inputs
-            views[node.out] = views.get(source, source)
-            continue
-        for out in node.outputs:
-            ranges[out] = [t, t]
-    escaping = {views.get(v, v) for v in graph.outputs}
-    return {v: (s, e) for v, (s, e) in ranges.items()}, views, escaping
+    def describe(self, names: Callable[[Var], str] | None = None,
+                 at: Callable[[int], str] = str) -> str:
+        """The totals, the workspaces, then one line per buffer: name and type, elements of
+        its workspace, live range (node indices shown by `at`)."""
+        arenas = ", ".join(f"{d.name} {n} elements" for d, n in self.totals.items())
+        head = (f"buffer plan: {len(self.buffers)} buffers in "
+                f"{sum(map(len, self.slots.values()))} slots, {self.arena_bytes} bytes in "
+                f"arenas (without reuse {self.unshared_bytes}, peak live "
+                f"{self.peak_live_bytes})")
+        lines = [head, f"arenas: {arenas or 'none'}"]
+        for dtype, slots in self.slots.items():
+            for k, slot in enumerate(slots):
+                for b in slot:
+                    name = names(b.var) + (" copy" if b.name.endswith("_c") else "") \
+                        if names else b.name
+                    lines.append(f"  {name}:{b.var.type}  {dtype.name}[{b.offset}:"
+                                 f"{b.offset + b.size}]  slot {k}  kernels "
+                                 f"{at(b.start)}..{at(b.end)}")
+        return "\n".join(lines)
 
 
-def _place(size: int, placed: list[tuple[int, int]]) -> int:
-    """Best fit: the smallest gap between `placed` (offset, size) blocks that holds `size`,
-    else the top."""
-    best, best_gap, cursor = None, None, 0
-    for offset, length in sorted(placed):
-        gap = offset - cursor
-        if gap >= size and (best_gap is None or gap < best_gap):
-            best, best_gap = cursor, gap
-        cursor = max(cursor, offset + length)
-    return cursor if best is None else best
+def plan_slots(buffers: list[Buffer]) -> BufferPlan:
+    """Greedy interval colouring per dtype: a buffer joins a slot whose members all ended
+    before it starts, preferring the slot closest in size (so little memory is wasted)."""
+    plan = BufferPlan(buffers=list(buffers))
+    for buf in sorted(buffers, key=lambda b: (b.start, -b.nbytes)):
+        slots = plan.slots.setdefault(buf.dtype, [])
+        free = [s for s in slots if max(b.end for b in s) < buf.start]
+        if free:
+            best = min(free, key=lambda s: abs(max(b.nbytes for b in s) - buf.nbytes))
+            best.append(buf)
+        else:
+            slots.append([buf])
+    for dtype, slots in plan.slots.items():
+        offset = 0
+        for k, slot in enumerate(slots):
+            for buf in slot:
+                buf.slot, buf.offset = k, offset
+            offset += aligned(max(b.size for b in slot))
+        plan.totals[dtype] = offset
+    return plan
 
 
-def plan_buffers(graph: Graph) -> BufferPlan:
-    """Plan the arenas of a fused graph (see the module docstring).
+def aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def plan_buffers(graph: Graph, donate: dict[int, int] | None = None,
+                 guard: int | None = None) -> BufferPlan:
+    """The work-buffer plan of the driver codegen builds for `graph` (text only: no compile).
 
     >>> import numpy as np
     >>> from compiler import compile
@@ -132,33 +184,9 @@ def plan_buffers(graph: Graph) -> BufferPlan:
     >>> f = compile(lambda x, w: np.tanh(x @ w) @ w.T)
     >>> g = lower(f.trace(np.ones((8, 8), "f4"), np.ones((8, 8), "f4")).graph)
     >>> plan = plan_buffers(g)
-    >>> [(b.offset, b.size, b.start, b.end) for b in plan.buffers.values()]
+    >>> [(b.offset, b.size, b.start, b.end) for b in plan.buffers]
     [(0, 64, 0, 1), (64, 64, 1, 3)]
     """
-    ranges, views, escaping = live_ranges(graph)
-    producers = graph.producers()
-    planned = [
-        v for v in ranges
-        if v not in escaping and v.ndim > 0 and producers[v].op != Op.CONSTANT
-    ]
-    plan = BufferPlan(views=views)
-    by_dtype: dict[np.dtype, list[Buffer]] = {}
-    for var in sorted(planned, key=lambda v: (-v.type.size * v.dtype.itemsize, ranges[v])):
-        dtype = np.dtype(var.dtype)
-        size = _aligned(var.type.size, dtype)
-        start, end = ranges[var]
-        placed = by_dtype.setdefault(dtype, [])
-        conflicts = [(b.offset, b.size) for b in placed if b.start <= end and start <= b.end]
-        buffer = Buffer(var, dtype, _place(size, conflicts), size, start, end)
-        placed.append(buffer)
-        plan.arena_elements[dtype] = max(plan.arena_elements.get(dtype, 0),
-                                         buffer.offset + size)
-    order = {v: i for i, v in enumerate(ranges)}
-    for buffer in sorted((b for bs in by_dtype.values() for b in bs), key=lambda b: order[b.var]):
-        plan.buffers[buffer.var] = buffer
-    live = [0] * (len(graph.nodes) + 1)
-    for b in plan.buffers.values():
-        for t in range(b.start, b.end + 1):
-            live[t] += b.nbytes
-    plan.peak_live_bytes = max(live)
-    return plan
+    from compiler.codegen import generate
+
+    return generate(graph, donate, guard).plan

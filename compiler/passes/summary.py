@@ -4,14 +4,15 @@ bytes it moves. `Compiled.summary(*args)` shows it for the "fused" stage.
 Bytes are the sizes of the arrays a kernel reads plus those it writes, the memory traffic if
 every array is touched once (broadcast inputs count at their small size, since the loop reads
 them in place). Constants are not kernels and are left out; movement ops are listed, marked
-as views where codegen can make them without a copy. Below the table, the buffer plan
-(compiler/passes/plan_buffers.py): how many work buffers, the arena bytes they share, what they
-would take without reuse, and each buffer's slot and live range.
+as views where codegen can make them without a copy. Below the table, the driver's work-buffer
+plan (compiler/passes/plan_buffers.py): how many buffers, the arena bytes they share, what they
+would take without reuse, and each buffer's elements, slot and live range (kernel rows; "out"
+for the driver's end, where returned values are copied out).
 """
 
 from __future__ import annotations
 
-from compiler.passes.plan_buffers import plan_buffers
+from compiler.passes.plan_buffers import BufferPlan, plan_buffers
 from ir.graph import Graph, Node
 from ir.ops import Op
 from ir.printer import var_name
@@ -41,8 +42,9 @@ def _describe(node: Node) -> tuple[str, str]:
     return kind, str(node.outputs[0].shape)
 
 
-def kernel_summary(graph: Graph) -> str:
-    """A table: kernel number, kind, iteration shape, ops, bytes read+written, source line.
+def kernel_summary(graph: Graph, plan: BufferPlan | None = None) -> str:
+    """A table: kernel number, kind, iteration shape, ops, bytes read+written, source line;
+    then `plan` (by default `plan_buffers(graph)`, the driver's plan without donation).
 
     >>> import numpy as np
     >>> from compiler import compile
@@ -54,9 +56,9 @@ def kernel_summary(graph: Graph) -> str:
     0  matmul  (2, 4) k=3    1    104  <doctest ...>:1
     1  reduce  (2, 4)        2     36  <doctest ...>:1
     2 kernels, 3 ops, 140 bytes moved
-    buffer plan: 1 buffers, 64 bytes in arenas (without reuse 64, peak live 64)
+    buffer plan: 1 buffers in 1 slots, 64 bytes in arenas (without reuse 32, peak live 32)
     arenas: float32 16 elements
-      c:f32[2,4]  float32[0:16]  kernels 0..1
+      c:f32[2,4]  float32[0:8]  slot 0  kernels 0..1
     """
     rows = []
     for node in graph.nodes:
@@ -79,23 +81,19 @@ def kernel_summary(graph: Graph) -> str:
     ops = sum(r[2] for r in rows)
     moved = sum(r[3] for r in rows)
     lines.append(f"{len(rows)} kernels, {ops} ops, {moved} bytes moved")
-    lines.append(buffer_plan_text(graph))
+    lines.append(buffer_plan_text(graph, plan))
     return "\n".join(lines)
 
 
-def buffer_plan_text(graph: Graph) -> str:
-    """The buffer plan's totals, then one line per buffer: value (named as in the printout),
-    slot in its arena, live range as rows of the kernel table."""
-    plan = plan_buffers(graph)
+def buffer_plan_text(graph: Graph, plan: BufferPlan | None = None) -> str:
+    """The plan's totals, then one line per buffer: value (named as in the printout), its
+    elements of the workspace, slot, live range as rows of the kernel table."""
+    plan = plan or plan_buffers(graph)
     names = _value_names(graph)
     rows = [i for i, node in enumerate(graph.nodes) if node.op != Op.CONSTANT]
-    row_of = {i: k for k, i in enumerate(rows)}
-    lines = [plan.describe()]
-    for b in plan.buffers.values():
-        lines.append(f"  {names.get(b.var, '?')}:{b.var.type}  "
-                     f"{b.dtype.name}[{b.offset}:{b.offset + b.size}]  "
-                     f"kernels {row_of[b.start]}..{row_of[b.end]}")
-    return "\n".join(lines)
+    row_of = {i: str(k) for k, i in enumerate(rows)}
+    row_of[len(graph.nodes)] = "out"
+    return plan.describe(lambda var: names.get(var, "?"), row_of.__getitem__)
 
 
 def _value_names(graph: Graph) -> dict:

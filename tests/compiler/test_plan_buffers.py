@@ -1,6 +1,7 @@
-"""Buffer planning (compiler/passes/plan_buffers.py): which values get a buffer, their live
-ranges, and that buffers alive at the same time never share memory while dead ones' memory is
-reused; on hand-built graphs, an MLP training step and hypothesis random graphs."""
+"""Buffer planning (compiler/passes/plan_buffers.py, the plan the generated driver uses):
+which values get a work buffer, their live ranges through views, and that buffers alive at
+the same time never share memory while dead ones' memory is reused; on small graphs, an MLP
+training step and hypothesis random graphs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 from hypothesis import given
 
 from compiler import compile, value_and_grad
-from compiler.passes.plan_buffers import ALIGN_BYTES, BufferPlan, plan_buffers
+from compiler.passes.plan_buffers import ALIGN, BufferPlan, live_ranges, plan_buffers
 from compiler.pipeline import lower
 from ir.graph import Graph
 from ir.ops import Op
@@ -19,16 +20,24 @@ F32 = np.float32
 
 
 def assert_no_overlap(plan: BufferPlan) -> None:
-    """Buffers whose live ranges intersect occupy disjoint element ranges of their arena."""
-    buffers = list(plan.buffers.values())
+    """Buffers whose live ranges intersect occupy disjoint element ranges of their workspace,
+    and the slots are what the driver lays out."""
+    buffers = plan.buffers
+    assert sorted(b.id for s in plan.slots.values() for slot in s for b in slot) == \
+        sorted(b.id for b in buffers)
     for i, a in enumerate(buffers):
-        assert a.offset + a.size <= plan.arena_elements[a.dtype]
-        assert (a.offset * a.dtype.itemsize) % ALIGN_BYTES == 0
-        assert a.size >= a.var.type.size
+        assert a.offset + a.size <= plan.totals[a.dtype]
+        assert a.offset % ALIGN == 0 and a.start <= a.end
+        assert a.size == a.var.type.size and a.dtype == a.var.dtype
         for b in buffers[i + 1:]:
             if a.dtype != b.dtype or a.end < b.start or b.end < a.start:
                 continue
             assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset, (a, b)
+
+
+def buffer_of(plan: BufferPlan, var):
+    (buffer,) = [b for b in plan.buffers if b.var is var]
+    return buffer
 
 
 def fused_graph(fn, *args) -> Graph:
@@ -58,13 +67,14 @@ def test_plan_leaves_out_inputs_outputs_constants_scalars_and_views():
     graph = fused_graph(f, np.ones((4, 4), F32), np.ones((4, 4), F32))
     plan = plan_buffers(graph)
     producers = graph.producers()
-    planned_ops = {producers[v].op for v in plan.buffers}
-    assert planned_ops <= {Op.MATMUL, Op.FUSED}
-    assert not set(plan.buffers) & set(graph.outputs)
-    assert not set(plan.buffers) & set(graph.inputs)
-    assert all(v.ndim > 0 for v in plan.buffers)
-    views = [n.out for n in graph.nodes if n.op in (Op.RESHAPE, Op.TRANSPOSE)]
-    assert views and all(v in plan.views and v not in plan.buffers for v in views)
+    planned = {b.var for b in plan.buffers if not b.name.endswith("_c")}  # not copies
+    assert {producers[v].op for v in planned} <= {Op.MATMUL, Op.FUSED}
+    assert not planned & set(graph.outputs)
+    assert not planned & set(graph.inputs)
+    assert all(v.ndim > 0 for v in planned)
+    _, views = live_ranges(graph)
+    reshaped = [n.out for n in graph.nodes if n.op is Op.RESHAPE]
+    assert reshaped and all(v in views and v not in planned for v in reshaped)
     assert_no_overlap(plan)
 
 
@@ -79,12 +89,14 @@ def test_plan_view_extends_its_base_live_range():
     h = graph.nodes[0].out
     assert graph.nodes[0].op == Op.MATMUL
     last = max(i for i, n in enumerate(graph.nodes) if n.op == Op.MATMUL)
-    assert plan.buffers[h].end == last
+    assert buffer_of(plan, h).end == last
 
 
-def test_plan_of_a_returned_view_base_escapes():
+def test_plan_of_a_returned_view_base_lives_until_the_driver_copies_it_out():
     graph = fused_graph(lambda x: np.exp(x).reshape(2, 2), np.ones(4, F32))
-    assert plan_buffers(graph).buffers == {}
+    (buffer,) = plan_buffers(graph).buffers
+    assert buffer.var is graph.nodes[0].out and graph.outputs[0] is not buffer.var
+    assert (buffer.start, buffer.end) == (0, len(graph.nodes))  # read by the epilogue
 
 
 def test_plan_of_mlp_training_step_reuses_memory():
@@ -92,10 +104,24 @@ def test_plan_of_mlp_training_step_reuses_memory():
     plan = plan_buffers(graph)
     assert_no_overlap(plan)
     assert plan.peak_live_bytes <= plan.arena_bytes < plan.unshared_bytes
-    slots = plan.slots
-    assert set(slots) == set(plan.buffers)
-    dtype, offset, size = next(iter(slots.values()))
-    assert dtype == np.float32 and offset >= 0 and size > 0
+    assert list(plan.totals) == [np.dtype(F32)]
+    text = plan.describe()
+    assert text.startswith(f"buffer plan: {len(plan.buffers)} buffers in ")
+    assert len(text.splitlines()) == 2 + len(plan.buffers)
+
+
+def test_plan_of_donated_outputs_under_a_guard_defers_them_to_the_end():
+    def step(w, x):
+        loss = np.sum(np.tanh(x @ w))
+        return loss, w - 0.1 * (x.T @ np.ones((4, 3), F32))
+
+    w, x = np.ones((5, 3), F32), np.ones((4, 5), F32)
+    graph = fused_graph(step, w, x)
+    unguarded = plan_buffers(graph, {1: 0})  # written straight into w: no buffer
+    assert all(b.var is not graph.outputs[1] for b in unguarded.buffers)
+    guarded = plan_buffers(graph, {1: 0}, guard=0)  # into a buffer, copied in if finite
+    assert buffer_of(guarded, graph.outputs[1]).end == len(graph.nodes)
+    assert_no_overlap(guarded)
 
 
 @given(random_graphs())
@@ -103,10 +129,11 @@ def test_plan_of_random_fused_graphs_never_overlaps_live_buffers(graph):
     fused = lower(graph, "fused")
     plan = plan_buffers(fused)
     assert_no_overlap(plan)
-    assert plan.peak_live_bytes <= plan.arena_bytes <= plan.unshared_bytes
-    # every value a node writes, read later, is a buffer, a view, or escapes/is 0-d/constant
-    producers = fused.producers()
-    for var in {v for n in fused.nodes for v in n.inputs}:
-        if var in producers and var not in plan.buffers and var not in plan.views:
-            assert var.ndim == 0 or producers[var].op == Op.CONSTANT or any(
-                plan.views.get(o, o) == var for o in fused.outputs)
+    assert plan.peak_live_bytes <= plan.arena_bytes
+    # every buffer lives from its allocation to the last read of its value or of any view
+    ranges, views = live_ranges(fused)
+    for b in plan.buffers:
+        assert b.end == max(b.start, ranges[views.get(b.var, b.var)][1])
+        readers = [t for t, n in enumerate(fused.nodes)
+                   if any(views.get(v, v) is views.get(b.var, b.var) for v in n.inputs)]
+        assert b.end >= max(readers, default=b.start)

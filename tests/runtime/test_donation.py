@@ -134,7 +134,11 @@ def test_work_buffers_share_slots_and_serve_a_new_batch_size():
     for slot in slots:  # members of a slot are never live at the same time
         spans = sorted((b.start, b.end) for b in slot)
         assert all(prev[1] < nxt[0] for prev, nxt in itertools.pairwise(spans))
-    assert "work buffers f32" in f.summary(params, x)
+    summary = f.summary(params, x)  # ONE plan: the one the driver uses
+    assert summary.count("buffer plan:") == 1
+    assert f"buffer plan: {len(plan.buffers)} buffers in {len(slots)} slots, " \
+        f"{plan.arena_bytes} bytes" in summary
+    assert executable.extra[-1].size == plan.totals[np.dtype(np.float32)]
     x8 = rng.standard_normal((8, 5)).astype(np.float32)
     value, grads = f(params, x8)
     want = compile(value_and_grad(loss), backend="interpreter")(params, x8)
