@@ -114,8 +114,11 @@ def emit_reshape(gen: CodeGen, node: Node) -> None:
     dims = [gen.resolve_dim(d) for d in out.shape]
     literal = [k for k, d in enumerate(dims) if d.isdigit() and d not in ("0", "1")]
     if len(literal) == 1:  # derive it from the size, so a new batch size keeps the source
+        # From the source's dimension expressions (built from input shapes only), never from
+        # `source.size`: workspace sizes are computed in the prologue, before `source` exists.
+        size = " * ".join(f"({d})" for d in gen.dims[x]) or "1"
         rest = " * ".join(d for k, d in enumerate(dims) if k != literal[0]) or "1"
-        dims[literal[0]] = f"({source}.size // ({rest}))"
+        dims[literal[0]] = f"({size} // ({rest}))"
     gen.set_dims(out, dims)
     gen.line(f"{name} = {source}.reshape(({', '.join(dims)},))")
     gen.values[out] = Value("array", name, "C", gen.values[x].owned)
