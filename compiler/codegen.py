@@ -428,8 +428,11 @@ def render_module(gen: CodeGen, input_names: list[str]) -> str:
         "import numpy as np",
         "import numba",
     ]
-    if gen.fast_imports:
-        head.append(f"from compiler.fastmath import {', '.join(sorted(gen.fast_imports))}")
+    by_module: dict[str, list[str]] = {}  # fast_imports: "name" (fastmath) or "module:name"
+    for item in sorted(gen.fast_imports):
+        module, _, fn = item.rpartition(":")
+        by_module.setdefault(module or "compiler.fastmath", []).append(fn)
+    head += [f"from {m} import {', '.join(fns)}" for m, fns in sorted(by_module.items())]
     head += [
         "",
         "",

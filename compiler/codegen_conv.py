@@ -1,21 +1,20 @@
-"""Codegen for CONV2D: im2col per image into a small scratch matrix, then one BLAS GEMM.
+"""Codegen for CONV2D: one call of a cached Numba kernel from compiler/conv_kernels.py.
 
-Registered in compiler/codegen_ops.py's `EMIT_RULES`. For every image b of the batch the
-emitted code fills `cols` (C*kh*kw, Ho*Wo) with the input pixels each output pixel sees
-(zeros where the window leaves the input: padding, also negative padding = cropping), then
-`np.dot(w (O, C*kh*kw), cols, out[b] (O, Ho*Wo))` writes NCHW output directly, with no
-transpose. The scratch matrix stays in cache and is reused across the batch. Reads go
-through `gen.read`, so a transposed input (the weight gradient correlates xᵀ with gᵀ, see
-compiler/vjp_rules.py) is read in place; the kernel is made C-contiguous once (it is small,
-or the output gradient at worst). Two fill orders: when the output rows are long the inner
-loop runs along an output row (contiguous writes), otherwise along the kernel's width
-(contiguous reads; the weight gradient's "kernel" is a whole image).
+Registered in compiler/codegen_ops.py's `EMIT_RULES`. The loops (im2col per image into a
+scratch matrix, then one BLAS GEMM per image writing NCHW output) live in
+compiler/conv_kernels.py, compiled once per dtype and cached on disk, so no graph's cold
+compile pays for them again (the inline version cost about 9 loop nests per conv). Here the
+input and the kernel are made C-contiguous (a transposed view, as the weight gradient's xᵀ
+and gᵀ in compiler/vjp_rules.py, is copied once) and the kernel variant is chosen: along
+output rows, or along kernel rows when the output is narrower than the kernel.
 """
 
 from __future__ import annotations
 
-from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen
+from compiler.codegen import CodeGen
 from ir.graph import Node
+
+KERNELS_MODULE = "compiler.conv_kernels"
 
 
 def emit_conv2d(gen: CodeGen, node: Node) -> None:
@@ -24,30 +23,17 @@ def emit_conv2d(gen: CodeGen, node: Node) -> None:
     (sh, sw), ((loh, _), (low, _)), (dh, dw) = (node.params[k] for k in
                                                  ("strides", "padding", "dilation"))
     kh, kw = w.shape[2:]
-    big_b, c, h, wd = gen.dims[x]
+    big_b, c = gen.dims[x][:2]
     o = gen.dims[w][0]
     ho, wo = (gen.resolve_dim(d) for d in out.shape[2:])
     gen.set_dims(out, (big_b, o, ho, wo))
-    dtype = NUMPY_DTYPE_NAMES[out.dtype]
+    source = _c_array(gen, x)
     kernel = _c_array(gen, w)
     name = gen.alloc(out)
-    f = {k: gen.fresh(f"{k}_") for k in ("wm", "cols", "b", "c", "i", "j", "y", "x", "iy",
-                                          "r", "lo", "hi", "ix")}
-    k_size, p_size = f"{c} * {kh * kw}", f"{ho} * {wo}"
-    gen.line(f"{f['wm']} = {kernel}.reshape(({o}, {k_size}))")
-    gen.line(f"{f['cols']} = np.empty(({k_size}, {p_size}), {dtype})")
-    gen.line(f"for {f['b']} in range({big_b}):")
-    gen.depth += 1
-    gen.line(f"for {f['c']} in range({c}):")
-    gen.depth += 1
-    if out.shape[3] >= kw:
-        _fill_along_rows(gen, x, f, (kh, kw), (sh, sw), (loh, low), (dh, dw), (h, wd), (ho, wo))
-    else:
-        _fill_along_kernel(gen, x, f, (kh, kw), (sh, sw), (loh, low), (dh, dw), (h, wd),
-                           (ho, wo))
-    gen.depth -= 1
-    gen.line(f"np.dot({f['wm']}, {f['cols']}, {name}[{f['b']}].reshape(({o}, {p_size})))")
-    gen.depth -= 1
+    fn = "conv2d_rows" if out.shape[3] >= kw else "conv2d_kernel_rows"
+    gen.fast_imports.add(f"{KERNELS_MODULE}:{fn}")
+    gen.line(f"{fn}({source}, {kernel}.reshape(({o}, {c} * {kh * kw})), {name}, "
+             f"{kh}, {kw}, {sh}, {sw}, {loh}, {low}, {dh}, {dw})")
 
 
 def _c_array(gen: CodeGen, var) -> str:
@@ -58,67 +44,3 @@ def _c_array(gen: CodeGen, var) -> str:
     name = gen.alloc_copy(var)
     gen.line(f"{name}.fill({value.name})")
     return name
-
-
-def _fill_along_rows(gen, x, f, kernel, strides, lows, dilation, in_hw, out_hw) -> None:
-    """cols[(c, i, j), (y, x)]: inner loop along an output row x, window column fixed."""
-    (kh, kw), (sh, sw), (loh, low), (dh, dw), (h, wd), (ho, wo) = (
-        kernel, strides, lows, dilation, in_hw, out_hw)
-    b, c, i, j, y, xx, iy, r, lo, hi = (f[k] for k in ("b", "c", "i", "j", "y", "x", "iy", "r",
-                                                       "lo", "hi"))
-    cols = f["cols"]
-    gen.line(f"for {i} in range({kh}):")
-    gen.line(f"    for {j} in range({kw}):")
-    gen.depth += 2
-    gen.line(f"{r} = ({c} * {kh} + {i}) * {kw} + {j}")
-    # output columns whose input column x*sw + j*dw - low lies in [0, W)
-    gen.line(f"{lo} = min(max(0, -(({j} * {dw} - {low}) // {sw})), {wo})")
-    gen.line(f"{hi} = max(min({wo}, ({wd} - 1 - {j} * {dw} + {low}) // {sw} + 1), {lo})")
-    gen.line(f"for {y} in range({ho}):")
-    gen.depth += 1
-    gen.line(f"{iy} = {y} * {sh} + {i} * {dh} - {loh}")
-    gen.line(f"if {iy} < 0 or {iy} >= {h}:")  # no slice assignment: parallel=True would
-    gen.line(f"    for {xx} in range({wo}):")  # turn it into a parfor (threads per row)
-    gen.line(f"        {cols}[{r}, {y} * {wo} + {xx}] = 0")
-    gen.line("    continue")
-    gen.line(f"for {xx} in range({lo}):")
-    gen.line(f"    {cols}[{r}, {y} * {wo} + {xx}] = 0")
-    src = gen.read(x, [b, c, iy, f"{xx} * {sw} + {j} * {dw} - {low}"])
-    gen.line(f"for {xx} in range({lo}, {hi}):")
-    gen.line(f"    {cols}[{r}, {y} * {wo} + {xx}] = {src}")
-    gen.line(f"for {xx} in range({hi}, {wo}):")
-    gen.line(f"    {cols}[{r}, {y} * {wo} + {xx}] = 0")
-    gen.depth -= 3
-
-
-def _fill_along_kernel(gen, x, f, kernel, strides, lows, dilation, in_hw, out_hw) -> None:
-    """cols[(c, i, j), (y, x)]: inner loop along the kernel's width j, output pixel fixed."""
-    (kh, kw), (sh, sw), (loh, low), (dh, dw), (h, wd), (ho, wo) = (
-        kernel, strides, lows, dilation, in_hw, out_hw)
-    b, c, i, j, y, xx, iy, ix, lo, hi = (f[k] for k in ("b", "c", "i", "j", "y", "x", "iy", "ix",
-                                                        "lo", "hi"))
-    cols = f["cols"]
-    gen.line(f"for {i} in range({kh}):")
-    gen.line(f"    for {y} in range({ho}):")
-    gen.depth += 2
-    gen.line(f"{iy} = {y} * {sh} + {i} * {dh} - {loh}")
-    gen.line(f"if {iy} < 0 or {iy} >= {h}:")
-    gen.line(f"    for {xx} in range({wo}):")
-    gen.line(f"        for {j} in range({kw}):")
-    gen.line(f"            {cols}[({c} * {kh} + {i}) * {kw} + {j}, {y} * {wo} + {xx}] = 0")
-    gen.line("    continue")
-    gen.line(f"for {xx} in range({wo}):")
-    gen.depth += 1
-    gen.line(f"{ix} = {xx} * {sw} - {low}")
-    # kernel columns whose input column ix + j*dw lies in [0, W)
-    gen.line(f"{lo} = min(max(0, -({ix} // {dw})), {kw})")
-    gen.line(f"{hi} = max(min({kw}, ({wd} - 1 - {ix}) // {dw} + 1), {lo})")
-    target = f"{cols}[({c} * {kh} + {i}) * {kw} + {j}, {y} * {wo} + {xx}]"
-    src = gen.read(x, [b, c, iy, f"{ix} + {j} * {dw}"])
-    gen.line(f"for {j} in range({lo}):")
-    gen.line(f"    {target} = 0")
-    gen.line(f"for {j} in range({lo}, {hi}):")
-    gen.line(f"    {target} = {src}")
-    gen.line(f"for {j} in range({hi}, {kw}):")
-    gen.line(f"    {target} = 0")
-    gen.depth -= 3

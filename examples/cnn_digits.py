@@ -1,8 +1,8 @@
 """A small convolutional network on scikit-learn's 8x8 digits: conv3x3 -> relu -> maxpool 2
 -> conv3x3 -> relu -> maxpool 2 -> dense, trained with `fit` and Adam.
 
-`nn.conv2d` is im2col: one gather of the padded input's pixels and one matmul; its gradient
-comes from autodiff of those primitives (a scatter-add and two matmuls). Run `python examples/cnn_digits.py`
+`nn.conv2d` is one CONV2D primitive (im2col per image + a GEMM in compiled code); its
+gradient is two more CONV2D nodes (the input and the weight gradient). Run `python examples/cnn_digits.py`
 (`--quick` or CHAINJIT_QUICK=1 for a smoke run).
 """
 
