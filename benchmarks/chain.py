@@ -104,7 +104,8 @@ def main() -> None:
         for _ in range(3):
             value, dx = run()
         err = np.max(np.abs(np.asarray(dx) - ref_dx)) / np.max(np.abs(ref_dx))
-        print(f"  {name}: value {float(value):.6g} (ref {ref_value:.6g}), grad max rel err {err:.1e}")
+        print(f"  {name}: value {float(value):.6g} (ref {ref_value:.6g}), "
+              f"grad max rel err {err:.1e}")
     names = list(steps)
     times = {n: [] for n in names}
     for r in range(args.reps):

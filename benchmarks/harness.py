@@ -164,7 +164,8 @@ def probe_compile(name: str, workload: str, limit_s: float) -> str | None:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "latency_child.py"), name, workload, "--probe"],
+            [sys.executable, str(ROOT / "benchmarks" / "latency_child.py"), name, workload,
+             "--probe"],
             cwd=ROOT, capture_output=True, text=True, timeout=limit_s, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

@@ -106,14 +106,16 @@ def markdown(results: dict) -> str:
             f"numba {m['numba']}, jax {m['jax']}, torch {m['torch']}; {m['date']}."
         ),
         (
-            f"- Measured in the same run (best of the measurements between workloads): peak float32 "
+            f"- Measured in the same run (best of the measurements between workloads): "
+            f"peak float32 "
             f"matmul {mach['peak_flops'] / 1e9:.1f} GFLOP/s (np.dot 1024x1024), copy bandwidth "
             f"{mach['copy_bandwidth'] / 1e9:.1f} GB/s (np.copyto, read+write)."
         ),
         (
             f"- Load average (1 min) at start {m['load_avg_1m_start']}, at end "
             f"{m.get('load_avg_1m_end')}, on {m['cores']} cores: above the core count, other "
-            "processes shared the CPU and the absolute times are inflated (the paired ratios less so)."
+            "processes shared the CPU and the absolute times are inflated "
+            "(the paired ratios less so)."
         ),
         "",
     ]

@@ -143,7 +143,7 @@ def _node_backward(trace: Trace, node: Node, g: Var, cts: dict[Var, Var],
     with trace.annotate(f"vjp {node.op.value} of %{node.out.id}", node.source):
         results = rule(wrap(g), wrap(node.out), *map(wrap, node.inputs), **node.params)
         kept: dict[int, Var] = {}
-        for i, (var, result) in enumerate(zip(node.inputs, results)):
+        for i, result in enumerate(results):
             if needed[i] and result is not None:
                 kept[i] = result.ir_var if isinstance(result, Tracer) else F.to_var(trace, result)
     _prune_and_label(trace, first, node, kept)

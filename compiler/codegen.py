@@ -347,7 +347,7 @@ def _donation_modes(gen: CodeGen, graph: Graph, donate: dict[int, int]) -> dict:
             modes[o] = (i, "deferred")
         else:
             modes[o] = (i, "python")
-    for o, (i, mode) in modes.items():
+    for o, (_, mode) in modes.items():
         if mode == "python" and graph.outputs[o] in gen.direct:
             raise AssertionError("a direct donation was not written in place")
     return modes

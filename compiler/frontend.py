@@ -228,7 +228,8 @@ def where(cond, x, y):
     if cond_var.dtype != np.bool_:
         cond_var = not_equal(wrap(trace, cond_var), 0).ir_var
     weak = _all_weak([x, y])
-    operands = [wrap(trace, cond_var)] + [wrap(trace, to_var(trace, a, dtype), weak) for a in (x, y)]
+    branches = [wrap(trace, to_var(trace, a, dtype), weak) for a in (x, y)]
+    operands = [wrap(trace, cond_var), *branches]
     return apply(Op.WHERE, [broadcast_to(o, shape) for o in operands], weak=weak)
 
 

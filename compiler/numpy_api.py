@@ -154,7 +154,9 @@ def squeeze(x, axis=None):
     else:
         axes = set(_axes(axis, x.ndim))
         if any(x.shape[a] != 1 for a in axes):
-            raise ShapeMismatchError(f"cannot squeeze an axis whose size is not 1 in {x.ir_var.type}")
+            raise ShapeMismatchError(
+                f"cannot squeeze an axis whose size is not 1 in {x.ir_var.type}"
+            )
     return F.reshape(x, [d for i, d in enumerate(x.shape) if i not in axes])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+
 import numpy as np
 
 from compiler.errors import ShapeMismatchError, TracerConversionError, user_source

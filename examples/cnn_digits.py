@@ -2,7 +2,8 @@
 -> conv3x3 -> relu -> maxpool 2 -> dense, trained with `fit` and Adam.
 
 `nn.conv2d` is one CONV2D primitive (im2col per image + a GEMM in compiled code); its
-gradient is two more CONV2D nodes (the input and the weight gradient). Run `python examples/cnn_digits.py`
+gradient is two more CONV2D nodes (the input and the weight gradient).
+Run `python examples/cnn_digits.py`
 (`--quick` or CHAINJIT_QUICK=1 for a smoke run).
 """
 

@@ -2,10 +2,11 @@
 
 Codegen gives module source whose text encodes everything that changes the code (graph,
 dtypes, and a stamp of the chainjit, Numba, NumPy and Python versions and the CPU), so the
-key is a hash of that text, comments (the IR with its shapes) left out. `load_module(source)` writes the module once, atomically (temp
-file + os.replace), to ``<cache>/chainjit_gen_<hash>.py`` and imports it under that name,
-placed in sys.modules first: Numba's `cache=True` then keeps the machine code beside it
-(``__pycache__``, or NUMBA_CACHE_DIR), so a new process loads it instead of compiling.
+key is a hash of that text, comments (the IR with its shapes) left out. `load_module(source)`
+writes the module once, atomically (temp file + os.replace), to
+``<cache>/chainjit_gen_<hash>.py`` and imports it under that name, placed in sys.modules
+first: Numba's `cache=True` then keeps the machine code beside it (``__pycache__``, or
+NUMBA_CACHE_DIR), so a new process loads it instead of compiling.
 
 The folder is `CHAINJIT_CACHE_DIR` when set, else ``~/.cache/chainjit``. Faults are survived
 with a warning: an unwritable folder (a temporary folder is used), a module file with other

@@ -305,11 +305,11 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         checkpoint: str | None = None, stream=None, backend: str | None = None) -> History:
     """Train `params` in place on `data` = (inputs, labels, ...) arrays sharing axis 0.
 
-    Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs `len(data) // batch_size`
-    full batches: the last partial batch is DROPPED (a different one each epoch, so every
-    example is used), which keeps one batch shape and so one compiled signature. Metrics
-    `name -> fn(params, *eval_data)` and the loss run on the whole `eval_data` in one
-    compiled call (one signature: no partial batches there either).
+    Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs
+    `len(data) // batch_size` full batches: the last partial batch is DROPPED (a different one
+    each epoch, so every example is used), which keeps one batch shape and so one compiled
+    signature. Metrics `name -> fn(params, *eval_data)` and the loss run on the whole
+    `eval_data` in one compiled call (one signature: no partial batches there either).
     `step`/`state` continue an earlier run (a TrainStep, or an optimiser state from
     `checkpoint.load`); `checkpoint` is a path saved after every epoch. `backend` is passed
     to `compile`. Returns a History.

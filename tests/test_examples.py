@@ -35,7 +35,8 @@ def test_example_runs_in_quick_mode(script):
     env = {**os.environ, "CHAINJIT_QUICK": "1"}
     if script in BACKEND:
         env["CHAINJIT_BACKEND"] = BACKEND[script]
-    result = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick"], env=env, check=False,
+    command = [sys.executable, str(EXAMPLES / script), "--quick"]
+    result = subprocess.run(command, env=env, check=False,
                             capture_output=True, text=True, timeout=300, cwd=EXAMPLES.parent)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     for text in EXPECTED.get(script, []):

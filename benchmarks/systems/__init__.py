@@ -37,5 +37,8 @@ class Step:
 
 
 def load(name: str):
-    """Import the adapter module of system ``name`` (raises ImportError if its library is absent)."""
+    """Import the adapter module of system ``name``.
+
+    Raises ImportError if its library is absent.
+    """
     return importlib.import_module(MODULES[name])

@@ -1,4 +1,5 @@
-"""JAX: the losses in ``jax.numpy``, ``jax.value_and_grad`` and the update inside one ``jax.jit``."""
+"""JAX: the losses in ``jax.numpy``, ``jax.value_and_grad`` and the update inside one
+``jax.jit``."""
 
 from __future__ import annotations
 

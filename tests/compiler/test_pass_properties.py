@@ -33,7 +33,8 @@ BROADCAST_TARGETS = [(2, 3), (3, 3), (4, 2, 3), (2, 2, 1), (3, 2), (2, 3, 2)]
 UNARY = [Op.NEG, Op.NEG, Op.TANH, Op.SIN, Op.ABS, Op.LOGISTIC, Op.EXP, Op.STOP_GRADIENT]
 BINARY = [Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAX, Op.MIN]
 SCALARS = [0.0, 1.0, -1.0, 2.5]
-KINDS = ["unary", "binary", "negated", "scalar", "broadcast", "reduce", "transpose", "reshape", "matmul",
+KINDS = ["unary", "binary", "negated", "scalar", "broadcast", "reduce", "transpose", "reshape",
+         "matmul",
          "where", "cast"]
 
 

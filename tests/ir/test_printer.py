@@ -36,7 +36,8 @@ def check_golden(name: str, text: str) -> None:
             f.write(text + "\n")
     with open(path) as f:
         expected = f.read().rstrip("\n")
-    assert text == expected, f"printout changed; if intended, rerun with CHAINJIT_UPDATE_GOLDEN=1\n{text}"
+    hint = "printout changed; if intended, rerun with CHAINJIT_UPDATE_GOLDEN=1"
+    assert text == expected, f"{hint}\n{text}"
 
 
 def test_var_names_are_deterministic():
