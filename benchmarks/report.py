@@ -98,6 +98,16 @@ def latency_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def load_sentence(m: dict) -> str:
+    """What the load average says about the run (the benchmark's own threads count too)."""
+    start, end = m["load_avg_1m_start"], m.get("load_avg_1m_end")
+    text = f"- Load average (1 min) at start {start}, at end {end}, on {m['cores']} cores"
+    if max(start, end or 0) > m["cores"]:
+        return text + (": above the core count, other processes shared the CPU and the "
+                       "absolute times are inflated (the paired ratios less so).")
+    return text + ": the systems' own threads; no other work was running."
+
+
 def markdown(results: dict) -> str:
     m, mach = results["machine"], results["bound"]
     out = [
@@ -111,12 +121,7 @@ def markdown(results: dict) -> str:
             f"matmul {mach['peak_flops'] / 1e9:.1f} GFLOP/s (np.dot 1024x1024), copy bandwidth "
             f"{mach['copy_bandwidth'] / 1e9:.1f} GB/s (np.copyto, read+write)."
         ),
-        (
-            f"- Load average (1 min) at start {m['load_avg_1m_start']}, at end "
-            f"{m.get('load_avg_1m_end')}, on {m['cores']} cores: above the core count, other "
-            "processes shared the CPU and the absolute times are inflated "
-            "(the paired ratios less so)."
-        ),
+        load_sentence(m),
         "",
     ]
     systems = results["systems"]
