@@ -34,6 +34,7 @@ import numpy as np
 from ir import ops
 from ir.graph import Graph, Var
 from ir.ops import Op
+from ir.types import TensorType
 
 ALIGN = 16  # slot sizes are rounded up to this many elements (64 bytes of f32)
 # Ops whose outputs are fresh storage in codegen; any other op may alias its input.
@@ -95,12 +96,16 @@ class Buffer:
         return " * ".join(f"({d})" if not d.isdigit() else d for d in self.dims) or "1"
 
     @property
+    def type(self) -> TensorType:
+        return TensorType(self.shape, self.dtype)
+
+    @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return self.type.size
 
     @property
     def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
+        return self.type.nbytes
 
 
 @dataclass
