@@ -22,7 +22,7 @@ from compiler.tracing import Trace, Tracer
 from ir.graph import Graph
 from ir.interpreter import evaluate
 from ir.printer import format_graph, to_dot
-from ir.types import DTYPES, TensorType
+from ir.types import DTYPES, TensorType, is_python_scalar
 from runtime.executable import NoFastPath, signature_key
 
 _PY_SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64),
@@ -68,8 +68,15 @@ def leaf_paths(tree: Any, prefix: str) -> list[str]:
     return [prefix]
 
 
+def arg_names(fn: Callable, count: int) -> list[str]:
+    """The names of `fn`'s first `count` positional parameters (``args[i]`` past them)."""
+    code = getattr(fn, "__code__", None)
+    names = list(code.co_varnames[: code.co_argcount]) if code else []
+    return [names[i] if i < len(names) else f"args[{i}]" for i in range(count)]
+
+
 def leaf_spec(leaf: Any, path: str, static_hint: str) -> LeafSpec:
-    if isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic):
+    if is_python_scalar(leaf):
         return LeafSpec(TensorType((), _PY_SCALAR_DTYPES[type(leaf)]), weak=True)
     if isinstance(leaf, (np.ndarray, np.generic)):
         if leaf.dtype not in DTYPES:
@@ -119,16 +126,11 @@ class Compiled:
     def signature(self, args: tuple) -> tuple[tuple, list, TreeDef, list[str], tuple]:
         static, dynamic = self._split(args)
         leaves, in_tree = tree_flatten(dynamic)
-        names = self._arg_names(len(args))
+        names = arg_names(self.fn, len(args))
         paths = [p for i, a in enumerate(dynamic) for p in leaf_paths(a, names[i])]
         hint = f"compile({self.__name__}, static_argnums=(i,))"
         specs = tuple(leaf_spec(leaf, path, hint) for leaf, path in zip(leaves, paths))
         return (in_tree, specs, static), leaves, in_tree, paths, specs
-
-    def _arg_names(self, count: int) -> list[str]:
-        code = getattr(self.fn, "__code__", None)
-        names = list(code.co_varnames[: code.co_argcount]) if code else []
-        return [names[i] if i < len(names) else f"args[{i}]" for i in range(count)]
 
     def trace(self, *args) -> Traced:
         """Trace (or fetch the cached trace) for these arguments' signature."""
@@ -215,16 +217,9 @@ class Compiled:
         return traced.lowered[stage]
 
     def __call__(self, *args):
-        leaves: list = []
-        try:  # the fast path: one pass over the arguments, one dict lookup, one driver call
-            if self.static_argnums:
-                static, dynamic = self._split(args)
-                fast_key = (signature_key(dynamic, leaves), static)
-            else:
-                fast_key = signature_key(args, leaves)
-            entry = self._fast.get(fast_key)
-        except (NoFastPath, TraceError):
-            fast_key = entry = None
+        # the fast path: one pass over the arguments, one dict lookup, one driver call
+        fast_key, leaves = self._fast_key(args)
+        entry = self._fast.get(fast_key) if fast_key is not None else None
         if entry is not None:
             return entry(leaves)
         if any(isinstance(leaf, Tracer) for leaf in tree_flatten(args)[0]):
@@ -293,8 +288,11 @@ class Compiled:
         return f"<compiled {self.__name__} ({len(self._traces)} signatures traced)>"
 
 
-def _interpreter_executable(graph: Graph) -> Callable[[list], list[np.ndarray]]:
-    return lambda leaves: evaluate(graph, leaves)
+def _interpreter_executable(traced_graph: Graph, lower: Callable[[], Graph],
+                            donate: dict[int, int], guard: int | None):
+    graph = lower()
+    run = lambda leaves: evaluate(graph, leaves)  # noqa: E731
+    return _donating(run, donate, guard) if donate else run
 
 
 def _donating(run: Callable[[list], list], donate: dict[int, int], guard: int | None):
@@ -311,31 +309,19 @@ def _donating(run: Callable[[list], list], donate: dict[int, int], guard: int | 
     return call
 
 
-# backend name -> builder of an executable from the lowered graph
-# (numba's also takes `donate` {output leaf: input leaf} and `guard`, see compiler/codegen.py)
-BACKENDS: dict[str, Callable[[Graph], Callable[[list], list[np.ndarray]]]] = {
+# backend name -> builder(traced graph, lower: () -> fused graph, donate {output leaf: input
+# leaf}, guard) -> executable(leaves) -> outputs. The traced graph lets a backend find earlier
+# work by it (numba's cache index, compiler/codegen.py) before paying for the passes.
+Builder = Callable[[Graph, Callable[[], Graph], dict, "int | None"], Callable[[list], list]]
+BACKENDS: dict[str, Builder] = {
     "interpreter": _interpreter_executable,
 }
 
 
 def build_executable(compiled: Compiled, traced: Traced):
     backend = compiled.backend if compiled.backend in BACKENDS else "interpreter"
-    dumping = bool(os.environ.get("CHAINJIT_DUMP_DIR"))
-    if backend == "numba" and BACKENDS["numba"].__module__ == "compiler.codegen" \
-            and not dumping:
-        from runtime.executable import build_numba_indexed
-
-        executable = build_numba_indexed(traced.graph, lambda: compiled.lowered(traced, "fused"),
-                                         traced.donate, compiled.donate_guard)
-        executable.paths = list(traced.in_paths)
-        return executable
-    graph = compiled.lowered(traced, "fused")
-    if not traced.donate:
-        executable = BACKENDS[backend](graph)
-    elif backend == "numba":
-        executable = BACKENDS[backend](graph, traced.donate, compiled.donate_guard)
-    else:
-        executable = _donating(BACKENDS[backend](graph), traced.donate, compiled.donate_guard)
+    executable = BACKENDS[backend](traced.graph, lambda: compiled.lowered(traced, "fused"),
+                                   traced.donate, compiled.donate_guard)
     if hasattr(executable, "paths"):  # argument errors name the user's pytree paths
         executable.paths = list(traced.in_paths)
     if os.environ.get("CHAINJIT_DUMP_DIR"):

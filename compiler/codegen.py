@@ -451,10 +451,11 @@ def jit_decorator_args(options: dict[str, object]) -> str:
     return f'cache=True, error_model="numpy"{extra}'
 
 
-def _build_numba(graph: Graph, donate: dict[int, int] | None = None, guard: int | None = None):
-    from runtime.executable import build_numba
+def _build_numba(traced_graph: Graph, lower: Callable[[], Graph], donate: dict[int, int],
+                 guard: int | None):
+    from runtime.executable import build_numba_indexed
 
-    return build_numba(graph, donate, guard)
+    return build_numba_indexed(traced_graph, lower, donate, guard)
 
 
 def _register() -> None:

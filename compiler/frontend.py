@@ -16,7 +16,7 @@ from compiler.errors import ShapeMismatchError, TraceError, UnsupportedError
 from compiler.tracing import Trace, Tracer
 from ir.interpreter import EVAL_RULES
 from ir.ops import Op
-from ir.types import DTYPES, TensorType
+from ir.types import DTYPES, TensorType, is_python_scalar
 
 # Python scalar stand-ins that make np.result_type treat a weak tracer like a Python scalar.
 _WEAK_STANDIN = {"f": 0.0, "i": 0, "u": 0, "b": False}
@@ -39,7 +39,7 @@ def trace_of(args: Sequence) -> Trace | None:
 def _standin(x):
     if isinstance(x, Tracer):
         return _WEAK_STANDIN[x.dtype.kind] if x.weak else x.dtype
-    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+    if is_python_scalar(x):
         return x
     if isinstance(x, complex):
         raise UnsupportedError("complex numbers are not supported")
@@ -59,7 +59,7 @@ def result_dtype(*args) -> np.dtype:
 def _all_weak(args) -> bool:
     return all(
         (isinstance(a, Tracer) and a.weak)
-        or (isinstance(a, (bool, int, float)) and not isinstance(a, np.generic))
+        or is_python_scalar(a)
         for a in args
     )
 

@@ -28,7 +28,7 @@ from compiler.pytree import tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
 from ir.graph import Graph, Source
 from ir.interpreter import evaluate
-from ir.types import type_of
+from ir.types import is_python_scalar, type_of
 
 
 def _name(fn: Callable) -> str:
@@ -50,6 +50,11 @@ def _is_float_leaf(leaf: Any) -> bool:
     if isinstance(leaf, (bool, int)) or leaf is None:
         return False
     return np.asarray(leaf).dtype.kind == "f"
+
+
+def _is_weak(leaf: Any) -> bool:
+    """A Python scalar, or a tracer of one: weakly typed, as NumPy treats Python scalars."""
+    return is_python_scalar(leaf) or getattr(leaf, "weak", False)
 
 
 def _current_trace(fn: Callable, args: tuple) -> Trace | None:
@@ -89,14 +94,10 @@ def _run_eagerly(body: Callable[[Trace, tuple], Any], args: tuple) -> Any:
 
     leaves, in_tree = tree_flatten(args)
     trace = Trace()
-    tracers = [trace.new_input(leaf_spec(leaf, f"leaf {k}", "").type, _is_weak(leaf))
+    tracers = [trace.new_input(leaf_spec(leaf, f"leaf {k}", "").type, is_python_scalar(leaf))
                for k, leaf in enumerate(leaves)]
     result = body(trace, tree_unflatten(in_tree, tracers))
     return _evaluate_leaves(trace, result, leaves)
-
-
-def _is_weak(leaf: Any) -> bool:
-    return isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic)
 
 
 def _evaluate_leaves(trace: Trace, result: Any, values: list) -> Any:
@@ -138,21 +139,17 @@ def _alias_args(trace: Trace, fn: Callable, args: list, argnums: tuple[int, ...]
             var = F.to_var(trace, leaf)
             var = autodiff.alias(trace, var, f"grad argument {path}", _source(fn))
             wrt.append(var)
-            new_leaves.append(F.wrap(trace, var, _is_weak(leaf) or getattr(leaf, "weak", False)))
+            new_leaves.append(F.wrap(trace, var, _is_weak(leaf)))
         args[i] = tree_unflatten(tree, new_leaves)
     return wrt
-
-
-def _arg_names(fn: Callable, count: int) -> list[str]:
-    code = getattr(fn, "__code__", None)
-    names = list(code.co_varnames[: code.co_argcount]) if code else []
-    return [names[i] if i < len(names) else f"args[{i}]" for i in range(count)]
 
 
 def _traced_value_and_grad(trace: Trace, fn: Callable, argnums: tuple[int, ...],
                            has_aux: bool, args: tuple):
     args = list(args)
-    wrt = _alias_args(trace, fn, args, argnums, _arg_names(fn, len(args)))
+    from compiler.api import arg_names
+
+    wrt = _alias_args(trace, fn, args, argnums, arg_names(fn, len(args)))
     start = len(trace.nodes)
     result = fn(*args)
     aux = None
@@ -293,7 +290,7 @@ def _traced_vjp(trace: Trace, fn: Callable, primals: tuple, has_aux: bool):
         if _is_float_leaf(leaf):
             var = autodiff.alias(trace, F.to_var(trace, leaf), f"vjp primal {k}", _source(fn))
             wrt.append(var)
-            new_leaves.append(F.wrap(trace, var, _is_weak(leaf) or getattr(leaf, "weak", False)))
+            new_leaves.append(F.wrap(trace, var, _is_weak(leaf)))
         else:
             new_leaves.append(leaf)
     start = len(trace.nodes)

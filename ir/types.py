@@ -66,6 +66,12 @@ def is_float(dtype: np.dtype) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+def is_python_scalar(x) -> bool:
+    """A Python bool, int or float: weakly typed under NumPy's promotion. NumPy scalars are
+    not (np.float64 subclasses float, hence the second test)."""
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
 def type_of(array) -> TensorType:
     """The TensorType of a NumPy array or scalar."""
     array = np.asarray(array)

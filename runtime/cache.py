@@ -150,12 +150,13 @@ def _ensure_file(folder: Path, name: str, source: str) -> Path:
     return path
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a file so readers see the old content or the new one, never a part."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    binary = isinstance(data, bytes)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -256,10 +257,8 @@ def store_generated(key: str, generated) -> None:
     folder = cache_dir() / "index"
     try:
         folder.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(generated, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, folder / f"{key}.pkl")
+        write_atomic(folder / f"{key}.pkl",
+                     pickle.dumps(generated, protocol=pickle.HIGHEST_PROTOCOL))
     except OSError as error:
         warnings.warn(f"chainjit: cannot write the cache index in {folder} ({error})",
                       CacheWarning, stacklevel=3)

@@ -1,10 +1,11 @@
 """Compiled executables: argument checks, work buffers, and the lean per-call path.
 
-`build_numba(graph)` (registered as `BACKENDS["numba"]`) generates the driver source
-(compiler/codegen.py), loads it through the cache (runtime/cache.py) and returns an
-`Executable`: called with the flat list of argument leaves, it checks them (dtype, rank,
-shape; non-contiguous arrays are copied to C order) and explains a mismatch in the user's
-terms, then calls the driver once. Work buffers (intermediates that are not returned) are
+`build_numba(graph)` generates the driver source (compiler/codegen.py), loads it through the
+cache (runtime/cache.py) and returns an `Executable`; `build_numba_indexed` (registered as
+`BACKENDS["numba"]`) first looks the traced graph up in the cache index. Called with the flat
+list of argument leaves, an `Executable` checks them (dtype, rank, shape; non-contiguous
+arrays are copied to C order), explains a mismatch in the user's terms, then calls the driver
+once. Work buffers (intermediates that are not returned) are
 allocated once per executable and passed to every call; returned arrays are allocated by
 the call itself, so a later call never overwrites a result the user holds.
 
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ir.graph import Graph
-from ir.types import TensorType, type_of
+from ir.types import TensorType, is_python_scalar, type_of
 
 
 class ArgumentError(TypeError, ValueError):
@@ -140,9 +141,6 @@ class Executable:
             result[o] = target
         return result
 
-    def _outputs(self, outs: tuple) -> list:
-        return [o if c is None else c(o) for o, c in zip(outs, self.out_convert)]
-
     def entry(self, out_tree, example: list, unflatten: Callable) -> Callable[[list], Any]:
         """The fast call for leaves shaped like `example` (same signature key): no checks,
         one driver call, the output pytree built by one generated expression."""
@@ -180,7 +178,7 @@ def _to_driver(leaf: Any, expected: TensorType) -> Callable | None:
     """How the fast path converts a leaf for the driver (None: passed as it is)."""
     if type(leaf) is np.ndarray:
         return (lambda a: a[()]) if leaf.ndim == 0 else None
-    if isinstance(leaf, _SCALAR_TYPES) and not isinstance(leaf, np.generic):
+    if is_python_scalar(leaf):
         return expected.dtype.type
     return None
 
@@ -233,7 +231,7 @@ def _extra_arg(spec) -> np.ndarray:
 
 
 def _check_leaf(leaf: Any, expected: TensorType, path: str):
-    if isinstance(leaf, _SCALAR_TYPES) and not isinstance(leaf, np.generic):
+    if is_python_scalar(leaf):
         if expected.ndim:
             raise ArgumentError(f"{path}: expected {expected}, got a Python "
                                 f"{type(leaf).__name__}")
@@ -256,20 +254,18 @@ def _check_leaf(leaf: Any, expected: TensorType, path: str):
 
 def build_numba(graph: Graph, donate: dict[int, int] | None = None,
                 guard: int | None = None) -> Executable:
-    """BACKENDS["numba"]: generate, load through the cache, wrap (compiles on first call)."""
+    """Generate the driver for a lowered graph, load it through the cache and wrap it (Numba
+    compiles on the first call)."""
     from compiler.codegen import generate
-    from runtime.cache import load_module
 
-    generated = generate(graph, donate, guard)
-    module = load_module(generated.source)
-    return Executable(graph, generated, module.driver)
+    return _load(graph, generate(graph, donate, guard))
 
 
 def build_numba_indexed(traced_graph: Graph, lower: Callable[[], Graph],
                         donate: dict[int, int], guard: int | None) -> Executable:
-    """As `build_numba`, but a graph traced before (in any process, same chainjit code) skips
-    the passes and codegen: the generated module is found through the cache index."""
-    from runtime.cache import graph_key, load_generated, load_module, store_generated
+    """BACKENDS["numba"]: as `build_numba`, but a graph traced before (in any process, same
+    chainjit code) skips the passes and codegen: the module is found through the cache index."""
+    from runtime.cache import graph_key, load_generated, store_generated
 
     key = graph_key(traced_graph, sorted(donate.items()), guard)
     generated = load_generated(key)
@@ -278,5 +274,10 @@ def build_numba_indexed(traced_graph: Graph, lower: Callable[[], Graph],
 
         generated = generate(lower(), donate, guard)
         store_generated(key, generated)
-    module = load_module(generated.source)
-    return Executable(traced_graph, generated, module.driver)
+    return _load(traced_graph, generated)
+
+
+def _load(graph: Graph, generated) -> Executable:
+    from runtime.cache import load_module
+
+    return Executable(graph, generated, load_module(generated.source).driver)
