@@ -27,20 +27,10 @@ def emit_conv2d(gen: CodeGen, node: Node) -> None:
     o = gen.dims[w][0]
     ho, wo = (gen.resolve_dim(d) for d in out.shape[2:])
     gen.set_dims(out, (big_b, o, ho, wo))
-    source = _c_array(gen, x)
-    kernel = _c_array(gen, w)
+    source = gen.array(x, "C")  # a broadcast scalar (the cotangent of a sum) is copied too
+    kernel = gen.array(w, "C")
     name = gen.alloc(out)
     fn = "conv2d_rows" if out.shape[3] >= kw else "conv2d_kernel_rows"
     gen.fast_imports.add(f"{KERNELS_MODULE}:{fn}")
     gen.line(f"{fn}({source}, {kernel}.reshape(({o}, {c} * {kh * kw})), {name}, "
              f"{kh}, {kw}, {sh}, {sw}, {loh}, {low}, {dh}, {dw})")
-
-
-def _c_array(gen: CodeGen, var) -> str:
-    """`var` as a C-contiguous array (a broadcast scalar, e.g. the cotangent of a sum, too)."""
-    value = gen.values[var]
-    if value.kind != "scalar":
-        return gen.array(var, "C")
-    name = gen.alloc_copy(var)
-    gen.line(f"{name}.fill({value.name})")
-    return name

@@ -376,7 +376,9 @@ def _kernel_prefix(gen: CodeGen) -> str:
     return f"k{gen.kernel_count}_"
 
 
-def emit_elementwise(gen: CodeGen, node: Node) -> None:
+def emit_single(gen: CodeGen, node: Node) -> None:
+    """An elementwise or reduction node outside any FUSED node: a kernel of its own over its
+    first input's shape (an identity, stop_gradient or a same-dtype cast, is an alias)."""
     x = node.inputs[0]
     if node.op == Op.STOP_GRADIENT or (node.op == Op.CAST and node.out.dtype == x.dtype):
         gen.values[node.out] = gen.values[x]
@@ -386,13 +388,6 @@ def emit_elementwise(gen: CodeGen, node: Node) -> None:
     env = {v: gen.values[v] for v in node.inputs}
     emit_kernel(gen, [node], env, [(node.out, node.out)], x.shape, gen.dims[x],
                 lambda var: prefix + gen.name(var))
-
-
-def emit_reduce(gen: CodeGen, node: Node) -> None:
-    (x,) = node.inputs
-    prefix = _kernel_prefix(gen)
-    emit_kernel(gen, [node], {x: gen.values[x]}, [(node.out, node.out)], x.shape,
-                gen.dims[x], lambda var: prefix + gen.name(var))
 
 
 def emit_fused(gen: CodeGen, node: Node) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.codegen_conv import emit_conv2d
-from compiler.codegen_kernels import broadcast_view, emit_elementwise, emit_fused, emit_reduce
+from compiler.codegen_kernels import broadcast_view, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node
 from ir.ops import Op
@@ -84,11 +84,7 @@ def emit_slice(gen: CodeGen, node: Node) -> None:
     gen.set_dims(node.out, dims)
 
     def index_map(idx: list[str]) -> list[str]:
-        src = []
-        for i, start, step in zip(idx, starts, steps):
-            term = i if step == 1 else f"{step} * {i}"
-            src.append(term if start == 0 else f"{start} + {term}")
-        return src
+        return [_affine(start, step, i) for i, start, step in zip(idx, starts, steps)]
 
     value = gen.values[x]
     gen.values[node.out] = Value("view", value.name, base=value, index_map=index_map)
@@ -269,8 +265,7 @@ def emit_random_uniform(gen: CodeGen, node: Node) -> None:
 
 # op -> emitter; every primitive is handled as a single node, and FUSED as one loop nest.
 EMIT_RULES = {
-    **{op: emit_elementwise for op in ops.ELEMENTWISE},
-    **{op: emit_reduce for op in ops.REDUCTION},
+    **{op: emit_single for op in ops.ELEMENTWISE | ops.REDUCTION},
     Op.CONSTANT: emit_constant,
     Op.BROADCAST_TO: emit_broadcast,
     Op.RESHAPE: emit_reshape,
