@@ -97,10 +97,13 @@ def backward_pass(trace: Trace, start: int, stop: int, seeds: dict[Var, Var],
             results.append(cts[var])
             continue
         with trace.annotate(f"zero gradient: no path from %{var.id} to the output"):
-            zero = F.broadcast_to(F.wrap(trace, trace.constant(np.zeros((), var.dtype))),
-                                  var.shape)
-        results.append(zero.ir_var)
+            results.append(_zeros(trace, var).ir_var)
     return results
+
+
+def _zeros(trace: Trace, var: Var) -> Tracer:
+    """A symbolic zero made concrete: a 0-d zero broadcast to `var`'s shape."""
+    return F.broadcast_to(F.wrap(trace, trace.constant(np.zeros((), var.dtype))), var.shape)
 
 
 def _active_values(tape: Sequence[Node], wrt: Sequence[Var]) -> set[Var]:
@@ -199,7 +202,7 @@ def _custom_backward(trace: Trace, custom: CustomVjp, cts: dict[Var, Var], activ
         g_leaves = [
             None if v is None
             else F.wrap(trace, g) if g is not None
-            else F.broadcast_to(F.wrap(trace, trace.constant(np.zeros((), v.dtype))), v.shape)
+            else _zeros(trace, v)
             for g, v in zip(grads, custom.outputs)
         ]
         results = custom.bwd(custom.residuals, tree_unflatten(custom.out_tree, g_leaves))

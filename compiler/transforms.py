@@ -168,10 +168,9 @@ def _traced_value_and_grad(trace: Trace, fn: Callable, argnums: tuple[int, ...],
             fix="reduce the output first (.sum() or .mean()), or use vjp(fn, *args) for "
             "a non-scalar output")
     stop = len(trace.nodes)
-    emitted = len(trace.nodes)
     with trace.annotate("", _source(fn)):
         seed = trace.constant(np.ones((), out.dtype))
-    if len(trace.nodes) > emitted:  # a new constant (constants drop notes): say what it is
+    if len(trace.nodes) > stop:  # a new constant (constants drop notes): say what it is
         trace.nodes[-1] = dataclasses.replace(trace.nodes[-1], note="vjp seed: dout/dout = 1")
     grads = iter(autodiff.backward_pass(trace, start, stop, {out: seed}, wrt))
     grad_trees = []

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from compiler import frontend as F
-from compiler.pytree import tree_flatten, tree_unflatten
+from compiler.pytree import tree_flatten, tree_map, tree_unflatten
 
 Schedule = Callable[[Any], Any]
 
@@ -88,8 +88,7 @@ def as_schedule(lr: float | Schedule) -> Schedule:
 
 
 def _zeros_like(tree):
-    leaves, treedef = tree_flatten(tree)
-    return tree_unflatten(treedef, [np.zeros(F.shape_of(p), F.result_dtype(p)) for p in leaves])
+    return tree_map(lambda p: np.zeros(F.shape_of(p), F.result_dtype(p)), tree)
 
 
 def _describe(leaves) -> str:

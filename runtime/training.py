@@ -89,7 +89,7 @@ class TrainStep:
     def __init__(self, loss_fn: Callable, optimizer: Optimizer, has_aux: bool = False,
                  check_finite: bool = True, check_batch: bool = True,
                  backend: str | None = None):
-        self.loss_fn = loss_fn.fn if isinstance(loss_fn, Compiled) else loss_fn
+        self.loss_fn = _uncompiled(loss_fn)
         self.optimizer = optimizer
         self.has_aux = has_aux
         self.check_finite = check_finite
@@ -164,9 +164,7 @@ class TrainStep:
             if labels_out_of_range(leaves[index], classes):
                 nn.check_labels(leaves[index], classes, f"labels {path}")  # raises
         value, new_params, new_state = call(leaves) if call else self.compiled(*args)
-        loss = value[0] if self.has_aux else value
-        if self.check_finite and not math.isfinite(loss):
-            raise NonFiniteLossError(self.diagnose(params, *batch, loss=loss))
+        self._check_loss(value, params, batch)
         if not in_place:
             commit(params, new_params)
             commit(self.state, new_state)
@@ -178,9 +176,7 @@ class TrainStep:
         leaf of params and state in place) once a call with a finite loss went through."""
         self.check(params, batch)
         value, new_params, new_state = self.compiled(*args)
-        loss = value[0] if self.has_aux else value
-        if self.check_finite and not np.isfinite(loss):
-            raise NonFiniteLossError(self.diagnose(params, *batch, loss=loss))
+        self._check_loss(value, params, batch)
         in_place = _same_leaves(params, new_params) and _same_leaves(self.state, new_state)
         if not in_place:
             commit(params, new_params)
@@ -188,6 +184,13 @@ class TrainStep:
         if key is not None:
             self._remember(key, params, batch, args, in_place)
         return value
+
+    def _check_loss(self, value, params, batch: Sequence) -> None:
+        """NonFiniteLossError (naming the first IR node gone non-finite) for a NaN/inf loss;
+        the compiled call's guard has already left params and state as they were."""
+        loss = value[0] if self.has_aux else value
+        if self.check_finite and not math.isfinite(loss):
+            raise NonFiniteLossError(self.diagnose(params, *batch, loss=loss))
 
     def _remember(self, key, params, batch: Sequence, args: tuple, in_place: bool) -> None:
         first = len(tree_flatten(args)[0]) - len(tree_flatten(batch)[0])

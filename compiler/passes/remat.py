@@ -92,11 +92,17 @@ def choose_saved_values(graph: Graph) -> tuple[set[Var], set[Var]]:
     backward = backward_nodes(graph)
     if not backward:
         return set(), set()
+    return _cut(graph, backward, held_reads(graph, backward))
+
+
+def _cut(graph: Graph, backward: set[int],
+         reads: list[tuple[int, Var]]) -> tuple[set[Var], set[Var]]:
+    """`choose_saved_values` given the backward nodes and their held reads."""
     producer: dict[Var, Node] = {}
     for i, node in enumerate(graph.nodes):
         if i not in backward:
             producer.update((v, node) for v in node.outputs)
-    needed = {v for _, v in held_reads(graph, backward)}
+    needed = {v for _, v in reads}
     if not needed:
         return set(), set()
     free = set(graph.inputs) | set(graph.outputs)
@@ -138,9 +144,12 @@ def rematerialize_cheap_values(graph: Graph) -> Graph:
     >>> before, after  # two relu(z) are recomputed from z for the backward's matmuls
     (3, 5)
     """
-    _, recomputed = choose_saved_values(graph)
     backward = backward_nodes(graph)
-    rewritten = {(i, v) for i, v in held_reads(graph, backward) if v in recomputed}
+    if not backward:
+        return graph
+    reads = held_reads(graph, backward)
+    _, recomputed = _cut(graph, backward, reads)
+    rewritten = {(i, v) for i, v in reads if v in recomputed}
     if not rewritten:
         return graph
     producer = graph.producers()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from compiler.passes.plan_buffers import BufferPlan, plan_buffers
 from ir.graph import Graph, Node
 from ir.ops import Op
-from ir.printer import var_name
+from ir.printer import Namer
 
 VIEW_OPS = frozenset({Op.RESHAPE, Op.BROADCAST_TO, Op.TRANSPOSE})
 ABSORBED_IN_BODIES = frozenset({Op.CONSTANT, Op.BROADCAST_TO})
@@ -97,6 +97,8 @@ def buffer_plan_text(graph: Graph, plan: BufferPlan | None = None) -> str:
 
 
 def _value_names(graph: Graph) -> dict:
-    """The printer's names (inputs, then node outputs, in order)."""
-    order = [*graph.inputs, *(v for n in graph.nodes for v in n.outputs)]
-    return {v: var_name(i) for i, v in enumerate(order)}
+    """The printer's names: its Namer, fed inputs then node outputs in the printed order."""
+    namer = Namer()
+    for var in [*graph.inputs, *(v for n in graph.nodes for v in n.outputs)]:
+        namer(var)
+    return namer.names
