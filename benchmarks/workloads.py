@@ -8,18 +8,17 @@ Every workload is described by a :class:`Workload` with
 * ``flops`` / ``bytes``: the work a step must do, used for the machine bound (see ``costs``).
 
 ``make_loss(name, nn)`` returns the loss written the way a chainjit user writes it: plain NumPy
-plus the ``nn`` helpers (``softmax``, ``cross_entropy``, ``conv2d``, ``max_pool2d``). Passing
-:data:`np_nn` (eager NumPy versions of those helpers) runs it eagerly, which the harness uses to
-check that the user-style losses agree with the hand-written reference in ``reference.py``.
+plus the ``nn`` helpers (``softmax``, ``cross_entropy``, ``conv2d``, ``max_pool2d``); passing
+``compiler.nn``, which also runs on NumPy arrays, runs it eagerly.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -48,8 +47,19 @@ class Workload:
     kind: str  # "grad" | "sgd" | "adam"
     make: Callable[[], tuple[dict, dict]]
     flops: float  # matmul/conv FLOPs of one step (forward + backward)
-    bytes: float  # bytes one step must move at least (inputs, params read + updated)
     description: str
+    state_arrays: int = 0  # optimiser arrays per parameter (Adam: 2)
+    fixed_bytes: float | None = None  # when the bytes are known without making the data
+
+    @functools.cached_property
+    def bytes(self) -> float:
+        """Bytes one step must move at least (inputs, params read + updated). Computed from
+        the data on first use, not at import: a process timed by compile_latency imports
+        this module and should not pay for every workload's data."""
+        if self.fixed_bytes is not None:
+            return self.fixed_bytes
+        data, params = self.make()
+        return _data_bytes(data) + _param_bytes(params, self.state_arrays)
 
 
 # ----------------------------------------------------------------------------- data
@@ -165,12 +175,6 @@ def transformer_flops():
     return 3 * fwd
 
 
-def _cost(make, flops, state_arrays):
-    data, params = make()
-    nbytes = _data_bytes(data) + _param_bytes(params, state_arrays)
-    return flops, nbytes
-
-
 MLP_LARGE = (784, 512, 512, 10)
 MLP_SMALL = (64, 64, 10)
 
@@ -186,25 +190,26 @@ def _make_mlp_small():
 def build_workloads() -> dict[str, Workload]:
     ws = {}
     ws["chain"] = Workload(
-        "chain", "grad", make_chain, 0.0, 2 * 4 * CHAIN_N,
+        "chain", "grad", make_chain, 0.0,
         "sum(tanh(a*x+b)*sigmoid(x) - 0.5*exp(-x*x)), 4M float32, value + grad",
+        fixed_bytes=2 * 4 * CHAIN_N,
     )  # fmt: skip
-    f, b = _cost(_make_mlp_large, mlp_flops(MLP_LARGE, 128), 0)
     ws["mlp_large"] = Workload(
-        "mlp_large", "sgd", _make_mlp_large, f, b, "MLP 784-512-512-10, batch 128, SGD step"
-    )
-    f, b = _cost(_make_mlp_small, mlp_flops(MLP_SMALL, 32), 0)
+        "mlp_large", "sgd", _make_mlp_large, mlp_flops(MLP_LARGE, 128),
+        "MLP 784-512-512-10, batch 128, SGD step",
+    )  # fmt: skip
     ws["mlp_small"] = Workload(
-        "mlp_small", "sgd", _make_mlp_small, f, b, "MLP 64-64-10, batch 32, SGD step"
-    )
-    f, b = _cost(make_cnn, cnn_flops(), 0)
+        "mlp_small", "sgd", _make_mlp_small, mlp_flops(MLP_SMALL, 32),
+        "MLP 64-64-10, batch 32, SGD step",
+    )  # fmt: skip
     ws["cnn"] = Workload(
-        "cnn", "sgd", make_cnn, f, b, "conv16-pool-conv32-pool-dense, 64x1x28x28, SGD step"
-    )
-    f, b = _cost(make_transformer, transformer_flops(), 2)
+        "cnn", "sgd", make_cnn, cnn_flops(),
+        "conv16-pool-conv32-pool-dense, 64x1x28x28, SGD step",
+    )  # fmt: skip
     ws["transformer"] = Workload(
-        "transformer", "adam", make_transformer, f, b,
+        "transformer", "adam", make_transformer, transformer_flops(),
         "pre-LN causal transformer block, B16 T128 D128 F512, Adam step",
+        state_arrays=2,
     )  # fmt: skip
     return ws
 
@@ -268,33 +273,3 @@ def make_loss(name: str, nn) -> Callable:
         "transformer": transformer,
     }[name]
 
-
-def _np_softmax(z, axis=-1):
-    e = np.exp(z - z.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _np_cross_entropy(logits, y):
-    m = logits.max(axis=1, keepdims=True)
-    logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
-    return -logp[np.arange(len(y)), y].mean()
-
-
-def _np_conv2d(x, w, stride=1, padding=0):
-    from benchmarks.reference import conv_forward
-
-    assert stride == 1 and padding == (w.shape[-1] - 1) // 2
-    return conv_forward(x, w)[0]
-
-
-def _np_max_pool2d(x, k):
-    b, c, h, w = x.shape
-    return x.reshape(b, c, h // k, k, w // k, k).max(axis=(3, 5))
-
-
-np_nn = SimpleNamespace(
-    softmax=_np_softmax,
-    cross_entropy=_np_cross_entropy,
-    conv2d=_np_conv2d,
-    max_pool2d=_np_max_pool2d,
-)

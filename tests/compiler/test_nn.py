@@ -1,20 +1,14 @@
 """compiler.nn: each layer eagerly vs a direct NumPy reference, traced vs eager (interpreter),
 its derivative vs central differences (float64, inner-product form), and its errors."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
-from compiler import compile, nn
+from compiler import compile, grad, nn
 from compiler.errors import ShapeMismatchError
 from ir.ops import Op
 
 RNG = np.random.default_rng(0)
-HAS_AUTODIFF = importlib.util.find_spec("compiler.transforms") is not None
-needs_autodiff = pytest.mark.skipif(
-    not HAS_AUTODIFF, reason="compiler.transforms (autodiff) has not landed yet"
-)
 
 
 def _conv_reference(x, w, stride, padding, dilation):
@@ -236,7 +230,6 @@ def test_conv2d_kernel_larger_than_input_raises():
 
 def _check_vjp(fn, args, eps=1e-6, rtol=1e-6):
     """grad of <fn(args), c> along a random direction vs central differences (float64)."""
-    from compiler.transforms import grad
 
     out = np.asarray(fn(*args))
     cotangent = RNG.standard_normal(out.shape)
@@ -255,16 +248,13 @@ def _check_vjp(fn, args, eps=1e-6, rtol=1e-6):
 
 
 # relu / max-pool are not smooth at ties: random data keeps the check away from them.
-@needs_autodiff
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_layer_vjp_matches_finite_differences(name):
     fn, args, _ = LAYERS[name]
     _check_vjp(fn, args)
 
 
-@needs_autodiff
 def test_layer_vjp_under_compile_matches_eager():
-    from compiler.transforms import grad
 
     fn = lambda x, w: np.sum(nn.relu(nn.conv2d(x, w, padding=1)) ** 2)
     args = [X4.astype(np.float32), W4.astype(np.float32)]

@@ -21,6 +21,7 @@ from ir.interpreter import evaluate
 from ir.ops import Op
 from ir.types import TensorType
 from ir.verifier import verify
+from tests.compiler.test_fusion import mlp_loss
 
 F64 = np.dtype(np.float64)
 
@@ -248,14 +249,6 @@ def test_optimize_iterates_to_a_fixed_point():
     assert ops_of(result) == ["exp", "add"]
     assert_same_meaning(graph, result)
     assert run(result) is result
-
-
-def mlp_loss(params, x, y):
-    h = np.maximum(x @ params["w1"] + params["b1"], 0.0)
-    logits = h @ params["w2"] + params["b2"]
-    m = np.max(logits, axis=1, keepdims=True)
-    logp = logits - m - np.log(np.sum(np.exp(logits - m), axis=1, keepdims=True))
-    return -np.mean(np.sum(logp * y, axis=1))
 
 
 def softmax(x):
