@@ -40,21 +40,14 @@ def _emit(b: GraphBuilder, op: Op, *inputs: Var, like: Node, **params) -> Var:
 # -- arithmetic identities ------------------------------------------------------------------
 
 
-def _right_identity(value) -> Rewrite:
+def _identity_element(value, side: str) -> Rewrite:
+    """op(x, e) -> x (side "right") or op(e, x) -> x (side "left") for the identity e."""
+    at = 1 if side == "right" else 0
+
     def rewrite(node, b):
-        x, y = node.inputs
-        return x if _is(b, y, value) else None
+        return node.inputs[1 - at] if _is(b, node.inputs[at], value) else None
 
-    rewrite.__name__ = f"right_identity_{value}"
-    return rewrite
-
-
-def _left_identity(value) -> Rewrite:
-    def rewrite(node, b):
-        x, y = node.inputs
-        return y if _is(b, x, value) else None
-
-    rewrite.__name__ = f"left_identity_{value}"
+    rewrite.__name__ = f"{side}_identity_{value}"
     return rewrite
 
 
@@ -164,16 +157,13 @@ def _reshape_of_reshape(node, b):
     return _emit(b, Op.RESHAPE, inner.inputs[0], like=node, shape=node.out.shape)
 
 
-def _broadcast_of_broadcast(node, b):
+def _rebroadcast(node, b):
+    """A broadcast's source broadcast straight to this node's shape: always right for a
+    broadcast of a broadcast; for a transpose or reshape only when the source is 0-d."""
     inner = b.producer(node.inputs[0])
     if inner is None or inner.op != Op.BROADCAST_TO:
         return None
-    return _emit(b, Op.BROADCAST_TO, inner.inputs[0], like=node, shape=node.out.shape)
-
-
-def _moved_scalar_broadcast(node, b):
-    inner = b.producer(node.inputs[0])
-    if inner is None or inner.op != Op.BROADCAST_TO or inner.inputs[0].ndim != 0:
+    if node.op != Op.BROADCAST_TO and inner.inputs[0].ndim != 0:
         return None
     return _emit(b, Op.BROADCAST_TO, inner.inputs[0], like=node, shape=node.out.shape)
 
@@ -223,18 +213,12 @@ def _sum_of_broadcast(node, b):
     return _emit(b, Op.MUL, x, scale, like=node)
 
 
-def _sum_of_negation(node, b):
+def _negation_outside(node, b):
+    """op(neg(x)) -> neg(op(x)) for a linear one-operand op, the neg read once."""
     x = _negated(b, node.inputs[0], single_use=True)
     if x is None:
         return None
-    return _emit(b, Op.NEG, _emit(b, Op.REDUCE_SUM, x, like=node, **node.params), like=node)
-
-
-def _reshape_of_negation(node, b):
-    x = _negated(b, node.inputs[0], single_use=True)
-    if x is None:
-        return None
-    return _emit(b, Op.NEG, _emit(b, Op.RESHAPE, x, like=node, **node.params), like=node)
+    return _emit(b, Op.NEG, _emit(b, node.op, x, like=node, **node.params), like=node)
 
 
 def _broadcast_of_one_element(node, b):
@@ -254,28 +238,28 @@ def _max_of_broadcast(node, b):
 # op -> the rewrites tried on it, in order; the first that applies wins.
 SIMPLIFY_RULES: dict[Op, tuple[Rewrite, ...]] = {
     Op.ADD: (
-        _right_identity(0),  # x + 0 -> x
-        _left_identity(0),  # 0 + x -> x
+        _identity_element(0, "right"),  # x + 0 -> x
+        _identity_element(0, "left"),  # 0 + x -> x
         _add_negated,  # x + neg(y) -> x - y ; neg(x) + y -> y - x
     ),
     Op.SUB: (
-        _right_identity(0),  # x - 0 -> x
+        _identity_element(0, "right"),  # x - 0 -> x
         _sub_negated,  # x - neg(y) -> x + y
         _sub_from_zero,  # 0 - x -> neg(x)
     ),
     Op.MUL: (
-        _right_identity(1),  # x * 1 -> x
-        _left_identity(1),  # 1 * x -> x
+        _identity_element(1, "right"),  # x * 1 -> x
+        _identity_element(1, "left"),  # 1 * x -> x
         _times_minus_one,  # x * -1 -> neg(x) ; -1 * x -> neg(x)
         _both_negated,  # neg(x) * neg(y) -> x * y
         _one_negated,  # x * neg(y) -> neg(x * y) ; neg(x) * y -> neg(x * y)  (neg read once)
     ),
     Op.DIV: (
-        _right_identity(1),  # x / 1 -> x
+        _identity_element(1, "right"),  # x / 1 -> x
         _both_negated,  # neg(x) / neg(y) -> x / y
         _one_negated,  # x / neg(y) -> neg(x / y) ; neg(x) / y -> neg(x / y)  (neg read once)
     ),
-    Op.POW: (_right_identity(1),),  # x ** 1 -> x
+    Op.POW: (_identity_element(1, "right"),),  # x ** 1 -> x
     Op.MAX: (_same_operands,),  # max(x, x) -> x
     Op.MIN: (_same_operands,),  # min(x, x) -> x
     Op.WHERE: (_same_operands,),  # where(c, x, x) -> x
@@ -288,23 +272,23 @@ SIMPLIFY_RULES: dict[Op, tuple[Rewrite, ...]] = {
     Op.TRANSPOSE: (
         _identity_permutation,  # transpose[0,1,..](x) -> x
         _transpose_of_transpose,  # transpose[q](transpose[p](x)) -> transpose[p∘q](x)
-        _moved_scalar_broadcast,  # transpose(broadcast_to(s)) -> broadcast_to(s), s 0-d
+        _rebroadcast,  # transpose(broadcast_to(s)) -> broadcast_to(s), s 0-d
     ),
     Op.RESHAPE: (
         _same_shape,  # reshape[shape(x)](x) -> x
         _reshape_of_reshape,  # reshape[t](reshape[s](x)) -> reshape[t](x)
-        _moved_scalar_broadcast,  # reshape(broadcast_to(s)) -> broadcast_to(s), s 0-d
-        _reshape_of_negation,  # reshape(neg(x)) -> neg(reshape(x))  (neg read once)
+        _rebroadcast,  # reshape(broadcast_to(s)) -> broadcast_to(s), s 0-d
+        _negation_outside,  # reshape(neg(x)) -> neg(reshape(x))  (neg read once)
     ),
     Op.BROADCAST_TO: (
         _same_shape,  # broadcast_to[shape(x)](x) -> x
-        _broadcast_of_broadcast,  # broadcast_to[t](broadcast_to[s](x)) -> broadcast_to[t](x)
+        _rebroadcast,  # broadcast_to[t](broadcast_to[s](x)) -> broadcast_to[t](x)
         _broadcast_of_one_element,  # broadcast_to(constant [c]) -> broadcast_to(constant c), 0-d
     ),
     Op.REDUCE_SUM: (
         _no_axes,  # reduce_sum[]( x) -> x
         _sum_of_broadcast,  # reduce_sum[A](broadcast_to(x)) -> reshape(x) * |A|, A = copied axes
-        _sum_of_negation,  # reduce_sum(neg(x)) -> neg(reduce_sum(x))  (neg read once)
+        _negation_outside,  # reduce_sum(neg(x)) -> neg(reduce_sum(x))  (neg read once)
     ),
     Op.REDUCE_MAX: (
         _no_axes,  # reduce_max[](x) -> x
