@@ -27,7 +27,7 @@ from compiler import frontend as F
 from compiler.errors import TraceError, UnsupportedError
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
-from compiler.vjp_rules import NON_DIFFERENTIABLE, VJP_MATHS, VJP_RULES
+from compiler.vjp_rules import NON_DIFFERENTIABLE, VJP_RULES, vjp_maths
 from ir.graph import Node, Source, Var
 from ir.ops import Op
 
@@ -167,7 +167,7 @@ def _prune_and_label(trace: Trace, first: int, node: Node, kept: dict[int, Var])
             if made_by is not None and i not in users[id(made_by)]:
                 users[id(made_by)].add(i)
                 stack.extend(made_by.inputs)
-    maths = VJP_MATHS.get(node.op, ())
+    maths = vjp_maths(node.op)
     many = len(node.inputs) > 1
     new_nodes = []
     for n in emitted:

@@ -10,7 +10,7 @@ Rules follow the dimension-compatibility method: differentiate as if scalars, th
 and transpose until the shapes agree (``Y = X W``: ``dX = G Wᵀ``, ``dW = Xᵀ G``). Operands
 of an elementwise node already share its shape (the tracer inserts BROADCAST_TO), so only
 BROADCAST_TO's rule sums back to a smaller shape. The maths of each rule is the trailing
-comment on its `return`; autodiff reads it (`rule_maths`) to label the backward nodes.
+comment on its `return`; autodiff reads it (`vjp_maths`) to label the backward nodes.
 
 Conventions at non-differentiable points (as JAX, which NumPy-ecosystem users know):
 
@@ -29,6 +29,7 @@ Conventions at non-differentiable points (as JAX, which NumPy-ecosystem users kn
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import io
 import textwrap
@@ -44,8 +45,6 @@ VjpRule = Callable[..., tuple]
 
 # op -> rule(g, out, *inputs, **params) -> one cotangent (or None) per input
 VJP_RULES: dict[Op, VjpRule] = {}
-# op -> the maths of its rule, one string per input when the comment splits that way
-VJP_MATHS: dict[Op, tuple[str, ...]] = {}
 
 NON_DIFFERENTIABLE = frozenset(
     {Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.SIGN, Op.STOP_GRADIENT, Op.RANDOM_UNIFORM,
@@ -56,10 +55,16 @@ NON_DIFFERENTIABLE = frozenset(
 def vjp_rule(op: Op):
     def register(fn: VjpRule) -> VjpRule:
         VJP_RULES[op] = fn
-        VJP_MATHS[op] = rule_maths(fn)
         return fn
 
     return register
+
+
+@functools.cache
+def vjp_maths(op: Op) -> tuple[str, ...]:
+    """The maths of ``op``'s rule, one string per input when the comment splits that way; read
+    from the source on first use (parsing every rule at import would cost a warm start ~50 ms)."""
+    return rule_maths(VJP_RULES[op]) if op in VJP_RULES else ()
 
 
 def rule_maths(fn: Callable) -> tuple[str, ...]:

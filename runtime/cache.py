@@ -176,7 +176,8 @@ def ensure_compiled(dispatcher, args: tuple) -> None:
     if signature in dispatcher.overloads:
         return
     try:
-        dispatcher.compile(signature)
+        if not load_cached(dispatcher, signature):
+            dispatcher.compile(signature)
         return
     except Exception as error:  # noqa: BLE001 - retried below; a real error raises again
         first = error
@@ -195,6 +196,36 @@ def ensure_compiled(dispatcher, args: tuple) -> None:
         what = "is unusable; compiled without the disk cache"
     warnings.warn(f"chainjit: Numba's cache for {dispatcher.py_func.__module__} {what} "
                   f"({type(first).__name__}: {first})", CacheWarning, stacklevel=3)
+
+
+def load_cached(dispatcher, signature: tuple) -> bool:
+    """Load `signature`'s machine code from Numba's disk cache, as `Dispatcher.compile` does,
+    but without first refreshing Numba's typing and lowering registries: loading object code
+    needs neither, and the refresh (importing every NumPy implementation Numba has) is most of
+    a warm start's time; of the refresh, loaded code needs only Numba's runtime (NRT)
+    initialised, which is done here. Compiling refreshes the registries itself. False when
+    there is nothing cached or this Numba lacks the pieces (`dispatcher.compile` does it all)."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.runtime import rtsys
+
+    cache = getattr(dispatcher, "_cache", None)
+    load = getattr(cache, "_load_overload", None)
+    guard = getattr(cache, "_guard_against_spurious_io_errors", None)
+    if load is None or guard is None:
+        return False
+    with global_compiler_lock:
+        rtsys.initialize(dispatcher.targetctx)  # the one part of the refresh loaded code needs
+        cres = None
+        with guard():  # swallows the I/O errors Numba treats as a cache miss
+            cres = load(signature, dispatcher.targetctx)
+        if cres is None:
+            return False
+        dispatcher._cache_hits[signature] += 1
+        if not cres.objectmode:
+            dispatcher.targetctx.insert_user_function(cres.entry_point, cres.fndesc,
+                                                      [cres.library])
+        dispatcher.add_overload(cres)
+    return True
 
 
 @functools.lru_cache(maxsize=1)

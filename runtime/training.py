@@ -30,6 +30,7 @@ from compiler.errors import describe_source
 from compiler.pytree import tree_flatten
 from ir.interpreter import eval_node
 from ir.ops import Op
+from runtime.cache import ensure_compiled
 from runtime.optim import Optimizer
 
 __all__ = ["FitError", "History", "NonFiniteLossError", "TrainStep", "fit", "train_step"]
@@ -200,6 +201,7 @@ class TrainStep:
             leaf = batch_leaves[index]
             if type(leaf) is not np.ndarray or leaf.dtype.kind not in "iu":
                 return  # checked the slow way on every call
+            ensure_compiled(labels_out_of_range, (leaf, classes))  # the fast load from disk
             labels.append((first + index, classes, path))
         self._checked[key] = (labels, in_place, self.compiled._fast.get(key))
 
