@@ -1,18 +1,28 @@
-"""Timing harness: correctness checks, interleaved timing, machine bound, compile latency.
+"""Timing harness: correctness checks, timing in worker processes, machine bound, compile latency.
 
-Method: each system's step is set up and checked against the float64 run of the NumPy reference
-(loss, gradients, and the parameters after one step); then all systems that passed are warmed up
-and timed interleaved (round-robin, the starting system rotating every repetition) with
-``time.perf_counter``, so that a noisy machine slows every system alike. Reported: median and min.
+Method: every system runs in its own worker process (``worker.py``), one per system and workload,
+because systems sharing a process slow each other down: after each call OpenBLAS's worker
+threads (numpy's and scipy's copies, used by NumPy and chainjit) busy-wait, PyTorch's OpenMP
+threads and XLA's Eigen pool spin, and on a 2-core machine that inflated every system's median
+2-3x and made it depend on which other systems were loaded (mlp_large, chainjit / JAX / PyTorch
+median: 5.5 / 4.6 / 4.8 ms each alone, 14.6 / 8.8 / 22 ms all four in one process).
+
+The workers are started and set up one at a time (so compiles do not overlap): each checks its
+step against the float64 run of the NumPy reference (loss, gradients, and the parameters after one
+step) and reports, or is killed when it does not report within ``SETUP_LIMIT_S``. Then the
+systems that passed are timed side by side in rounds: in every round each worker, in turn (the
+first one rotating every round), runs one untimed step and then a batch of steps of about
+``BATCH_S`` (at least one), each timed with ``time.perf_counter``; after each batch the harness
+waits until that worker's threads are quiet (``Worker.settle``), because OpenBLAS's threads
+busy-wait ~0.1 s after the last call, which would slow the next system's whole batch. Noise
+lasting longer than a round slows every system alike. Reported: median and min over all timed
+steps, and per pair of systems the median over rounds of the ratio of their round medians.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,12 +34,13 @@ import numpy as np
 
 from benchmarks import reference as ref
 from benchmarks import systems as sysmod
+from benchmarks.worker import WorkerError, start_worker
 from benchmarks.workloads import ADAM_LR, SGD_LR, WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 RTOL = 1e-3
 SETUP_LIMIT_S = 90.0  # per system and workload: import, compile, check, first step
-PROBE_SYSTEMS = {"chainjit"}
+BATCH_S = 0.05  # a timed batch of steps lasts about this long (at least one step)
 
 
 def one_line(msg: str, limit: int = 110) -> str:
@@ -136,68 +147,9 @@ def check_step(params1, r) -> str | None:
     return None
 
 
-class SetupTimeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Raise SetupTimeout in the main thread after ``seconds`` (SIGALRM; no-op elsewhere)."""
-    if seconds <= 0 or not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def handler(signum, frame):
-        raise SetupTimeout(f"timed out after {seconds:.0f} s")
-
-    old = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def probe_compile(name: str, workload: str, limit_s: float) -> str | None:
-    """Compile ``workload`` for ``name`` in a child process with a time limit; an error or None."""
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "latency_child.py"), name, workload,
-             "--probe"],
-            cwd=ROOT, capture_output=True, text=True, timeout=limit_s, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return f"error: compile did not finish in {limit_s:.0f} s (probe process killed)"
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return "error: probe: " + one_line(err, 100)
-    out = json.loads(lines[-1])
-    if "error" in out:
-        return out["error"] if out.get("missing") else "error: " + one_line(out["error"], 100)
-    print(f"  [{workload}] {name} probe ok in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return None
-
-
-def setup_system(name: str, workload: str, r: dict, limit_s: float = 0) -> tuple[dict, object]:
-    """Import, build, check and warm up one system. Returns (info, step or None).
-
-    A system in ``PROBE_SYSTEMS`` is first compiled in a child process with a hard time limit
-    (LLVM can sit in native code where no in-process timeout reaches it)."""
-    if name in PROBE_SYSTEMS and limit_s > 0:
-        problem = probe_compile(name, workload, limit_s)
-        if problem is not None:
-            return {"status": problem}, None
-    try:
-        with time_limit(2 * limit_s):  # after a successful probe: mostly a cache hit
-            return _setup_system(name, workload, r)
-    except SetupTimeout as e:
-        return {"status": f"error: setup {e}"}, None
-
-
-def _setup_system(name: str, workload: str, r: dict) -> tuple[dict, object]:
+def setup_system(name: str, workload: str, r: dict) -> tuple[dict, object]:
+    """Import, build and check one system and run its first step (in its worker process).
+    Returns (info, step or None)."""
     info: dict = {"status": "ok"}
     try:
         mod = sysmod.load(name)
@@ -238,82 +190,90 @@ def _setup_system(name: str, workload: str, r: dict) -> tuple[dict, object]:
 # ----------------------------------------------------------------------------- timing
 
 
-def time_interleaved(
-    steps: dict, budget_s: float, min_reps: int, max_reps: int, info: dict, warmup: int = 2
-):
-    names = list(steps)
-    warm = {}
-    for name in list(names):
+def time_rounds(
+    workers: dict,
+    budget_s: float,
+    min_rounds: int,
+    max_rounds: int,
+    info: dict,
+    warmup: int,
+    warmup_limit_s: float,
+) -> tuple[dict, dict]:
+    """Time every worker's step in rounds; returns ({name: [(round, times)]}, {name: batch})."""
+    batch, step_s = {}, {}
+    for name, w in workers.items():
         try:
-            ts = []
-            for _ in range(warmup):
-                t0 = time.perf_counter()
-                steps[name].run()
-                ts.append(time.perf_counter() - t0)
-            warm[name] = min(ts)
-        except Exception as e:  # noqa: BLE001
-            info[name] = {"status": "error: warmup: " + short_error(e)}
-            names.remove(name)
-    if not names:
-        return {}
-    round_s = sum(warm[n] for n in names)
-    reps = int(min(max_reps, max(min_reps, budget_s / max(round_s, 1e-9))))
-    times = {n: [] for n in names}
-    gc.collect()
-    t_end = time.perf_counter() + 2 * budget_s  # a slow system cuts the repetitions short
-    for r in range(reps):
-        if r >= min(3, min_reps) and time.perf_counter() > t_end:
-            break
+            step_s[name] = min(w.run(warmup, warmup_limit_s))
+        except WorkerError as e:
+            info[name] = {"status": f"error: warmup: {e}"}
+            continue
+        w.settle()
+        batch[name] = max(1, round(BATCH_S / max(step_s[name], 1e-9)))
+    names = list(batch)
+    per_round = {n: [] for n in names}
+    t0 = time.perf_counter()
+    r = 0
+    while per_round and r < max_rounds and (r < min_rounds or time.perf_counter() - t0 < budget_s):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            if name not in times:
+            if name not in per_round:
                 continue
             try:
-                t0 = time.perf_counter()
-                steps[name].run()
-                times[name].append(time.perf_counter() - t0)
-            except Exception as e:  # noqa: BLE001
-                info[name] = {"status": "error: timing: " + short_error(e)}
-                del times[name]
-    return times
+                expected = (batch[name] + 1) * step_s[name]
+                per_round[name].append((r, workers[name].run(batch[name], 30 + 20 * expected)))
+            except WorkerError as e:
+                info[name] = {"status": f"error: timing: {e}"}
+                del per_round[name]
+                continue
+            workers[name].settle()
+        r += 1
+    return per_round, batch
 
 
 def run_workload(workload: str, systems: list[str], quick: bool) -> dict:
-    """Set up and time every system; the machine bound (`bound_s`, `x_bound`) is added by
-    run.py from the best machine measurement of the whole run."""
-    r = reference_result(workload)
-    info, steps = {}, {}
-    for name in systems:
-        print(f"  [{workload}] setting up {name} ...", file=sys.stderr, flush=True)
-        limit = SETUP_LIMIT_S / 2 if quick else SETUP_LIMIT_S
-        info[name], step = setup_system(name, workload, r, limit)
-        if step is not None:
-            steps[name] = step
-        else:
-            print(f"  [{workload}] {name}: {info[name]['status']}", file=sys.stderr, flush=True)
-    budget, min_reps, max_reps, warmup = (0.3, 3, 10, 1) if quick else (20.0, 10, 3000, 3)
-    times = time_interleaved(steps, budget, min_reps, max_reps, info, warmup)
-    for name, ts in times.items():
+    """Set up and time every system, each in its own worker process; the machine bound
+    (`bound_s`, `x_bound`) is added by run.py from the best machine measurement of the run."""
+    limit = SETUP_LIMIT_S / 2 if quick else SETUP_LIMIT_S
+    budget, min_rounds, max_rounds, warmup = (0.3, 3, 10, 1) if quick else (20.0, 10, 3000, 3)
+    info, workers = {}, {}
+    try:
+        for name in systems:  # one at a time: compiles do not overlap, setup times stay honest
+            print(f"  [{workload}] setting up {name} ...", file=sys.stderr, flush=True)
+            info[name], w = start_worker(name, workload, limit)
+            if w is not None:
+                workers[name] = w
+            else:
+                print(f"  [{workload}] {name}: {info[name]['status']}", file=sys.stderr, flush=True)
+        per_round, batch = time_rounds(workers, budget, min_rounds, max_rounds, info, warmup, limit)
+    finally:
+        for w in workers.values():
+            w.close()
+    round_med = {n: {r: float(np.median(ts)) for r, ts in rs} for n, rs in per_round.items()}
+    for name, rs in per_round.items():
+        ts = [t for _, b in rs for t in b]
         med = float(np.median(ts))
         info[name].update(
             median_s=med,
             min_s=float(np.min(ts)),
             reps=len(ts),
+            rounds=len(rs),
+            batch=batch[name],
             steps_per_s=1.0 / med,
+            times_s=[round(t, 7) for t in ts],
         )
     for name, d in info.items():
         if "median_s" in d:
-            # paired: median over repetitions of (other's time / this system's time) in the same
-            # round, which cancels noise that lasts longer than one round
+            # paired: median over rounds of (other's round median / this system's round median),
+            # which cancels noise that lasts longer than one round
+            mine = round_med[name]
             d["speedup_vs"] = {
-                o: float(np.median([b / a for a, b in zip(times[name], times[o])]))
+                o: float(np.median([round_med[o][r] / mine[r] for r in mine if r in round_med[o]]))
                 for o in systems
-                if o != name and o in times
+                if o != name and o in round_med and set(round_med[o]) & set(mine)
             }
             d["speedup_vs_of_medians"] = {
                 o: info[o]["median_s"] / d["median_s"] for o in d["speedup_vs"]
             }
-            d["times_s"] = [round(t, 7) for t in times[name]]
     return {"systems": info, "description": WORKLOADS[workload].description}
 
 

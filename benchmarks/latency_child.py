@@ -5,10 +5,6 @@ step; prints one JSON line with ``t_first``, the wall-clock time (``time.time()`
 first step's result was available; the parent subtracts the time at which it started the process,
 so imports and compilation are included. The cache directory comes from ``CHAINJIT_CACHE_DIR``
 (chainjit) / ``BENCH_CACHE_DIR`` (JAX's persistent compilation cache).
-
-``python benchmarks/latency_child.py SYSTEM WORKLOAD --probe``: the compile probe the harness runs
-(with a time limit) before setting up a compiling system in-process, so that a compile that hangs
-in native code cannot stall the whole run; it also fills the system's on-disk cache.
 """
 
 import json
@@ -19,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def main(name: str, workload: str = "mlp_large", probe: bool = False) -> None:
+def main(name: str) -> None:
     if name == "jax":
         import jax
 
@@ -33,10 +29,8 @@ def main(name: str, workload: str = "mlp_large", probe: bool = False) -> None:
 
     try:
         mod = systems.load(name)
-        data, params = WORKLOADS[workload].make()
-        step = mod.make_step(workload, data, params)
-        if probe:
-            step.value_and_grad()
+        data, params = WORKLOADS["mlp_large"].make()
+        step = mod.make_step("mlp_large", data, params)
         loss = step.run()
     except Exception as e:  # noqa: BLE001
         missing = isinstance(e, ModuleNotFoundError) and e.name and "." not in e.name
@@ -48,4 +42,4 @@ def main(name: str, workload: str = "mlp_large", probe: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3], probe="--probe" in sys.argv)
+    main(sys.argv[1])
