@@ -1,20 +1,39 @@
 """Codegen for CONV2D: one call of a cached Numba kernel from compiler/conv_kernels.py.
 
-Registered in compiler/codegen_ops.py's `EMIT_RULES`. The loops (im2col per image into a
-scratch matrix, then one BLAS GEMM per image writing NCHW output) live in
+Registered in compiler/codegen_ops.py's `EMIT_RULES`. The loops live in
 compiler/conv_kernels.py, compiled once per dtype and cached on disk, so no graph's cold
-compile pays for them again (the inline version cost about 9 loop nests per conv). Here the
-input and the kernel are made C-contiguous (a transposed view, as the weight gradient's xᵀ
-and gᵀ in compiler/vjp_rules.py, is copied once) and the kernel variant is chosen: along
-output rows, or along kernel rows when the output is narrower than the kernel.
+compile pays for them again (the inline version cost about 9 loop nests per conv).
+
+Two kernels. A CONV2D of two batch<->channel transposes, CONV2D(xᵀ, gᵀ), is the weight
+gradient compiler/vjp_rules.py emits: `conv2d_weight_grad` reads x and g themselves (no
+transposed copies), with the strides and dilation of the convolution it differentiates
+(the node's dilation and strides). Every other CONV2D is `conv2d_forward` over C-contiguous
+operands (a view, such as the cotangent of a sum broadcast to the output, is copied once).
 """
 
 from __future__ import annotations
 
 from compiler.codegen import CodeGen
-from ir.graph import Node
+from ir.graph import Node, Var
+from ir.ops import Op
 
 KERNELS_MODULE = "compiler.conv_kernels"
+BATCH_CHANNEL_SWAP = (1, 0, 2, 3)
+
+
+def _ints(*values: int) -> str:
+    """Geometry arguments as np.int64(v): a bare literal is typed Literal[int](v), and Numba
+    would compile (and cache) the whole kernel again for every distinct geometry."""
+    return ", ".join(f"np.int64({v})" for v in values)
+
+
+def _untransposed(gen: CodeGen, var: Var) -> Var | None:
+    """The source of `var` when `var` is a batch<->channel transpose, else None."""
+    node = gen.graph.producers().get(var)
+    if node is not None and node.op == Op.TRANSPOSE and \
+            tuple(node.params["perm"]) == BATCH_CHANNEL_SWAP:
+        return node.inputs[0]
+    return None
 
 
 def emit_conv2d(gen: CodeGen, node: Node) -> None:
@@ -27,10 +46,17 @@ def emit_conv2d(gen: CodeGen, node: Node) -> None:
     o = gen.dims[w][0]
     ho, wo = (gen.resolve_dim(d) for d in out.shape[2:])
     gen.set_dims(out, (big_b, o, ho, wo))
+    x_src, g_src = _untransposed(gen, x), _untransposed(gen, w)
+    if x_src is not None and g_src is not None:
+        source, cotangent = gen.array(x_src, "C"), gen.array(g_src, "C")
+        name = gen.alloc(out)
+        gen.fast_imports.add(f"{KERNELS_MODULE}:conv2d_weight_grad")
+        gen.line(f"conv2d_weight_grad({source}, {cotangent}, {name}, "
+                 f"{_ints(out.shape[2], out.shape[3], dh, dw, loh, low, sh, sw)})")
+        return
     source = gen.array(x, "C")  # a broadcast scalar (the cotangent of a sum) is copied too
     kernel = gen.array(w, "C")
     name = gen.alloc(out)
-    fn = "conv2d_rows" if out.shape[3] >= kw else "conv2d_kernel_rows"
-    gen.fast_imports.add(f"{KERNELS_MODULE}:{fn}")
-    gen.line(f"{fn}({source}, {kernel}.reshape(({o}, {c} * {kh * kw})), {name}, "
-             f"{kh}, {kw}, {sh}, {sw}, {loh}, {low}, {dh}, {dw})")
+    gen.fast_imports.add(f"{KERNELS_MODULE}:conv2d_forward")
+    gen.line(f"conv2d_forward({source}, {kernel}.reshape(({o}, {c} * {kh * kw})), {name}, "
+             f"{_ints(kh, kw, sh, sw, loh, low, dh, dw)})")

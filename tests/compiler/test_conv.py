@@ -1,11 +1,15 @@
 """The CONV2D primitive: interpreter vs a loop reference (strides, padding incl. negative,
-dilation), its VJP rule vs central differences (float64), Numba vs the interpreter for the
-forward and both gradients in one compile, and the graph a conv layer traces to."""
+dilation), its VJP rule vs central differences (float64), the Numba kernels of
+compiler/conv_kernels.py vs the interpreter on random shapes (every path: short and long
+patches, contiguous and dilated patch rows, stride-1 and strided weight gradients, the
+K and M blocks of the dot products), Numba vs the interpreter for the forward and both
+gradients in one compile (and on transposed and broadcast operands), and the graph a conv
+layer traces to."""
 
 import numpy as np
 import pytest
 
-from compiler import compile, nn, value_and_grad
+from compiler import compile, conv_kernels, nn, tree_flatten, value_and_grad
 from compiler import frontend as F
 from ir.interpreter import EVAL_RULES
 from ir.ops import Op
@@ -79,20 +83,37 @@ def _loss(params):
     return loss
 
 
+def _views_loss(x, w):
+    """A transposed input (copied once), the broadcast cotangent of a plain sum, and a
+    second convolution whose weight gradient conv(xᵀ, gᵀ) reads x and g in place."""
+    y = F.conv2d_primitive(np.transpose(x, (0, 1, 3, 2)), w, (2, 1), ((1, 0), (0, 2)), (1, 2))
+    z = F.conv2d_primitive(x, w[:, :, :2], (1, 1), ((1, 1), (0, 1)), (1, 1))
+    return np.sum(y) + np.sum(z * z)
+
+
 def test_conv2d_numba_forward_and_gradients_match_interpreter():
     # every case in ONE compiled function (one Numba compile); float32 as in training
     cases = [_case(name, np.float32) for name in sorted(CASES)]
+    views = (RNG.standard_normal((3, 2, 7, 6)).astype(np.float32),
+             RNG.standard_normal((4, 2, 3, 2)).astype(np.float32))
 
-    def total(args):
-        return sum(_loss(params)(x, w) for (x, w), (_, _, params) in zip(args, cases))
+    def total(args, views):
+        return _views_loss(*views) + sum(
+            _loss(params)(x, w) for (x, w), (_, _, params) in zip(args, cases))
 
     args = [(x, w) for x, w, _ in cases]
-    want_v, want_g = compile(value_and_grad(total), backend="interpreter")(args)
-    got_v, got_g = compile(value_and_grad(total), backend="numba")(args)
+    want_v, want_g = compile(value_and_grad(total, argnums=(0, 1)),
+                             backend="interpreter")(args, views)
+    compiled = compile(value_and_grad(total, argnums=(0, 1)), backend="numba")
+    got_v, got_g = compiled(args, views)
     np.testing.assert_allclose(got_v, want_v, rtol=1e-5)
-    for want_pair, got_pair in zip(want_g, got_g):
-        for want, got in zip(want_pair, got_pair):
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    want_leaves, got_leaves = tree_flatten(want_g)[0], tree_flatten(got_g)[0]
+    assert len(got_leaves) == len(want_leaves) == 2 * len(cases) + 2
+    for want, got in zip(want_leaves, got_leaves):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # weight gradients read in place: every case's and the views' second convolution (the
+    # first one's xᵀ is a composed transpose and its gᵀ a broadcast: copied, conv2d_forward)
+    assert compiled.source(args, views).count("conv2d_weight_grad(") == len(cases) + 1
 
 
 def test_conv2d_layer_traces_to_one_conv_and_its_step_to_three():
@@ -111,3 +132,67 @@ def test_conv2d_eager_promotes_integer_input_to_float():
     y = nn.conv2d(x, np.ones((1, 1, 2, 2), np.float32), stride=2)
     assert y.dtype == np.result_type(x, np.float32)  # NumPy promotion: int64 + f32 -> f64
     np.testing.assert_array_equal(y[0, 0], [[10, 18], [42, 50]])
+
+
+def _random_conv(rng, c, o, dtype):
+    """A random valid geometry: (x, w, strides, padding, dilation), odd sizes included."""
+    while True:
+        kh, kw = rng.integers(1, 4, size=2)
+        sh, sw = rng.integers(1, 4, size=2)
+        dh, dw = rng.integers(1, 3, size=2)
+        (ph0, ph1), (pw0, pw1) = rng.integers(-1, 3, size=(2, 2))
+        h, wd = rng.integers(3, 12, size=2)
+        if h + ph0 + ph1 >= dh * (kh - 1) + 1 and wd + pw0 + pw1 >= dw * (kw - 1) + 1:
+            break
+    x = rng.standard_normal((int(rng.integers(1, 4)), c, h, wd)).astype(dtype)
+    w = rng.standard_normal((o, c, kh, kw)).astype(dtype)
+    return x, w, (int(sh), int(sw)), ((int(ph0), int(ph1)), (int(pw0), int(pw1))), \
+        (int(dh), int(dw))
+
+
+def _check_kernels(x, w, strides, padding, dilation, rtol):
+    """conv2d_forward and conv2d_weight_grad vs the interpreter's CONV2D (in float64)."""
+    params = {"strides": strides, "padding": padding, "dilation": dilation}
+    want = EVAL_RULES[Op.CONV2D](x.astype(np.float64), w.astype(np.float64), **params)
+    o, c, kh, kw = w.shape
+    (sh, sw), ((loh, _), (low, _)), (dh, dw) = strides, padding, dilation
+    out = np.full(want.shape, np.nan, x.dtype)
+    conv_kernels.conv2d_forward(x, w.reshape(o, -1), out, kh, kw, sh, sw, loh, low, dh, dw)
+    scale = np.abs(want).max() + 1
+    np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * scale)
+    # the weight gradient against the CONV2D the VJP rule emits: conv(xᵀ, gᵀ)
+    g = RNG.standard_normal(want.shape).astype(x.dtype)
+    pad_w = tuple((lo, (k - 1) * d + (n - 1) * s + 1 - size - lo) for size, k, n, s, d, (lo, _)
+                  in zip(x.shape[2:], (kh, kw), want.shape[2:], strides, dilation, padding))
+    want_w = EVAL_RULES[Op.CONV2D](x.transpose(1, 0, 2, 3).astype(np.float64),
+                                   g.transpose(1, 0, 2, 3).astype(np.float64),
+                                   strides=dilation, padding=pad_w, dilation=strides)
+    out_w = np.full(want_w.shape, np.nan, x.dtype)
+    conv_kernels.conv2d_weight_grad(x, g, out_w, kh, kw, sh, sw, loh, low, dh, dw)
+    scale = np.abs(want_w).max() + 1
+    np.testing.assert_allclose(out_w, want_w, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32,
+                                   pytest.param(np.float64, marks=pytest.mark.slow)])
+def test_conv2d_kernels_match_interpreter_on_random_shapes(dtype):
+    # float64 is slow: its cold kernel compile (~10 s) is all the time it takes
+    rng = np.random.default_rng(7)
+    rtol = 1e-4 if dtype == np.float32 else 1e-11
+    # channels 1-3: patches shorter than MIN_DOT_LENGTH (rank-1 updates); 5 and 16: dot
+    # products; outputs 1-7: odd rows and partial 2x4 tiles
+    for c in (1, 2, 3, 5, 16):
+        for o in (1, 4, 7):
+            _check_kernels(*_random_conv(rng, c, o, dtype), rtol)
+
+
+def test_conv2d_kernels_long_dot_products_and_many_outputs():
+    # patches of 60*3*3 = 540 > K_BLOCK values, 70 > M_BLOCK kernels; a stride-1 weight
+    # gradient over 24 x 26 > K_BLOCK padded pixels
+    assert 540 > conv_kernels.K_BLOCK and 70 > conv_kernels.M_BLOCK
+    x = RNG.standard_normal((2, 60, 5, 4)).astype(np.float32)
+    w = RNG.standard_normal((70, 60, 3, 3)).astype(np.float32)
+    _check_kernels(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1e-4)
+    x = RNG.standard_normal((2, 3, 24, 24)).astype(np.float32)
+    w = RNG.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    _check_kernels(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1e-4)
