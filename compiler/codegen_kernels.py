@@ -280,6 +280,14 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
         if red == set(range(ng - len(red), ng)):
             split = ng - len(red)
     scalar_acc = bool(reduces) and split < ng or (bool(reduces) and ng == 0)
+    # Accumulator arrays (a reduced axis outside a kept one: a bias gradient summed over
+    # (0, 2, 3)) are locals over the trailing loops every reduction reduces: read before
+    # them, written after, so the inner loop vectorises instead of updating memory LLVM
+    # cannot prove distinct from the kernel's stores.
+    hoist = ng
+    while not scalar_acc and reduces and hoist > 1 and \
+            all(hoist - 1 in groups for groups in reduced_groups.values()):
+        hoist -= 1
     parallel = _parallel(shape, ng, reduces, reduced_groups, scalar_acc, split)
     if parallel:
         gen.jit_options["parallel"] = PARALLEL_JIT
@@ -290,6 +298,8 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
     accumulate: list[tuple[Node, str]] = []  # (reduction, accumulator) updated innermost
     write_back: list[str] = []  # lines after the reduced loops, at depth `split`
     init_at_split: list[str] = []
+    init_at_hoist: list[str] = []  # accumulator arrays read into locals / written back
+    write_at_hoist: list[str] = []
     for node in reduces:
         out = outer_of[node.out]
         kept = [k for k in range(n) if k not in axes_of[node]]
@@ -309,6 +319,10 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
             gen.line(f"{target}.fill({init})")
             array, index = nest.target(target, kept, out.ndim)
             acc = f"{array}[{', '.join(index)}]"
+            if hoist < ng:
+                init_at_hoist.append(f"{array}_acc = {acc}")
+                write_at_hoist.append(f"{acc} = {array}_acc")
+                acc = f"{array}_acc"
         accumulate.append((node, acc))
 
     stores = []
@@ -322,10 +336,10 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
             stores.append((out, *nest.target(gen.alloc(out), list(range(n)), n)))
 
     idx = nest.idx
-    nest.open(0, split, parallel)
-    for text in init_at_split:
+    nest.open(0, min(split, hoist), parallel)
+    for text in init_at_split + init_at_hoist:
         gen.line(text)
-    nest.open(split, ng, parallel and split == 0)
+    nest.open(min(split, hoist), ng, parallel and min(split, hoist) == 0)
     for node in nodes:
         if node.op in ops.ELEMENTWISE:
             name = local(node.out)
@@ -353,10 +367,10 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
             gen.values[out] = Value("scalar", name)
         else:
             gen.line(f"{target}[{', '.join(index)}] = {value}")
-    gen.close_loops(ng - split)
-    for text in write_back:
+    gen.close_loops(ng - min(split, hoist))
+    for text in write_back + write_at_hoist:
         gen.line(text)
-    gen.close_loops(split)
+    gen.close_loops(min(split, hoist))
 
 
 def _parallel(shape, ng, reduces, reduced_groups, scalar_acc, split) -> bool:

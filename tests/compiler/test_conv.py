@@ -6,6 +6,8 @@ K and M blocks of the dot products), Numba vs the interpreter for the forward an
 gradients in one compile (and on transposed and broadcast operands), and the graph a conv
 layer traces to."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -83,11 +85,13 @@ def _loss(params):
     return loss
 
 
-def _views_loss(x, w):
+def _views_loss(x, w, b):
     """A transposed input (copied once), the broadcast cotangent of a plain sum, and a
-    second convolution whose weight gradient conv(xᵀ, gᵀ) reads x and g in place."""
+    second convolution whose weight gradient conv(xᵀ, gᵀ) reads x and g in place, with a
+    bias (its gradient is a sum over axes (0, 2, 3) around the kept channel axis)."""
     y = F.conv2d_primitive(np.transpose(x, (0, 1, 3, 2)), w, (2, 1), ((1, 0), (0, 2)), (1, 2))
     z = F.conv2d_primitive(x, w[:, :, :2], (1, 1), ((1, 1), (0, 1)), (1, 1))
+    z = z + b[None, :, None, None]
     return np.sum(y) + np.sum(z * z)
 
 
@@ -95,7 +99,8 @@ def test_conv2d_numba_forward_and_gradients_match_interpreter():
     # every case in ONE compiled function (one Numba compile); float32 as in training
     cases = [_case(name, np.float32) for name in sorted(CASES)]
     views = (RNG.standard_normal((3, 2, 7, 6)).astype(np.float32),
-             RNG.standard_normal((4, 2, 3, 2)).astype(np.float32))
+             RNG.standard_normal((4, 2, 3, 2)).astype(np.float32),
+             RNG.standard_normal(4).astype(np.float32))
 
     def total(args, views):
         return _views_loss(*views) + sum(
@@ -108,12 +113,16 @@ def test_conv2d_numba_forward_and_gradients_match_interpreter():
     got_v, got_g = compiled(args, views)
     np.testing.assert_allclose(got_v, want_v, rtol=1e-5)
     want_leaves, got_leaves = tree_flatten(want_g)[0], tree_flatten(got_g)[0]
-    assert len(got_leaves) == len(want_leaves) == 2 * len(cases) + 2
+    assert len(got_leaves) == len(want_leaves) == 2 * len(cases) + 3
     for want, got in zip(want_leaves, got_leaves):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     # weight gradients read in place: every case's and the views' second convolution (the
     # first one's xᵀ is a composed transpose and its gᵀ a broadcast: copied, conv2d_forward)
-    assert compiled.source(args, views).count("conv2d_weight_grad(") == len(cases) + 1
+    source = compiled.source(args, views)
+    assert source.count("conv2d_weight_grad(") == len(cases) + 1
+    # the bias gradient accumulates per channel in a local, read and written around the
+    # inner loop (compiler/codegen_kernels.py), not in memory on every pixel
+    assert re.search(r"\n *(\w+)_acc = \1\[", source)
 
 
 def test_conv2d_layer_traces_to_one_conv_and_its_step_to_three():
