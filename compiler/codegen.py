@@ -8,6 +8,9 @@ Takes the "fused" graph (FUSED nodes or single primitives, both handled) and giv
         ...one block per node, each under the IR lines it came from...
         return (<outputs>,)
 
+(A long driver's body is then cut into `driver_part<k>` functions it calls in order, which
+compile sooner and keep LLVM inlining fastmath: compiler/codegen_split.py.)
+
 Choices that keep one compiled artefact serving many batch sizes (see `resolve_dim`):
 sizes are read from the input arrays (`x.shape[0]`), constants are driver arguments (so the
 1/N of a mean is not in the source), and work buffers are arguments allocated by the
@@ -40,6 +43,7 @@ from compiler.codegen_buffers import (
     prologue,
     view_expr,
 )
+from compiler.codegen_split import split_driver
 from ir.graph import Graph, Node, Var
 from ir.printer import Namer, format_graph, format_node, node_comment
 from ir.types import DTYPES
@@ -318,7 +322,7 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
     plan = plan_slots(gen.buffers)
     _place_buffers(gen, plan)
     return Generated(
-        source=render_module(gen, input_names),
+        source=split_driver(render_module(gen, input_names)),
         input_names=input_names,
         extra_args=gen.extra,
         out_scalar=[v.ndim == 0 for v in graph.outputs],
