@@ -1,12 +1,13 @@
 """Convolution and pooling over NCHW images: the layers over the CONV2D primitive and reductions.
 
 conv2d is ONE CONV2D node (NCHW cross-correlation; ir/ops.py), whose VJP is two more CONV2D
-nodes (compiler/vjp_rules.py) and whose code is im2col per image + one GEMM
-(compiler/codegen_conv.py). It replaced im2col written in the graph (PAD, transposes, a
-constant-index GATHER, MATMUL, and a SCATTER_ADD backward): on the digits-CNN training step
-that was ~90 fused nodes whose gather/scatter/transpose loop nests dominated both the cold
-Numba compile and the step. Pooling with stride == kernel is a reshape and one reduction;
-other strides take the max/mean over kh*kw strided slices. Re-exported by `compiler.nn`.
+nodes (compiler/vjp_rules.py) and whose code is a call of a cached kernel: patch matrix per
+image + register-tiled dot products (compiler/codegen_conv.py, compiler/conv_kernels.py). It
+replaced im2col written in the graph (PAD, transposes, a constant-index GATHER, MATMUL, and a
+SCATTER_ADD backward): on the digits-CNN training step that was ~90 fused nodes whose
+gather/scatter/transpose loop nests dominated both the cold Numba compile and the step.
+Pooling with stride == kernel is a reshape and one reduction; other strides take the
+max/mean over kh*kw strided slices. Re-exported by `compiler.nn`.
 """
 
 from __future__ import annotations
