@@ -258,7 +258,8 @@ class CodeGen:
 
     def array_constant(self, var: Var, value: np.ndarray) -> None:
         name = self.name(var)
-        self.extra.append(ArgSpec("const", name, value=np.array(value, copy=True)))
+        # C order whatever the folded value's layout (a folded transpose is Fortran order)
+        self.extra.append(ArgSpec("const", name, value=np.array(value, order="C", copy=True)))
         self.values[var] = Value("array", name, "C", owned=False)
         self.set_dims(var, [f"{name}.shape[{k}]" for k in range(value.ndim)])
 

@@ -250,3 +250,18 @@ def test_gather_out_of_bounds_raises_index_error():
     with pytest.raises(IndexError, match="out of bounds for axis 0"):
         executable([np.zeros(3), np.array([0, 7])])
     np.testing.assert_array_equal(executable([np.arange(3.0), np.array([-1, 0])])[0], [2.0, 0.0])
+
+
+def test_fortran_order_constant_is_handed_to_the_driver_c_contiguous():
+    # Constant folding can leave a transposed (Fortran-order) constant; the driver treats
+    # constants as C-contiguous, so reshaping one failed to compile before it was copied to
+    # C order.
+    b = Builder()
+    x = b.input((12,), "float32")
+    value = np.arange(12.0, dtype=np.float32).reshape(3, 4).T  # (4, 3), F-order
+    c = b.emit(Op.CONSTANT, (), value=value)
+    flat = b.emit(Op.RESHAPE, (c,), shape=(12,))
+    b.output("x * reshape(c)", b.emit(Op.MUL, (x, flat)))
+    graph = b.graph()
+    got = build_numba(graph)(b.values)[0]
+    np.testing.assert_allclose(got, evaluate(graph, b.values)[0], rtol=1e-6)
