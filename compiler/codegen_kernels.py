@@ -274,21 +274,14 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
                       for node in reduces}
 
     ng = len(groups)
-    split = ng  # loops [0, split) are kept axes, [split, ng) reduced, for scalar accumulators
-    if reduces and len({frozenset(r) for r in reduced_groups.values()}) == 1:
-        red = next(iter(reduced_groups.values()))
-        if red == set(range(ng - len(red), ng)):
-            split = ng - len(red)
-    scalar_acc = bool(reduces) and split < ng or (bool(reduces) and ng == 0)
-    # Accumulator arrays (a reduced axis outside a kept one: a bias gradient summed over
-    # (0, 2, 3)) are locals over the trailing loops every reduction reduces: read before
-    # them, written after, so the inner loop vectorises instead of updating memory LLVM
-    # cannot prove distinct from the kernel's stores.
-    hoist = ng
-    while not scalar_acc and reduces and hoist > 1 and \
-            all(hoist - 1 in groups for groups in reduced_groups.values()):
-        hoist -= 1
-    parallel = _parallel(shape, ng, reduces, reduced_groups, scalar_acc, split)
+    # Each reduction's accumulator lives at a loop depth: a local over the trailing loops it
+    # reduces (a scalar started at its init value when those are all the loops it reduces;
+    # else an element of the accumulator array read into the local before them and written
+    # back after them: a bias gradient summed over (0, 2, 3)), so the inner loop vectorises
+    # instead of updating memory LLVM cannot prove distinct from the kernel's stores. Depth
+    # `ng`: updated in place innermost (its index varies in the inner loop).
+    depth_of = {node: _trailing(reduced_groups[node], ng) for node in reduces}
+    parallel = _parallel(shape, ng, reduces, reduced_groups)
     if parallel:
         gen.jit_options["parallel"] = PARALLEL_JIT
     if REASSOCIATE_REDUCTIONS and any(
@@ -296,32 +289,31 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
         gen.jit_options["fastmath"] = {"reassoc"}
 
     accumulate: list[tuple[Node, str]] = []  # (reduction, accumulator) updated innermost
-    write_back: list[str] = []  # lines after the reduced loops, at depth `split`
-    init_at_split: list[str] = []
-    init_at_hoist: list[str] = []  # accumulator arrays read into locals / written back
-    write_at_hoist: list[str] = []
+    before: dict[int, list[str]] = {}  # depth -> lines before loops [depth, ng) open
+    after: dict[int, list[str]] = {}  # depth -> lines after they close
     for node in reduces:
         out = outer_of[node.out]
         kept = [k for k in range(n) if k not in axes_of[node]]
         gen.set_dims(out, [dims[k] for k in kept])
         init = reduce_init(node.op, out.dtype)
+        depth = depth_of[node]
         if out.ndim == 0:
             acc = gen.name(out)
             gen.line(f"{acc} = {init}")
             gen.values[out] = Value("scalar", acc)
-        elif scalar_acc:
+        elif reduced_groups[node] == set(range(depth, ng)):
             array, index = nest.target(gen.alloc(out), kept, out.ndim)
             acc = f"{array}_acc"
-            init_at_split.append(f"{acc} = {init}")
-            write_back.append(f"{array}[{', '.join(index)}] = {acc}")
+            before.setdefault(depth, []).append(f"{acc} = {init}")
+            after.setdefault(depth, []).append(f"{array}[{', '.join(index)}] = {acc}")
         else:
             target = gen.alloc(out)
             gen.line(f"{target}.fill({init})")
             array, index = nest.target(target, kept, out.ndim)
             acc = f"{array}[{', '.join(index)}]"
-            if hoist < ng:
-                init_at_hoist.append(f"{array}_acc = {acc}")
-                write_at_hoist.append(f"{acc} = {array}_acc")
+            if depth < ng:
+                before.setdefault(depth, []).append(f"{array}_acc = {acc}")
+                after.setdefault(depth, []).append(f"{acc} = {array}_acc")
                 acc = f"{array}_acc"
         accumulate.append((node, acc))
 
@@ -336,10 +328,14 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
             stores.append((out, *nest.target(gen.alloc(out), list(range(n)), n)))
 
     idx = nest.idx
-    nest.open(0, min(split, hoist), parallel)
-    for text in init_at_split + init_at_hoist:
-        gen.line(text)
-    nest.open(min(split, hoist), ng, parallel and min(split, hoist) == 0)
+    opened = 0
+    for depth in sorted(before):
+        nest.open(opened, depth, parallel)
+        opened = depth
+        for text in before[depth]:
+            gen.line(text)
+    nest.open(opened, ng, parallel)
+    opened = ng
     for node in nodes:
         if node.op in ops.ELEMENTWISE:
             name = local(node.out)
@@ -367,22 +363,31 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
             gen.values[out] = Value("scalar", name)
         else:
             gen.line(f"{target}[{', '.join(index)}] = {value}")
-    gen.close_loops(ng - min(split, hoist))
-    for text in write_back + write_at_hoist:
-        gen.line(text)
-    gen.close_loops(min(split, hoist))
+    for depth in sorted(after, reverse=True):
+        gen.close_loops(opened - depth)
+        opened = depth
+        for text in after[depth]:
+            gen.line(text)
+    gen.close_loops(opened)
 
 
-def _parallel(shape, ng, reduces, reduced_groups, scalar_acc, split) -> bool:
+def _trailing(reduced: set[int], ng: int) -> int:
+    """The first of the trailing loops all in `reduced` (`ng` when the innermost is not)."""
+    depth = ng
+    while depth > 0 and depth - 1 in reduced:
+        depth -= 1
+    return depth
+
+
+def _parallel(shape, ng, reduces, reduced_groups) -> bool:
     """prange the outer loop: large enough, and no two iterations update one accumulator
-    unless it is a scalar float sum/product (which prange reduces per thread)."""
+    unless it is a scalar float sum/product over every loop (which prange reduces per
+    thread)."""
     if ng == 0 or int(np.prod(shape)) < PARALLEL_MIN_SIZE:
         return False
-    if not reduces or (scalar_acc and split > 0):
-        return True
-    if scalar_acc and split == 0:
-        return all(r.op in REDUCE_UPDATE and is_float(r.out.dtype) for r in reduces)
-    return all(0 not in groups for groups in reduced_groups.values())
+    return all(0 not in reduced_groups[r] or (
+        reduced_groups[r] == set(range(ng)) and r.op in REDUCE_UPDATE and is_float(r.out.dtype))
+        for r in reduces)
 
 
 def _kernel_prefix(gen: CodeGen) -> str:

@@ -131,3 +131,18 @@ def test_kernel_flat_reduction_matches_interpreter(shape):
     x = f32(*shape)
     *_, source, _ = run_both(lambda v: (np.sum(v * v), np.exp(v).sum(axis=-1)), x)
     assert "fastmath" in source  # float sums may reassociate (vectorised partial sums)
+
+
+def test_kernel_mixed_reductions_keep_row_accumulators_local():
+    """Row reductions (the inner axis) beside a column sum (the outer axes): the row
+    accumulators are locals started inside the outer loop, the column sum updates its array
+    in the inner loop (before, every accumulator was an array element updated innermost)."""
+    def fn(a, g):
+        y = a * g
+        return np.sum(y, axis=2), np.sum(y * a, axis=(0, 1)), np.max(y, axis=2)
+
+    *_, source, _ = run_both(fn, f32(3, 4, 5), f32(5))
+    nest = source[source.index("for i0 in"):]
+    assert re.search(r"for i0 in .*\n +(\w+)_acc = np\.float32\(0\)\n", nest)
+    assert re.search(r"\n +(\w+)_acc = np\.float32\(-np\.inf\)\n", nest)
+    assert re.search(r"\n +\w+\[i1\] \+= ", nest)
