@@ -105,7 +105,9 @@ def load_sentence(m: dict) -> str:
     if max(start, end or 0) > m["cores"]:
         return text + (": above the core count, other processes shared the CPU and the "
                        "absolute times are inflated (the paired ratios less so).")
-    return text + ": the systems' own threads; no other work was running."
+    # the load average cannot tell the benchmark's own threads from other work: say only that
+    return text + (": within the core count (the benchmark's own threads count too; it "
+                   "cannot rule out other work).")
 
 
 def markdown(results: dict) -> str:
