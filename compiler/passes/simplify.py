@@ -157,6 +157,30 @@ def _reshape_of_reshape(node, b):
     return _emit(b, Op.RESHAPE, inner.inputs[0], like=node, shape=node.out.shape)
 
 
+def _swaps_last_two(perm, ndim: int) -> bool:
+    return tuple(perm) == (*range(ndim - 2), ndim - 1, ndim - 2)
+
+
+def _transpose_of_matmul(node, b):
+    """transpose(a @ b) over the last two axes -> transpose(b) @ transpose(a), when one of a,
+    b is itself such a transpose (so one pair cancels: fewer transposes, and the product
+    comes out contiguous, where a reshape of the transposed one was a copy) and the
+    product is read only here."""
+    ndim = node.out.ndim
+    inner = b.producer(node.inputs[0])
+    if inner is None or inner.op != Op.MATMUL or not _swaps_last_two(node.params["perm"], ndim):
+        return None
+    if b.uses[node.inputs[0]] > 1:
+        return None
+    transposed = [p is not None and p.op == Op.TRANSPOSE and _swaps_last_two(p.params["perm"], ndim)
+                  for p in map(b.producer, inner.inputs)]
+    if not any(transposed):
+        return None
+    perm = node.params["perm"]
+    x, y = (_emit(b, Op.TRANSPOSE, v, like=node, perm=perm) for v in reversed(inner.inputs))
+    return _emit(b, Op.MATMUL, x, y, like=inner)
+
+
 def _rebroadcast(node, b):
     """A broadcast's source broadcast straight to this node's shape: always right for a
     broadcast of a broadcast; for a transpose or reshape only when the source is 0-d."""
@@ -272,6 +296,7 @@ SIMPLIFY_RULES: dict[Op, tuple[Rewrite, ...]] = {
     Op.TRANSPOSE: (
         _identity_permutation,  # transpose[0,1,..](x) -> x
         _transpose_of_transpose,  # transpose[q](transpose[p](x)) -> transpose[p∘q](x)
+        _transpose_of_matmul,  # T(a @ T(c)) -> c @ T(a), T(T(c) @ b) -> T(b) @ c; T: last two
         _rebroadcast,  # transpose(broadcast_to(s)) -> broadcast_to(s), s 0-d
     ),
     Op.RESHAPE: (

@@ -161,6 +161,41 @@ def test_simplify_keeps_shared_negation():
     assert simplify_algebra(graph) is graph
 
 
+def optimize(graph: Graph) -> Graph:
+    for run_pass in OPTIMIZE:
+        graph = run_pass(graph)
+    return graph
+
+
+def test_simplify_transpose_of_matmul_cancels_a_transpose():
+    # transpose(transpose(a) @ b) = transpose(b) @ a over the last two axes: the dK of
+    # attention's q @ k.T, a transposed product a reshape then copied
+    last_two = (0, 2, 1)
+
+    def fn(t, a, b):
+        product = emit(t, Op.MATMUL, emit(t, Op.TRANSPOSE, a, perm=last_two), b)
+        return emit(t, Op.TRANSPOSE, product, perm=last_two)
+
+    graph = build(fn, (2, 3, 4), (2, 3, 5))
+    simplified = optimize(graph)
+    assert sorted(ops_of(simplified)) == ["matmul", "transpose"]
+    assert simplified.nodes[-1].inputs[1] is graph.inputs[0]  # transpose(b) @ a
+    assert_same_meaning(graph, simplified)
+
+
+def test_simplify_keeps_transpose_of_matmul_that_would_not_cancel():
+    def plain(t, a, b):  # no transposed operand: two transposes would replace one
+        return emit(t, Op.TRANSPOSE, emit(t, Op.MATMUL, a, b), perm=(1, 0))
+
+    def shared(t, a, b):  # the product is read again: a second matmul
+        product = emit(t, Op.MATMUL, emit(t, Op.TRANSPOSE, a, perm=(1, 0)), b)
+        return [emit(t, Op.TRANSPOSE, product, perm=(1, 0)), product]
+
+    for fn, shapes in ((plain, ((2, 3), (3, 4))), (shared, ((3, 2), (3, 4)))):
+        graph = build(fn, *shapes)
+        assert simplify_algebra(graph) is graph
+
+
 def test_simplify_returns_the_same_graph_when_nothing_applies():
     graph = build(lambda t, x: emit(t, Op.EXP, x), S)
     assert simplify_algebra(graph) is graph
