@@ -13,7 +13,7 @@ from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.codegen_conv import emit_conv2d
 from compiler.codegen_kernels import broadcast_view, emit_fused, emit_single
 from ir import ops
-from ir.graph import Node
+from ir.graph import Node, Var
 from ir.ops import Op
 
 
@@ -223,13 +223,34 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
         name = gen.alloc(out)
         gen.line(f"np.dot({a}, {b}, {name})")
         return
-    a, b = gen.array(x, "C"), gen.array(w, "C")
-    name = gen.alloc(out)
     batch = " * ".join(gen.dims[out][:-2])
-    m, k, n = gen.dims[x][-2], gen.dims[x][-1], gen.dims[w][-1]
+    a, b = _batch_operand(gen, x, batch), _batch_operand(gen, w, batch)
+    name = gen.alloc(out)
+    m, n = gen.dims[x][-2], gen.dims[w][-1]
     gen.line(f"for i0 in range({batch}):")
-    gen.line(f"    np.dot({a}.reshape(({batch}, {m}, {k}))[i0], "
-             f"{b}.reshape(({batch}, {k}, {n}))[i0], {name}.reshape(({batch}, {m}, {n}))[i0])")
+    # operands as locals: a `.T` inside np.dot's arguments left Numba's type inference
+    # undecided in a long function (the transformer step's backward)
+    ax, bx = gen.fresh(f"{gen.name(x)}_b"), gen.fresh(f"{gen.name(w)}_b")
+    gen.line(f"    {ax} = {a}")
+    gen.line(f"    {bx} = {b}")
+    gen.line(f"    np.dot({ax}, {bx}, {name}.reshape(({batch}, {m}, {n}))[i0])")
+
+
+def _batch_operand(gen: CodeGen, var: Var, batch: str) -> str:
+    """Batch i0 of a batched matmul operand as a 2-D array expression. A transpose of the
+    last two axes of a C array (`q @ k.transpose(0, 2, 1)`, and most batched matmuls of a
+    backward) is read as that array's batch, transposed: np.dot takes F order, so no copy."""
+    producer = gen.graph.producers().get(var)
+    if producer is not None and producer.op == Op.TRANSPOSE:
+        (source,) = producer.inputs
+        last_two = tuple(range(var.ndim - 2)) + (var.ndim - 1, var.ndim - 2)
+        value = gen.values[source]
+        if tuple(producer.params["perm"]) == last_two and value.kind == "array" \
+                and value.layout == "C":
+            rows, cols = gen.dims[source][-2:]
+            return f"{value.name}.reshape(({batch}, {rows}, {cols}))[i0].T"
+    rows, cols = gen.dims[var][-2:]
+    return f"{gen.array(var, 'C')}.reshape(({batch}, {rows}, {cols}))[i0]"
 
 
 SPLITMIX = ("0x9E3779B97F4A7C15", "0xBF58476D1CE4E5B9", "0x94D049BB133111EB")

@@ -265,3 +265,25 @@ def test_fortran_order_constant_is_handed_to_the_driver_c_contiguous():
     graph = b.graph()
     got = build_numba(graph)(b.values)[0]
     np.testing.assert_allclose(got, evaluate(graph, b.values)[0], rtol=1e-6)
+
+
+def test_batched_matmul_reads_transposed_operands_without_copies():
+    """q @ k.transpose(0, 2, 1) and its backward: a transposed operand is its source's batch
+    read transposed (np.dot takes F order), not a copy made by a loop."""
+    from compiler import compile, value_and_grad
+
+    def fn(q, k, v):
+        return np.sum(np.tanh(q @ k.transpose(0, 2, 1)) @ v)
+
+    q, k = RNG.standard_normal((3, 4, 5)), RNG.standard_normal((3, 4, 5))
+    args = (q.astype(np.float32), k.astype(np.float32),
+            RNG.standard_normal((3, 4, 6)).astype(np.float32))
+    f = compile(value_and_grad(fn, argnums=(0, 1, 2)))
+    (value, grads), source = f(*args), f.source(*args)
+    want_value, want_grads = compile(value_and_grad(fn, argnums=(0, 1, 2)),
+                                     backend="interpreter")(*args)
+    np.testing.assert_allclose(value, want_value, rtol=1e-4, atol=1e-5)
+    for g, w in zip(grads, want_grads, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    assert source.count("[i0].T\n") >= 3  # batch i0 of the source, transposed
+    assert "[i0, i2, i1]" not in source  # no loop copying a transposed view
