@@ -165,9 +165,9 @@ class Compiled:
             k += len(tree_flatten(a)[0])
         parts, k = [], 0
         for part in (list(out) if type(out) in (tuple, list) else [out]):
-            n = len(tree_flatten(part)[0])
-            parts.append((k, tree_flatten(part)[1]))
-            k += n
+            part_leaves, part_tree = tree_flatten(part)
+            parts.append((k, part_tree))
+            k += len(part_leaves)
         if type(out) in (tuple, list):
             parts.append((0, tree_flatten(out)[1]))
         mapping: dict[int, int] = {}

@@ -165,10 +165,7 @@ class TrainStep:
             if labels_out_of_range(leaves[index], classes):
                 nn.check_labels(leaves[index], classes, f"labels {path}")  # raises
         value, new_params, new_state = call(leaves) if call else self.compiled(*args)
-        self._check_loss(value, params, batch)
-        if not in_place:
-            commit(params, new_params)
-            commit(self.state, new_state)
+        self._finish(value, params, batch, new_params, new_state, in_place)
         return value
 
     def _checked_call(self, key, params, batch: Sequence, args: tuple):
@@ -177,25 +174,27 @@ class TrainStep:
         leaf of params and state in place) once a call with a finite loss went through."""
         self.check(params, batch)
         value, new_params, new_state = self.compiled(*args)
-        self._check_loss(value, params, batch)
         in_place = _same_leaves(params, new_params) and _same_leaves(self.state, new_state)
-        if not in_place:
-            commit(params, new_params)
-            commit(self.state, new_state)
+        self._finish(value, params, batch, new_params, new_state, in_place)
         if key is not None:
             self._remember(key, params, batch, args, in_place)
         return value
 
-    def _check_loss(self, value, params, batch: Sequence) -> None:
-        """NonFiniteLossError (naming the first IR node gone non-finite) for a NaN/inf loss;
-        the compiled call's guard has already left params and state as they were."""
+    def _finish(self, value, params, batch: Sequence, new_params, new_state,
+                in_place: bool) -> None:
+        """NonFiniteLossError (naming the first IR node gone non-finite) for a NaN/inf loss,
+        whose params and state the compiled call's guard has left as they were; else the new
+        values are committed, unless the compiled call already wrote them in place."""
         loss = value[0] if self.has_aux else value
         if self.check_finite and not math.isfinite(loss):
             raise NonFiniteLossError(self.diagnose(params, *batch, loss=loss))
+        if not in_place:
+            commit(params, new_params)
+            commit(self.state, new_state)
 
     def _remember(self, key, params, batch: Sequence, args: tuple, in_place: bool) -> None:
-        first = len(tree_flatten(args)[0]) - len(tree_flatten(batch)[0])
         batch_leaves = tree_flatten(batch)[0]
+        first = len(tree_flatten(args)[0]) - len(batch_leaves)
         labels = []
         for index, classes, path in self._find_labels(params, batch):
             leaf = batch_leaves[index]
