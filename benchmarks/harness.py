@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks import reference as ref
 from benchmarks import systems as sysmod
+from benchmarks.report import one_line
 from benchmarks.worker import WorkerError, start_worker
 from benchmarks.workloads import ADAM_LR, SGD_LR, WORKLOADS
 
@@ -41,12 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RTOL = 1e-3
 SETUP_LIMIT_S = 90.0  # per system and workload: import, compile, check, first step
 BATCH_S = 0.05  # a timed batch of steps lasts about this long (at least one step)
-
-
-def one_line(msg: str, limit: int = 110) -> str:
-    """A message fit for a table cell: one line, no pipes, at most ``limit`` characters."""
-    msg = " ".join(str(msg).replace("|", "/").split())
-    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 def short_error(exc: BaseException, limit: int = 90) -> str:

@@ -47,6 +47,12 @@ def machine_info() -> dict:
     }
 
 
+def one_line(msg, limit: int | None = 110) -> str:
+    """A message fit for a table cell: one line, no pipes, at most ``limit`` characters."""
+    msg = " ".join(str(msg).replace("|", "/").split())
+    return msg if limit is None or len(msg) <= limit else msg[: limit - 3] + "..."
+
+
 def _ms(s: float) -> str:
     ms = s * 1e3
     return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
@@ -71,8 +77,7 @@ def workload_table(name: str, res: dict, systems: list[str]) -> str:
     for s in systems:
         d = res["systems"].get(s, {"status": "not run"})
         if "median_s" not in d:
-            status = " ".join(d["status"].replace("|", "/").split())
-            row = [s, status] + [""] * (len(head) - 2)
+            row = [s, one_line(d["status"], None)] + [""] * (len(head) - 2)
         else:
             sv = d.get("speedup_vs", {})
             row = [s, _ms(d["median_s"]), _ms(d["min_s"]), f"{d['steps_per_s']:.3g}"]
@@ -93,8 +98,7 @@ def latency_table(res: dict) -> str:
         if d["status"] == "ok":
             lines.append(f"| {s} | {d['cold_s']:.2f} | {d['warm_s']:.2f} |")
         else:
-            status = " ".join(d["status"].replace("|", "/").split())
-            lines.append(f"| {s} | {status} | |")
+            lines.append(f"| {s} | {one_line(d['status'], None)} | |")
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.report import one_line
 
 # ----------------------------------------------------------------------------- worker side
 
@@ -68,7 +69,7 @@ def serve(name: str, workload: str, send) -> None:
                 return
             k = int(msg["run"])
         except (ValueError, KeyError, TypeError, AttributeError):
-            send({"error": "bad command: " + harness.one_line(line, 60)})
+            send({"error": "bad command: " + one_line(line, 60)})
             continue
         try:
             step.run()
@@ -106,12 +107,6 @@ def main(argv: list[str]) -> int:
 
 
 # ----------------------------------------------------------------------------- parent side
-
-
-def _one_line(msg, limit: int) -> str:
-    from benchmarks.harness import one_line
-
-    return one_line(msg, limit)
 
 
 class WorkerError(Exception):
@@ -160,7 +155,7 @@ class Worker:
         """One untimed step, then ``k`` timed steps; their times."""
         reply = self.request({"run": k}, timeout)
         if "times" not in reply:
-            raise WorkerError(_one_line(reply.get("error") or reply.get("status"), 90))
+            raise WorkerError(one_line(reply.get("error") or reply.get("status"), 90))
         return reply["times"]
 
     def settle(self, quiet_s: float = 0.03, limit_s: float = 1.0) -> None:
@@ -197,7 +192,7 @@ class Worker:
         if self._err is not None:
             self._err.seek(0)
             last = (self._err.read().decode(errors="replace").strip().splitlines() or [last])[-1]
-        return f"worker exited with code {code}: " + _one_line(last, 80)
+        return f"worker exited with code {code}: " + one_line(last, 80)
 
     def close(self) -> None:
         """Ask the worker to quit; kill it if it does not within 5 s."""
