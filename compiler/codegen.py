@@ -260,6 +260,7 @@ class CodeGen:
         name = self.name(var)
         # C order whatever the folded value's layout (a folded transpose is Fortran order)
         self.extra.append(ArgSpec("const", name, value=np.array(value, order="C", copy=True)))
+        self.top_names.add(name)  # a driver argument: the prologue may read its shape
         self.values[var] = Value("array", name, "C", owned=False)
         self.set_dims(var, [f"{name}.shape[{k}]" for k in range(value.ndim)])
 
@@ -307,9 +308,6 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         gen.line("")
         gen.comment_node(node)
         EMIT_RULES[node.op](gen, node)
-        for spec in gen.extra:
-            if spec.kind == "const":
-                gen.top_names.add(spec.name)
     modes = _donation_modes(gen, graph, donate)
     returned = [i for i in range(len(graph.outputs))
                 if i not in modes or modes[i][1] == "python"]
