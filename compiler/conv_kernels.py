@@ -159,14 +159,20 @@ def _im2col_rows(xb, cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo):
                     _zero(row, hi, wo)
 
 
+@numba.njit(inline="always", **_JIT)
+def _window(xb, hp, wp, loh, low):
+    """(r0, r1, s0, s1): the rows [r0, r1) and columns [s0, s1) of an (hp, wp) window
+    starting at (-loh, -low) that lie inside the image xb (C, H, W)."""
+    h, wd = xb.shape[1], xb.shape[2]
+    return max(0, loh), min(hp, h + loh), max(0, low), min(wp, wd + low)
+
+
 @numba.njit(**_JIT)
 def _channels_last(xb, xt, loh, low):
     """xt (Hp, Wp, C) = the window of xb (C, H, W) starting at (-loh, -low); pixels outside
     xb are left as they are (zero from the allocation: every image has the same border)."""
-    c, h, wd = xb.shape
-    hp, wp = xt.shape[0], xt.shape[1]
-    r0, r1 = max(0, loh), min(hp, h + loh)
-    s0, s1 = max(0, low), min(wp, wd + low)
+    c = xb.shape[0]
+    r0, r1, s0, s1 = _window(xb, xt.shape[0], xt.shape[1], loh, low)
     for r in range(r0, r1):
         for s in range(s0, s1):
             dst = xt[r, s]
@@ -227,10 +233,8 @@ def conv2d_forward(x, wm, out, kh, kw, sh, sw, loh, low, dh, dw):
 def _padded(xb, xp, loh, low):
     """xp (C, Hp, Wp) = the window of xb (C, H, W) starting at (-loh, -low); pixels outside
     xb are left as they are (zero from the allocation: every image has the same border)."""
-    c, h, wd = xb.shape
-    hp, wp = xp.shape[1], xp.shape[2]
-    r0, r1 = max(0, loh), min(hp, h + loh)
-    s0, s1 = max(0, low), min(wp, wd + low)
+    c = xb.shape[0]
+    r0, r1, s0, s1 = _window(xb, xp.shape[1], xp.shape[2], loh, low)
     if s1 > s0:
         for ci in range(c):
             for r in range(r0, r1):
