@@ -154,7 +154,7 @@ def plan_groups(shape: tuple[int, ...], accesses: list, reduced: list[set[int]])
     Size-1 axes get no loop (index 0). Two adjacent axes share a loop (their index is one
     flat index into reshaped arrays) when every array the loop reads or writes is C
     contiguous over both (a full array, or a broadcast source indexing both or neither)
-    and every reduction reduces both or neither. Returns (groups, merging_allowed).
+    and every reduction reduces both or neither.
     """
     axes = [k for k, size in enumerate(shape) if size != 1]
     mergeable = "other" not in accesses
@@ -164,7 +164,7 @@ def plan_groups(shape: tuple[int, ...], accesses: list, reduced: list[set[int]])
             groups[-1].append(k)
         else:
             groups.append([k])
-    return [tuple(g) for g in groups], mergeable
+    return [tuple(g) for g in groups]
 
 
 def _can_merge(p: int, k: int, accesses: list, reduced: list[set[int]]) -> bool:
@@ -266,7 +266,7 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
             for v in node.inputs] + [b for b, _ in outputs]
     read = [v for v in dict.fromkeys(read) if v in env]
     access = {v: _access(env[v], v.shape, shape) for v in read}
-    groups, _ = plan_groups(shape, list(access.values()), list(axes_of.values()))
+    groups = plan_groups(shape, list(access.values()), list(axes_of.values()))
     nest = Nest(gen, shape, dims, groups)
     for v in read:
         env[v] = nest.reader(env[v], access[v])
