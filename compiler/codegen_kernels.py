@@ -235,10 +235,13 @@ class Nest:
         return self.reshape(name, kept), index
 
     def open(self, start: int, stop: int, parallel: bool = False) -> None:
-        for g in range(start, stop):
-            loop = "numba.prange" if parallel and g == start == 0 else "range"
-            self.gen.line(f"for {self.idx[g]} in {loop}({self.sizes[g]}):")
+        """Open loops [start, stop) (indices i<start>...); the outermost is a prange if
+        `parallel`."""
+        if parallel and start == 0 < stop:
+            self.gen.line(f"for {self.idx[0]} in numba.prange({self.sizes[0]}):")
             self.gen.depth += 1
+            start = 1
+        self.gen.open_loops(self.sizes[start:stop], start=start)
 
 
 def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
