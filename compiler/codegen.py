@@ -111,6 +111,9 @@ class Generated:
     plan: BufferPlan | None = None
     guard: int | None = None  # donated writes only when this 0-d output is finite
     refs: list[int] = field(default_factory=list)  # 0-d inputs passed as 0-d arrays
+    # the driver runs Numba threads (a prange kernel, a convolution): BLAS is held to one
+    # thread while it runs (runtime/blas.py)
+    threads: bool = False
 
 
 class CodeGen:
@@ -139,6 +142,7 @@ class CodeGen:
         # Extra numba.njit options kernels ask for (e.g. parallel=True for a prange loop,
         # fastmath={"reassoc"} so float reductions vectorise); rendered into the decorator.
         self.jit_options: dict[str, object] = {}
+        self.threads = False  # the driver runs Numba threads (see Generated.threads)
 
     # -- names ---------------------------------------------------------------------------
     def name(self, var: Var) -> str:
@@ -331,6 +335,7 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         plan=plan,
         guard=guard if modes else None,
         refs=[i for i, v in enumerate(graph.inputs) if v in gen.refs],
+        threads=gen.threads,
     )
 
 
@@ -412,7 +417,7 @@ def emit_output(gen: CodeGen, var: Var) -> str:
 
 
 def render_module(gen: CodeGen, input_names: list[str]) -> str:
-    from runtime.cache import environment_stamp
+    from runtime.cache import environment_stamp, kernel_source_hash
 
     packs = []
     for dtype in sorted(gen.packs, key=lambda d: DTYPES[d]):
@@ -435,7 +440,9 @@ def render_module(gen: CodeGen, input_names: list[str]) -> str:
     for item in sorted(gen.fast_imports):
         module, _, fn = item.rpartition(":")
         by_module.setdefault(module or "compiler.fastmath", []).append(fn)
-    head += [f"from {m} import {', '.join(fns)}" for m, fns in sorted(by_module.items())]
+    # each import carries its module's source hash: the driver's machine code links it in
+    head += [f"from {m} import {', '.join(fns)}  # source {kernel_source_hash(m)}"
+             for m, fns in sorted(by_module.items())]
     head += [
         "",
         "",

@@ -4,14 +4,20 @@ compiler/codegen_conv.py emits one call per CONV2D node (`from compiler.conv_ker
 ...` at the top of the generated module), so a graph's cold compile does not re-compile the
 convolution loops: they are compiled once per dtype and reused by every graph and process.
 
-No BLAS and no threads. The per-image products are small (conv 16->32 on 14x14 is
-(32x144)@(144x196)): single-threaded OpenBLAS ran them at 35-45 GFLOP/s, and threaded
-OpenBLAS fell below 1 GFLOP/s whenever the other core was busy (a barrier per small GEMM).
-The products here are register-tiled dot products (`_gemm_nt`: 2x4 outputs per pass over
-K, the K loop vectorised), 50-75 GFLOP/s on one core at these shapes. A prange over images
-(one barrier per convolution) gained ~1.3x per convolution on an idle machine, but with one
-core busy the CNN step went from 16 to 64 ms median (each parallel region waited for a
-timeslice), and parallel=True doubled the cold compile; so the kernels run on one thread.
+No BLAS. The per-image products are small (conv 16->32 on 14x14 is (32x144)@(144x196)):
+single-threaded OpenBLAS ran them at 35-45 GFLOP/s, and threaded OpenBLAS fell below 1
+GFLOP/s whenever the other core was busy (a barrier per small GEMM). The products here are
+register-tiled dot products (`_gemm_nt`: 2x4 outputs per pass over K, the K loop
+vectorised), 50-75 GFLOP/s on one core at these shapes.
+
+Threads: the images of a batch are shared out between the threads, one image at a time from
+an atomic counter (compiler/atomics.py), each thread with its own scratch (and, for the
+weight gradient, its own accumulator, summed at the end). One parallel region per
+convolution, and no static split: with one core taken by another process, a static prange
+over images made the CNN step 4x slower (16 -> 64 ms median, the region waiting for the
+late thread's half), while with the counter the running thread takes the late one's images.
+Measured on the CNN's convolutions (2 cores): 1.45-2.2x faster than one thread when idle,
+0.8-1.9x with a busy loop on the other core.
 
 - `conv2d_forward`: out (B, O, Ho, Wo) = CONV2D of x (B, C, H, W) with wm (O, C*kh*kw).
   Per image, a patch matrix (Ho*Wo, kh*kw*C), each patch contiguous, built from a padded
@@ -34,6 +40,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from compiler.atomics import fetch_add
+
 # Float sums may be reassociated (SIMD partial sums in a dot product) and contracted (FMA).
 FASTMATH = {"reassoc", "contract"}
 # Below this many values per patch (C*kh*kw) a dot product is too short to vectorise: the
@@ -43,8 +51,14 @@ MIN_DOT_LENGTH = 32
 # and over at most this many rows of `a` per sweep of `b` (they stay in L2).
 K_BLOCK = 512
 M_BLOCK = 64
+# At most this many threads share the images of a batch (see `_workers`).
+MAX_WORKERS = 8
 
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
+# The entry kernels share images out between threads (a prange over workers, see above).
+_PARALLEL_JIT = dict(_JIT, parallel={"prange": True, "comprehension": False, "reduction": False,
+                                     "setitem": False, "numpy": False, "stencil": False,
+                                     "fusion": False, "inplace_binop": False})
 
 
 @numba.njit(inline="always", **_JIT)
@@ -200,33 +214,49 @@ def _patches(xt, cols, kh, kw, sh, sw, dh, dw, ho, wo):
 
 
 @numba.njit(**_JIT)
+def _workers(images):
+    """How many workers (prange iterations) share a batch of `images`: at most one per image
+    and `MAX_WORKERS`. Not `numba.get_num_threads()`: it is a ctypes call, and a function
+    that makes one cannot be cached on disk. Workers beyond the thread count find the counter
+    exhausted when their thread reaches them, at the cost of a scratch allocation."""
+    return max(1, min(MAX_WORKERS, images))
+
+
+@numba.njit(**_PARALLEL_JIT)
 def conv2d_forward(x, wm, out, kh, kw, sh, sw, loh, low, dh, dw):
     """out (B, O, Ho, Wo) = correlation of x (B, C, H, W) with wm (O, C*kh*kw): CONV2D with
     strides (sh, sw), low paddings (loh, low) and dilation (dh, dw)."""
     nb, c = x.shape[0], x.shape[1]
     o, ho, wo = out.shape[1], out.shape[2], out.shape[3]
     k, p = c * kh * kw, ho * wo
+    workers, taken = _workers(nb), np.zeros(1, np.int64)
     if k < MIN_DOT_LENGTH:
-        cols = np.empty((k, p), x.dtype)
-        for b in range(nb):
-            _im2col_rows(x[b], cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo)
-            _gemm_nn(wm, cols, out[b].reshape((o, p)))
+        for _ in numba.prange(workers):
+            cols = np.empty((k, p), x.dtype)
+            b = fetch_add(taken)
+            while b < nb:
+                _im2col_rows(x[b], cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo)
+                _gemm_nn(wm, cols, out[b].reshape((o, p)))
+                b = fetch_add(taken)
         return
     wk = np.empty((o, k), wm.dtype)  # the kernel in the patches' (i, j, c) order
     for oo in range(o):
         for ci in range(c):
             for t in range(kh * kw):
                 wk[oo, t * c + ci] = wm[oo, ci * kh * kw + t]
-    xt = np.zeros(((ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1, c),
-                  x.dtype)
-    cols = np.empty((p, k), x.dtype)
     wrows, prows = _rows(o, k), _rows(p, k)
-    for b in range(nb):
-        _channels_last(x[b], xt, loh, low)
-        _patches(xt, cols, kh, kw, sh, sw, dh, dw, ho, wo)
-        ob = out[b].reshape((o, p))
-        _zero(ob.reshape(-1), 0, o * p)
-        _gemm_nt(wk.reshape(-1), wrows, cols.reshape(-1), prows, k, ob)
+    hp, wp = (ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1
+    for _ in numba.prange(workers):
+        xt = np.zeros((hp, wp, c), x.dtype)
+        cols = np.empty((p, k), x.dtype)
+        b = fetch_add(taken)
+        while b < nb:
+            _channels_last(x[b], xt, loh, low)
+            _patches(xt, cols, kh, kw, sh, sw, dh, dw, ho, wo)
+            ob = out[b].reshape((o, p))
+            _zero(ob.reshape(-1), 0, o * p)
+            _gemm_nt(wk.reshape(-1), wrows, cols.reshape(-1), prows, k, ob)
+            b = fetch_add(taken)
 
 
 @numba.njit(**_JIT)
@@ -241,7 +271,7 @@ def _padded(xb, xp, loh, low):
                 _copy(xp[ci, r, s0:], xb[ci, r - loh, s0 - low:], s1 - s0, 1)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_PARALLEL_JIT)
 def conv2d_weight_grad(x, g, out, kh, kw, sh, sw, loh, low, dh, dw):
     """out (C, O, kh, kw) = sum over images b of the correlation of x[b] (C, H, W) with g[b]
     (O, Ho, Wo): the weight gradient (transposed) of the convolution of x with strides
@@ -256,40 +286,49 @@ def conv2d_weight_grad(x, g, out, kh, kw, sh, sw, loh, low, dh, dw):
     nb, c = x.shape[0], x.shape[1]
     o, ho, wo = g.shape[1], g.shape[2], g.shape[3]
     k = c * kh * kw
-    acc = np.zeros((o, k), out.dtype)
+    workers, taken = _workers(nb), np.zeros(1, np.int64)
+    accs = np.zeros((workers, o, k), out.dtype)  # one accumulator per thread
     padded = sh == 1 and sw == 1
     if padded:
         hp, wp = ho + (kh - 1) * dh, wo + (kw - 1) * dw
         kk = ho * wp
-        xp = np.zeros(c * hp * wp + wp, x.dtype)  # + one row of slack for the last window
-        gp = np.zeros(o * kk, g.dtype)
         taps = np.empty(k, np.int64)
         for ci in range(c):
             for i in range(kh):
                 for j in range(kw):
                     taps[(ci * kh + i) * kw + j] = (ci * hp + i * dh) * wp + j * dw
-        image = xp[:c * hp * wp].reshape((c, hp, wp))
-        cols = xp[:0].reshape((0, kk))
     else:
-        wp = wo
+        hp, wp = 0, wo
         kk = ho * wo
-        xp = np.empty(k * kk, x.dtype)  # the im2col matrix (k, Ho*Wo)
-        gp = np.empty(0, g.dtype)
         taps = _rows(k, kk)
-        image = xp[:0].reshape((c, 0, wo))
-        cols = xp.reshape((k, kk))
     grows = _rows(o, kk)
-    for b in range(nb):
+    for worker in numba.prange(workers):
         if padded:
-            _padded(x[b], image, loh, low)
-            for oo in range(o):
-                for y in range(ho):
-                    _copy(gp[oo * kk + y * wp:], g[b, oo, y], wo, 1)
-            rows = gp
+            xp = np.zeros(c * hp * wp + wp, x.dtype)  # + one row of slack for the last window
+            gp = np.zeros(o * kk, g.dtype)
+            image = xp[:c * hp * wp].reshape((c, hp, wp))
+            cols = xp[:0].reshape((0, kk))
         else:
-            _im2col_rows(x[b], cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo)
-            rows = g[b].reshape(-1)
-        _gemm_nt(rows, grows, xp, taps, kk, acc)
+            xp = np.empty(k * kk, x.dtype)  # the im2col matrix (k, Ho*Wo)
+            gp = np.empty(0, g.dtype)
+            image = xp[:0].reshape((c, 0, wo))
+            cols = xp.reshape((k, kk))
+        b = fetch_add(taken)
+        while b < nb:
+            if padded:
+                _padded(x[b], image, loh, low)
+                for oo in range(o):
+                    for y in range(ho):
+                        _copy(gp[oo * kk + y * wp:], g[b, oo, y], wo, 1)
+                rows = gp
+            else:
+                _im2col_rows(x[b], cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo)
+                rows = g[b].reshape(-1)
+            _gemm_nt(rows, grows, xp, taps, kk, accs[worker])
+            b = fetch_add(taken)
+    acc = accs[0]
+    for worker in range(1, workers):
+        acc += accs[worker]
     for ci in range(c):
         for oo in range(o):
             for t in range(kh * kw):

@@ -29,6 +29,7 @@ import importlib.util
 import os
 import pickle
 import platform
+import re
 import sys
 import tempfile
 import warnings
@@ -59,6 +60,25 @@ def environment_stamp() -> str:
     return (f"chainjit {CHAINJIT_VERSION}, numba {numba.__version__}, numpy {numpy.__version__}, "
             f"python {platform.python_version()}, cpu {platform.machine()} "
             f"{llvm.get_host_cpu_name()} {feature_hash}")
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_source_hash(module: str) -> str:
+    """A hash of a chainjit kernel module's source and of the chainjit modules it imports.
+    Generated code that imports the module carries it: a driver's cached machine code links
+    the kernels in, so new kernel code must change the generated text (the Numba cache key)."""
+    root = Path(__file__).resolve().parents[1]
+    digest, seen, todo = hashlib.sha256(), set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = root.joinpath(*name.split(".")).with_suffix(".py")
+        text = path.read_bytes()
+        digest.update(name.encode() + text)
+        todo += re.findall(r"^from ((?:compiler|ir|runtime)\.\w+) import", text.decode(), re.M)
+    return digest.hexdigest()[:12]
 
 
 def configured_dir() -> Path:

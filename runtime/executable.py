@@ -23,6 +23,7 @@ import numpy as np
 
 from ir.graph import Graph
 from ir.types import TensorType, is_python_scalar, type_of
+from runtime.blas import with_one_blas_thread
 
 
 class ArgumentError(TypeError, ValueError):
@@ -74,7 +75,10 @@ class Executable:
     when the driver could not write them in place)."""
 
     def __init__(self, graph: Graph, generated, driver):
-        self.driver = driver
+        self.driver = driver  # the Numba dispatcher
+        # what calls it: with BLAS held to one thread if the driver runs Numba threads
+        threads = getattr(generated, "threads", False)
+        self.call_driver = with_one_blas_thread(driver) if threads else driver
         self.source = generated.source
         self.in_types: list[TensorType] = [v.type for v in graph.inputs]
         self.paths = [f"argument leaf {k}" for k in range(len(graph.inputs))]
@@ -121,7 +125,7 @@ class Executable:
 
             ensure_compiled(self.driver, (*args, *self.extra))
             self._ready = True
-        return self.driver(*args, *self.extra)
+        return self.call_driver(*args, *self.extra)
 
     def _assemble(self, outs: tuple, leaves: list, args: list) -> list:
         result: list[Any] = [None] * len(self.out_convert)
@@ -144,7 +148,7 @@ class Executable:
     def entry(self, out_tree, example: list, unflatten: Callable) -> Callable[[list], Any]:
         """The fast call for leaves shaped like `example` (same signature key): no checks,
         one driver call, the output pytree built by one generated expression."""
-        driver, extra = self.driver, self.extra
+        driver, extra = self.call_driver, self.extra
         direct = all(type(leaf) is not np.ndarray or leaf.ndim == 0 or leaf.flags.c_contiguous
                      for leaf in example)
         if not direct or any(type(example[i]) is not np.ndarray for i in self.donated_inputs):

@@ -205,3 +205,39 @@ def test_conv2d_kernels_long_dot_products_and_many_outputs():
     x = RNG.standard_normal((2, 3, 24, 24)).astype(np.float32)
     w = RNG.standard_normal((5, 3, 3, 3)).astype(np.float32)
     _check_kernels(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv2d_kernels_give_the_same_result_on_any_thread_count(threads):
+    # the images are shared out by an atomic counter: every thread count (and a worker
+    # that finds the counter exhausted) must give the one-image-at-a-time answer
+    numba = pytest.importorskip("numba")
+    x = RNG.standard_normal((9, 5, 6, 6)).astype(np.float32)
+    w = RNG.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        _check_kernels(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1e-4)
+        _check_kernels(x[:, :1], w[:, :1], (2, 1), ((0, 1), (1, 0)), (1, 1), 1e-4)
+    finally:
+        numba.set_num_threads(before)
+
+
+
+def test_a_driver_with_a_convolution_runs_with_blas_held_to_one_thread():
+    from compiler.codegen import generate
+    from runtime.cache import kernel_source_hash
+
+    x = RNG.standard_normal((2, 1, 5, 5)).astype(np.float32)
+    w = RNG.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    dense = np.ones((5, 3), np.float32)
+    conv = compile(lambda x, w: nn.conv2d(x, w, padding=1) @ dense)
+    plain = compile(lambda x, w: x @ dense)
+    conv_code = generate(conv.lowered(conv.trace(x, w), "fused"))
+    assert conv_code.threads and not generate(plain.lowered(plain.trace(x, w), "fused")).threads
+    # the kernels' machine code is linked into the driver's: their source hash is in its text
+    assert f"# source {kernel_source_hash('compiler.conv_kernels')}" in conv_code.source
+    np.testing.assert_allclose(conv(x, w), EVAL_RULES[Op.CONV2D](
+        x, w, strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1)) @ dense, rtol=1e-5)
+    traced = conv.trace(x, w)
+    assert traced.executable.call_driver is not traced.executable.driver
