@@ -137,6 +137,7 @@ class CodeGen:
         self.top_names: set[str] = set()  # names whose shapes the prologue may read
         self.node_index = 0
         self.direct: dict[Var, Var] = {}  # donated output -> input it is written into
+        self.guard: Var | None = None  # direct writes go to the input only if it is finite
         self.deferred: set[Var] = set()  # donated outputs copied into their input at the end
         self.refs: set[Var] = set()  # donated 0-d inputs, passed as 0-d arrays
         # Extra numba.njit options kernels ask for (e.g. parallel=True for a prange loop,
@@ -201,7 +202,15 @@ class CodeGen:
         dtype = NUMPY_DTYPE_NAMES[var.dtype]
         owned = var in self.output_set and var not in self.deferred \
             and var not in self.direct
-        if var in self.direct and name == self.name(var):  # donated: the input's memory
+        if var in self.direct and name == self.name(var) and self.guard is not None:
+            # donated, under a guard: the input's memory only when the guard is finite, else
+            # a work buffer (the input keeps its value; later readers read either)
+            self._work_buffer(var, name, dims)
+            self.line(f"if np.isfinite({self.read(self.guard, [])}):")
+            self.line(f"    {name} = {self.name(self.direct[var])}  # in place (donated)")
+            if zero:
+                self.line(f"{name}.fill(0)")
+        elif var in self.direct and name == self.name(var):  # donated: the input's memory
             self.line(f"{name} = {self.name(self.direct[var])}  # in place (donated)")
             if zero:
                 self.line(f"{name}.fill(0)")
@@ -209,19 +218,23 @@ class CodeGen:
             fn = "np.zeros" if zero else "np.empty"
             self.line(f"{name} = {fn}(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
                       f"{dtype})")
-        elif plannable(dims, self.top_names):
-            buf = Buffer(len(self.buffers), var, name, np.dtype(var.dtype), tuple(var.shape),
-                         tuple(dims), self.node_index)
-            self.buffers.append(buf)
-            self.line(f"{name} = @@ws{buf.id}@@")
-            if zero:
-                self.line(f"{name}.fill(0)")
         else:
-            self.extra.append(ArgSpec("buffer", name, shape=var.shape, dtype=var.dtype))
+            self._work_buffer(var, name, dims)
             if zero:
                 self.line(f"{name}.fill(0)")
         self.values[var] = Value("array", name, "C", owned)
         return name
+
+    def _work_buffer(self, var: Var, name: str, dims) -> None:
+        """`name` = a view of the workspace (or an extra argument when its size cannot be
+        computed from the inputs' shapes)."""
+        if plannable(dims, self.top_names):
+            buf = Buffer(len(self.buffers), var, name, np.dtype(var.dtype), tuple(var.shape),
+                         tuple(dims), self.node_index)
+            self.buffers.append(buf)
+            self.line(f"{name} = @@ws{buf.id}@@")
+        else:
+            self.extra.append(ArgSpec("buffer", name, shape=var.shape, dtype=var.dtype))
 
     def array(self, var: Var, layouts: str = "C") -> str:
         """The name of a real array holding `var` with one of `layouts`; copies a view."""
@@ -279,7 +292,9 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
 
     `donate` maps output index -> input index whose memory receives that output (see
     compiler/codegen_buffers.py); with `guard` (the index of a 0-d output) those writes are
-    all deferred to the driver's end and made only when that output is finite."""
+    made only when that output is finite: a direct write whose kernel runs after the guard
+    is known goes to the input or, when the guard is not finite, to a work buffer; the
+    others are deferred to the driver's end, under the guard."""
     from compiler.codegen_ops import EMIT_RULES
 
     donate = dict(donate or {})
@@ -299,6 +314,12 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
             gen.dim_by_value.setdefault(size, f"{name}.shape[{k}]")
     if guard is None:
         gen.direct = direct_donations(graph, donate)
+    else:
+        producer = {out: k for k, node in enumerate(graph.nodes) for out in node.outputs}
+        known = producer.get(graph.outputs[guard])
+        if known is not None:  # (a guard that is an input is not worth the case)
+            gen.direct = direct_donations(graph, donate, after=known)
+            gen.guard = graph.outputs[guard]
     gen.deferred = {graph.outputs[o] for o, i in donate.items()
                     if graph.outputs[o] not in gen.direct
                     and graph.outputs[o].type == graph.inputs[i].type

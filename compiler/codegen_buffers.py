@@ -13,7 +13,9 @@ compiler/codegen.py calls into this module while it builds the driver:
   index and nothing reads input j afterwards (the optimiser update kernels), else "deferred"
   (computed into a work buffer and copied into input j at the end of the driver, after every
   read; under a finiteness guard when one is given), else "python" (returned and copied by
-  the executable: 0-d leaves, values aliasing another donated input).
+  the executable: 0-d leaves, values aliasing another donated input). Under a guard (a train
+  step's loss), a direct kernel that runs after the guard is known writes into input j when
+  the guard is finite and into a work buffer when it is not: no copy at the end.
 """
 
 from __future__ import annotations
@@ -73,10 +75,12 @@ def alias_roots(graph: Graph) -> dict[Var, frozenset[Var]]:
     return {v: frozenset({bases.get(v, v)} & inputs) for v in every}
 
 
-def direct_donations(graph: Graph, donate: dict[int, int]) -> dict[Var, Var]:
+def direct_donations(graph: Graph, donate: dict[int, int],
+                     after: int | None = None) -> dict[Var, Var]:
     """Outputs that can be written straight into their donated input's memory: out var ->
     input var. The producer must be an elementwise loop over the input's own shape reading
-    the input only at the iteration index, and no later node or other output may read it."""
+    the input only at the iteration index, and no later node or other output may read it.
+    With `after` (the node computing a guard), only producers after that node qualify."""
     roots = alias_roots(graph)
     producer = {out: k for k, node in enumerate(graph.nodes) for out in node.outputs}
     direct: dict[Var, Var] = {}
@@ -84,6 +88,8 @@ def direct_donations(graph: Graph, donate: dict[int, int]) -> dict[Var, Var]:
         out, x = graph.outputs[out_index], graph.inputs[in_index]
         k = producer.get(out)
         if k is None or out.ndim == 0 or out.type != x.type or roots.get(out):
+            continue
+        if after is not None and k <= after:
             continue
         node = graph.nodes[k]
         if not _reads_at_index(node, x, roots):

@@ -70,6 +70,15 @@ def test_guard_leaves_donated_inputs_unchanged_when_the_loss_is_not_finite():
         assert new_params["w"] is params["w"] and int(state["count"]) == count
         np.testing.assert_array_equal(params["w"], before["w"])
         np.testing.assert_array_equal(params["b"], before["b"])
+    # the update kernels run after the loss is known: they write into the parameters
+    # directly when it is finite (into a work buffer when not), no copy at the driver's end
+    executable = step.trace(params, state, x).executable
+    assert "direct" in {mode for _, mode in executable.donation.values()}
+    want = compile(sgd_step, backend="interpreter")(_copy(params), _copy(state), x)
+    value, new_params, _ = step(params, state, x)  # a finite step after the bad ones
+    np.testing.assert_allclose(value, want[0], rtol=1e-5)
+    for k in params:
+        np.testing.assert_allclose(params[k], want[1][k], rtol=1e-5, atol=1e-6)
 
 
 def swap_and_reuse(a, b):
