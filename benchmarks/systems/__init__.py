@@ -11,11 +11,13 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+PEAK = "peak"
 MODULES = {
     "numpy": "benchmarks.systems.numpy_sys",
     "jax": "benchmarks.systems.jax_sys",
     "torch": "benchmarks.systems.torch_sys",
     "chainjit": "benchmarks.systems.chainjit_sys",
+    PEAK: "benchmarks.systems.peak_sys",  # the machine's peak, timed alongside (not a system)
 }
 ORDER = ["numpy", "jax", "torch", "chainjit"]
 
@@ -27,12 +29,12 @@ class Step:
     run: one step (value+grad for ``chain``; a full training step otherwise), blocking until
         the result is computed; returns the loss as a float.
     value_and_grad: loss and gradients at the current params (no update), as NumPy arrays;
-        used only for the correctness check.
+        used only for the correctness check (None: nothing to check, the peak pseudo-system).
     get_params: current params as NumPy arrays (training workloads), else None.
     """
 
     run: Callable[[], float]
-    value_and_grad: Callable[[], tuple[float, dict]]
+    value_and_grad: Callable[[], tuple[float, dict]] | None
     get_params: Callable[[], dict] | None = None
 
 
