@@ -164,3 +164,38 @@ def test_cache_index_damaged_entry_or_new_codegen_setting_rebuilds(fresh_cache, 
     monkeypatch.setattr(codegen_kernels, "PARALLEL_MIN_SIZE", 10**9)
     np.testing.assert_allclose(compile(fn)(x), np.exp(x) * 3.0, rtol=1e-6)
     assert len(list((fresh_cache / "index").glob("*.pkl"))) == 2
+
+
+CONV_CHILD = textwrap.dedent("""
+    import json, numpy as np
+    from compiler import compile, nn, value_and_grad
+    x = np.linspace(-1, 1, 2 * 2 * 6 * 6, dtype=np.float32).reshape(2, 2, 6, 6)
+    w = np.linspace(-1, 1, 3 * 2 * 3 * 3, dtype=np.float32).reshape(3, 2, 3, 3)
+    loss = lambda w, x: np.sum(nn.conv2d(x, w, padding=1) ** 2)
+    value, grad = compile(value_and_grad(loss))(w, x)
+    print(json.dumps({"value": float(value), "grad": np.asarray(grad).ravel().tolist()}))
+""")
+
+
+def test_a_driver_with_parallel_kernels_runs_when_loaded_from_disk(tmp_path):
+    # The convolution kernels run Numba threads. A driver compiled in a process that loaded
+    # the kernels from the disk cache does not record that loading it must launch Numba's
+    # thread pool; a later process loading that driver crashed in its first convolution.
+    # So: process a caches the kernels, b compiles the driver, c loads it.
+    base = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "PYTHONPATH": str(ROOT)}
+    runs = []
+    for folder in ("a", "b", "b"):
+        env = {**base, "CHAINJIT_CACHE_DIR": str(tmp_path / folder)}
+        proc = subprocess.run([sys.executable, "-c", CONV_CHILD], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from compiler import compile, nn, value_and_grad
+
+    x = np.linspace(-1, 1, 2 * 2 * 6 * 6, dtype=np.float32).reshape(2, 2, 6, 6)
+    w = np.linspace(-1, 1, 3 * 2 * 3 * 3, dtype=np.float32).reshape(3, 2, 3, 3)
+    loss = lambda w, x: np.sum(nn.conv2d(x, w, padding=1) ** 2)  # noqa: E731
+    value, grad = compile(value_and_grad(loss), backend="interpreter")(w, x)
+    for run in runs:
+        np.testing.assert_allclose(run["value"], value, rtol=1e-5)
+        np.testing.assert_allclose(run["grad"], np.asarray(grad).ravel(), rtol=1e-4, atol=1e-4)
