@@ -123,8 +123,8 @@ class BufferPlan:
 
     @property
     def unshared_bytes(self) -> int:
-        """Memory without reuse: every buffer on its own."""
-        return sum(b.nbytes for b in self.buffers)
+        """Memory without reuse: every buffer in a slot of its own (aligned like any slot)."""
+        return sum(aligned(b.size) * b.dtype.itemsize for b in self.buffers)
 
     @property
     def peak_live_bytes(self) -> int:

@@ -10,6 +10,7 @@ sum) out of the way:
     broadcast_to(op(a, b), S)        -> op(broadcast_to(a, S), ..) cheap op read only there
     c * reduce_sum(x, A)             -> reduce_sum(c * x, A)      c a scalar constant; neg, div
     reduce_sum(reduce_sum(x, A), B)  -> reduce_sum(x, A + B)      (also reduce_max)
+    m = f(x), sum(m) and g(m, ..)    -> each reader computes its own f(x)  f cheap, x one array
 
 They change results at most by floating-point rounding (a sum of scaled terms). These
 rewrites go against some of `simplify_algebra`'s (which pulls negations out of sums), which is
@@ -33,7 +34,10 @@ CHEAP_ELEMENTWISE = COMPARISON | frozenset(
      Op.SIGN}
 )
 # ops a fused loop body computes with (a broadcast read only by these is absorbed into them)
-LOOP_OPS = ELEMENTWISE | frozenset({Op.REDUCE_SUM, Op.REDUCE_MAX})
+REDUCTIONS = frozenset({Op.REDUCE_SUM, Op.REDUCE_MAX})
+LOOP_OPS = ELEMENTWISE | REDUCTIONS
+# notes of the nodes autodiff emitted start with this (compiler/passes/remat.py)
+BACKWARD_NOTE = "vjp"
 
 
 def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -55,6 +59,7 @@ class _Rewriter:
     def __init__(self, graph: Graph):
         self.b = GraphBuilder(graph)
         self.readers = graph.consumers()
+        self.outputs = set(graph.outputs)
 
     def emit(self, op: Op, *inputs: Var, like: Node, **params) -> Var:
         return self.b.emit(op, inputs, params, like)
@@ -184,11 +189,68 @@ class _Rewriter:
         return self.b.emit(node.op, (x,), {"axes": axes}, node)
 
 
+    def reduced_and_mapped(self, node: Node) -> Var | None:
+        """A cheap value that is both reduced and read elementwise is recomputed by each of its
+        loop readers (`node` gets its own copy) instead of being written out and read back:
+        the elementwise reader usually needs the reduction's result (`mask * (g / sum(mask))`,
+        the max rule's ties), so the two cannot share a loop. Only values computed from one
+        array of their own shape (plus broadcasts and scalars) qualify: the copy reads as
+        many bytes as the saved value would have, and the write is saved."""
+        if node.op not in LOOP_OPS:
+            return None
+        inputs, copied = [], False
+        for var in node.inputs:
+            if self._shared_by_a_reduction_and_a_map(var, node):
+                var, copied = self._recompute(var, node, depth=4), True
+            inputs.append(var)
+        if not copied:
+            return None
+        return self.b.emit(node.op, tuple(inputs), node.params, node)
+
+    def _cheap_of_one_array(self, var: Var) -> Node | None:
+        """The producer of `var` if it is a cheap elementwise op of one array of `var`'s
+        shape and broadcasts or scalars, computed on the same side (forward or backward)."""
+        producer = self.b.producer(var)
+        if producer is None or producer.op not in CHEAP_ELEMENTWISE or var in self.outputs:
+            return None
+        full = [x for x in producer.inputs if x.shape == var.shape
+                and self.b.producer_op(x) != Op.BROADCAST_TO]
+        return producer if len(full) == 1 else None
+
+    def _shared_by_a_reduction_and_a_map(self, var: Var, node: Node) -> bool:
+        producer = self._cheap_of_one_array(var)
+        readers = self.readers.get(var, ())
+        if producer is None or len(readers) < 2 or not all(r.op in LOOP_OPS for r in readers):
+            return False
+        reduced = any(r.op in REDUCTIONS for r in readers)
+        mapped = any(r.op not in REDUCTIONS for r in readers)
+        same_side = all(_side(r) == _side(producer) for r in readers)
+        return reduced and mapped and same_side and node in readers
+
+    def _recompute(self, var: Var, like: Node, depth: int) -> Var:
+        """A copy of `var`'s cheap producer (and of its cheap one-array producers, `depth`
+        deep) for one reader."""
+        producer = self._cheap_of_one_array(var) if depth else None
+        if producer is None:
+            return var
+        inputs = tuple(
+            self._recompute(x, like, depth - 1)
+            if x.shape == var.shape and self.b.producer_op(x) != Op.BROADCAST_TO else x
+            for x in producer.inputs)
+        return self.b.emit(producer.op, inputs, producer.params, producer)
+
+
+def _side(node: Node) -> bool:
+    """Did autodiff emit `node` (the backward side)?"""
+    return node.note.startswith(BACKWARD_NOTE)
+
+
 REWRITES: tuple[Callable[[_Rewriter, Node], Var | None], ...] = (
     _Rewriter.elementwise_of_unit_reshapes,  # op(reshape(a), ..) -> reshape(op(a, ..))
     _Rewriter.broadcast_of_cheap_op,  # broadcast(op(a, ..)) -> op(broadcast(a), ..)
     _Rewriter.scaled_sum,  # c * sum(x) -> sum(c * x)
     _Rewriter.nested_reduction,  # sum(sum(x, A), B) -> sum(x, A + B)
+    _Rewriter.reduced_and_mapped,  # m = f(x) reduced and mapped: each reader recomputes m
 )
 
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import networkx as nx
 
 from compiler.passes.plan_buffers import plan_buffers
-from compiler.passes.prefuse import CHEAP_ELEMENTWISE, LOOP_OPS
+from compiler.passes.prefuse import BACKWARD_NOTE, CHEAP_ELEMENTWISE, LOOP_OPS
 from ir.graph import Graph, Node, Var
 from ir.ops import Op
 
 # Forward ops the backward may recompute instead of reading a saved result.
 RECOMPUTABLE = CHEAP_ELEMENTWISE | frozenset({Op.BROADCAST_TO, Op.RESHAPE, Op.CONSTANT})
-BACKWARD_NOTE = "vjp"
 RECOMPUTED_NOTE = "vjp recomputed"
 # the fraction of the planned arena bytes a recomputation must save (more than) to be kept
 MIN_SAVING = 0.1

@@ -192,6 +192,24 @@ def test_fuse_backward_mask_goes_to_the_kernel_that_uses_it():
     assert len(forward.outputs) == 1
 
 
+def test_a_mask_both_counted_and_applied_is_recomputed_by_each_kernel_not_stored():
+    # max-pool's gradient: mask = [x == max] is summed (the tie count) and multiplies g /
+    # count, which needs the sum first, so the two are separate loops: each computes the mask
+    # from x instead of one writing it out for the other (compiler/passes/prefuse.py)
+    from compiler import nn
+
+    x = np.random.default_rng(4).normal(size=(2, 3, 4, 4)).astype(F32)
+    x[0, 0, :2, :2] = 1.0  # a window of four tied maxima: the count matters
+    w = np.random.default_rng(5).normal(size=(2, 3, 2, 2)).astype(F32)
+    graph = fused(value_and_grad(lambda x: np.sum(nn.max_pool2d(x, 2) * w)), x)
+    window_sized = [v for n in fused_nodes(graph) for v in n.outputs if v.ndim == 6]
+    assert len(window_sized) == 1  # dx alone; no mask between two kernels
+    (count_kernel,) = [n for n in fused_nodes(graph) if {Op.EQ, Op.REDUCE_SUM} <= body_ops(n)]
+    assert [v.ndim for v in count_kernel.outputs] == [4]  # the count alone
+    (dx_kernel,) = [n for n in fused_nodes(graph) if n.outputs[0] in window_sized]
+    assert Op.EQ in body_ops(dx_kernel)
+
+
 def mlp_loss(params, x, y):
     h = np.maximum(x @ params["w1"] + params["b1"], 0.0)
     logits = h @ params["w2"] + params["b2"]
