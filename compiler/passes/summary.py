@@ -56,7 +56,7 @@ def kernel_summary(graph: Graph, plan: BufferPlan | None = None) -> str:
     0  matmul  (2, 4) k=3    1    104  <doctest ...>:1
     1  reduce  (2, 4)        2     36  <doctest ...>:1
     2 kernels, 3 ops, 140 bytes moved
-    buffer plan: 1 buffers in 1 slots, 64 bytes in arenas (without reuse 32, peak live 32)
+    buffer plan: 1 buffers in 1 slots, 64 bytes in arenas (without reuse 64, peak live 32)
     arenas: float32 16 elements
       c:f32[2,4]  float32[0:8]  slot 0  kernels 0..1
     """
