@@ -53,7 +53,7 @@ def short_error(exc: BaseException, limit: int = 90) -> str:
 
 def measure_machine(quick: bool = False) -> dict:
     """Peak float32 matmul FLOP/s (np.dot, best of several) and copy bandwidth (np.copyto)."""
-    n = 1024
+    n = sysmod.load(sysmod.PEAK).MATMUL_N  # the peak pseudo-system times the same product
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(np.float32)
     b = rng.standard_normal((n, n)).astype(np.float32)
@@ -83,14 +83,18 @@ def bound_seconds(workload: str, machine: dict) -> float:
     return max(w.flops / machine["peak_flops"], w.bytes / machine["copy_bandwidth"])
 
 
-def bound_alongside(workload: str, peak: dict) -> float | None:
+def bound_alongside(workload: str, peak: dict, machine: dict) -> float | None:
     """The bound at the peak pseudo-system's median rate in the workload's own rounds (the
-    conditions the steps' medians were measured under), or None if it was not timed."""
+    conditions the steps' medians were measured under). None if the peak was not timed, or
+    timed the other kind of work than the one that sets the burst bound."""
     if "median_s" not in peak:
         return None
+    w = WORKLOADS[workload]
     kind, unit = sysmod.load(sysmod.PEAK).unit_work(workload)
-    work = WORKLOADS[workload].flops if kind == "flops" else WORKLOADS[workload].bytes
-    return work / unit * peak["median_s"]
+    by_flops = w.flops / machine["peak_flops"] >= w.bytes / machine["copy_bandwidth"]
+    if by_flops != (kind == "flops"):
+        return None
+    return (w.flops if kind == "flops" else w.bytes) / unit * peak["median_s"]
 
 
 # ----------------------------------------------------------------------------- reference + checks

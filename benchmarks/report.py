@@ -71,6 +71,8 @@ def workload_table(name: str, res: dict, systems: list[str]) -> str:
     if alongside:
         bound += (f", {_ms(alongside)} ms at the peak's median rate in these rounds (x bound: "
                   f"median / this; min x burst: min / the burst bound)")
+    else:
+        bound += " (no peak timed alongside: x bound is median / this)"
     lines = [
         f"### {name}: {res['description']}",
         "",

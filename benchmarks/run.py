@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             continue
         # burst: the best rates of the run; alongside: the peak's median in the same rounds
         res["bound_s"] = harness.bound_seconds(w, best)
-        res["bound_alongside_s"] = harness.bound_alongside(w, res.get("peak", {}))
+        res["bound_alongside_s"] = harness.bound_alongside(w, res.get("peak", {}), best)
         typical = res["bound_alongside_s"] or res["bound_s"]
         for d in res["systems"].values():
             if "median_s" in d:

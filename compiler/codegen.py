@@ -111,8 +111,9 @@ class Generated:
     plan: BufferPlan | None = None
     guard: int | None = None  # donated writes only when this 0-d output is finite
     refs: list[int] = field(default_factory=list)  # 0-d inputs passed as 0-d arrays
-    # the driver runs Numba threads (a prange kernel, a convolution): BLAS is held to one
-    # thread while it runs (runtime/blas.py)
+    # the driver calls the convolution kernels, which run Numba threads: BLAS is held to one
+    # thread while it runs (runtime/blas.py). (A prange loop kernel does not set it: those are
+    # elementwise work of 2M+ elements, and the matmuls around them want BLAS's threads.)
     threads: bool = False
 
 
@@ -143,7 +144,7 @@ class CodeGen:
         # Extra numba.njit options kernels ask for (e.g. parallel=True for a prange loop,
         # fastmath={"reassoc"} so float reductions vectorise); rendered into the decorator.
         self.jit_options: dict[str, object] = {}
-        self.threads = False  # the driver runs Numba threads (see Generated.threads)
+        self.threads = False  # the driver calls the threaded conv kernels (Generated.threads)
 
     # -- names ---------------------------------------------------------------------------
     def name(self, var: Var) -> str:

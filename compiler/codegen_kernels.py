@@ -287,7 +287,6 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
     parallel = _parallel(shape, ng, reduces, reduced_groups)
     if parallel:
         gen.jit_options["parallel"] = PARALLEL_JIT
-        gen.threads = True
     if REASSOCIATE_REDUCTIONS and any(
             r.op in REDUCE_UPDATE and is_float(r.out.dtype) for r in reduces):
         gen.jit_options["fastmath"] = {"reassoc"}

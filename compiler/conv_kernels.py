@@ -11,7 +11,7 @@ register-tiled dot products (`_gemm_nt`: 2x4 outputs per pass over K, the K loop
 vectorised), 50-75 GFLOP/s on one core at these shapes.
 
 Threads: the images of a batch are shared out between the threads, one image at a time from
-an atomic counter (compiler/atomics.py), each thread with its own scratch (and, for the
+an atomic counter (`_fetch_add`), each thread with its own scratch (and, for the
 weight gradient, its own accumulator, summed at the end). One parallel region per
 convolution, and no static split: with one core taken by another process, a static prange
 over images made the CNN step 4x slower (16 -> 64 ms median, the region waiting for the
@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-
-from compiler.atomics import fetch_add
+from numba.core import types
+from numba.core.extending import intrinsic
 
 # Float sums may be reassociated (SIMD partial sums in a dot product) and contracted (FMA).
 FASTMATH = {"reassoc", "contract"}
@@ -213,12 +213,33 @@ def _patches(xt, cols, kh, kw, sh, sw, dh, dw, ho, wo):
                         _copy(dst[(i * kw + j) * c:], src[(x * sw + j * dw) * c:], c, 1)
 
 
+@intrinsic
+def _fetch_add(typingctx, counter):
+    """`counter[0] += 1` as one atomic step (an LLVM `atomicrmw add`), returning the value
+    before the add: the next image for the thread that calls it. `counter` is a 1-d int64
+    array shared by the threads. (Defined here, not in a module of its own: Numba's disk cache
+    of these kernels is invalidated by changes to this file only.)"""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
+            and counter.ndim == 1):
+        return None
+    sig = types.int64(counter)
+
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        one = context.get_constant(types.int64, 1)
+        # monotonic: only the counter must be consistent; each image's data is written by
+        # the one thread that took it and read after the parallel region's barrier
+        return builder.atomic_rmw("add", array.data, one, "monotonic")
+
+    return sig, codegen
+
+
 @numba.njit(**_JIT)
 def _workers(images):
     """How many workers (prange iterations) share a batch of `images`: at most one per image
     and `MAX_WORKERS`. Not `numba.get_num_threads()`: it is a ctypes call, and a function
     that makes one cannot be cached on disk. Workers beyond the thread count find the counter
-    exhausted when their thread reaches them, at the cost of a scratch allocation."""
+    exhausted when their thread reaches them, and allocate nothing."""
     return max(1, min(MAX_WORKERS, images))
 
 
@@ -232,12 +253,14 @@ def conv2d_forward(x, wm, out, kh, kw, sh, sw, loh, low, dh, dw):
     workers, taken = _workers(nb), np.zeros(1, np.int64)
     if k < MIN_DOT_LENGTH:
         for _ in numba.prange(workers):
+            b = _fetch_add(taken)
+            if b >= nb:  # a worker whose thread came late: nothing left
+                continue
             cols = np.empty((k, p), x.dtype)
-            b = fetch_add(taken)
             while b < nb:
                 _im2col_rows(x[b], cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo)
                 _gemm_nn(wm, cols, out[b].reshape((o, p)))
-                b = fetch_add(taken)
+                b = _fetch_add(taken)
         return
     wk = np.empty((o, k), wm.dtype)  # the kernel in the patches' (i, j, c) order
     for oo in range(o):
@@ -247,16 +270,18 @@ def conv2d_forward(x, wm, out, kh, kw, sh, sw, loh, low, dh, dw):
     wrows, prows = _rows(o, k), _rows(p, k)
     hp, wp = (ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1
     for _ in numba.prange(workers):
+        b = _fetch_add(taken)
+        if b >= nb:
+            continue
         xt = np.zeros((hp, wp, c), x.dtype)
         cols = np.empty((p, k), x.dtype)
-        b = fetch_add(taken)
         while b < nb:
             _channels_last(x[b], xt, loh, low)
             _patches(xt, cols, kh, kw, sh, sw, dh, dw, ho, wo)
             ob = out[b].reshape((o, p))
             _zero(ob.reshape(-1), 0, o * p)
             _gemm_nt(wk.reshape(-1), wrows, cols.reshape(-1), prows, k, ob)
-            b = fetch_add(taken)
+            b = _fetch_add(taken)
 
 
 @numba.njit(**_JIT)
@@ -303,6 +328,9 @@ def conv2d_weight_grad(x, g, out, kh, kw, sh, sw, loh, low, dh, dw):
         taps = _rows(k, kk)
     grows = _rows(o, kk)
     for worker in numba.prange(workers):
+        b = _fetch_add(taken)
+        if b >= nb:  # its accumulator stays zero
+            continue
         if padded:
             xp = np.zeros(c * hp * wp + wp, x.dtype)  # + one row of slack for the last window
             gp = np.zeros(o * kk, g.dtype)
@@ -313,7 +341,6 @@ def conv2d_weight_grad(x, g, out, kh, kw, sh, sw, loh, low, dh, dw):
             gp = np.empty(0, g.dtype)
             image = xp[:0].reshape((c, 0, wo))
             cols = xp.reshape((k, kk))
-        b = fetch_add(taken)
         while b < nb:
             if padded:
                 _padded(x[b], image, loh, low)
@@ -325,7 +352,7 @@ def conv2d_weight_grad(x, g, out, kh, kw, sh, sw, loh, low, dh, dw):
                 _im2col_rows(x[b], cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo)
                 rows = g[b].reshape(-1)
             _gemm_nt(rows, grows, xp, taps, kk, accs[worker])
-            b = fetch_add(taken)
+            b = _fetch_add(taken)
     acc = accs[0]
     for worker in range(1, workers):
         acc += accs[worker]

@@ -5,9 +5,10 @@ run Numba's own threads for convolutions and large loop kernels. Both pools keep
 threads busy-waiting after a job (OpenBLAS for ~0.1 s), so in a driver that uses both, each
 pool's jobs ran against the other's spinning threads on a 2-core machine: in the CNN step the
 convolution after the dense layer's matmuls went from 2 to 17 ms. OpenBLAS's thread count is
-global (there is no per-call setting), so a driver that runs Numba threads
-(`Generated.threads`) is called with it set to one and set back after. A driver without
-Numba threads leaves BLAS as it is: the large matmuls of an MLP want BLAS's threads.
+global (there is no per-call setting), so a driver that calls the threaded convolution
+kernels (`Generated.threads`) is called with it set to one and set back after. Other drivers
+leave BLAS as it is: the large matmuls of an MLP want BLAS's threads (even beside a loop
+kernel large enough to run on Numba's threads).
 
 The controls are found in the library SciPy's BLAS wrappers load (OpenBLAS as SciPy's wheels
 ship it, or a system OpenBLAS). With another BLAS nothing is held: only speed differs.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 from typing import Callable
 
 # (get, set) symbol names, the first found is used
@@ -48,22 +50,48 @@ def blas_thread_controls() -> tuple[Callable[[], int], Callable[[int], None]] | 
     return None
 
 
-def with_one_blas_thread(driver: Callable) -> Callable:
-    """`driver` wrapped to run with BLAS held to one thread (set back after, also on error)."""
+class _Hold:
+    """Holds BLAS to one thread while any wrapped call runs: the first call in sets it and
+    the last one out gives the count back (calls may overlap in Python threads: Numba and
+    ctypes release the GIL)."""
+
+    def __init__(self, get: Callable[[], int], set_: Callable[[int], None]):
+        self.get, self.set = get, set_
+        self.lock = threading.Lock()
+        self.holders = 0
+        self.before = 1
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.holders == 0:
+                self.before = self.get()
+                if self.before > 1:
+                    self.set(1)
+            self.holders += 1
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.holders -= 1
+            if self.holders == 0 and self.before > 1:
+                self.set(self.before)
+
+
+@functools.lru_cache(maxsize=1)
+def _hold() -> _Hold | None:
     controls = blas_thread_controls()
-    if controls is None:
+    return None if controls is None else _Hold(*controls)
+
+
+def with_one_blas_thread(driver: Callable) -> Callable:
+    """`driver` wrapped to run with BLAS held to one thread (given back after, also on
+    error); `driver` itself when this BLAS has no thread control chainjit knows."""
+    hold = _hold()
+    if hold is None:
         return driver
-    get, set_ = controls
 
     def call(*args):
-        before = get()
-        if before <= 1:
+        with hold:
             return driver(*args)
-        set_(1)
-        try:
-            return driver(*args)
-        finally:
-            set_(before)
 
     call.__wrapped__ = driver
     return call

@@ -74,10 +74,14 @@ def kernel_source_hash(module: str) -> str:
         if name in seen:
             continue
         seen.add(name)
-        path = root.joinpath(*name.split(".")).with_suffix(".py")
+        path = root.joinpath(*name.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if not path.is_file():
+            continue
         text = path.read_bytes()
         digest.update(name.encode() + text)
-        todo += re.findall(r"^from ((?:compiler|ir|runtime)\.\w+) import", text.decode(), re.M)
+        todo += re.findall(r"^\s*(?:from|import) ((?:compiler|ir|runtime)(?:\.\w+)*)",
+                           text.decode(), re.M)
     return digest.hexdigest()[:12]
 
 

@@ -188,14 +188,14 @@ class _Rewriter:
         axes = tuple(sorted(first | second))
         return self.b.emit(node.op, (x,), {"axes": axes}, node)
 
-
     def reduced_and_mapped(self, node: Node) -> Var | None:
         """A cheap value that is both reduced and read elementwise is recomputed by each of its
         loop readers (`node` gets its own copy) instead of being written out and read back:
         the elementwise reader usually needs the reduction's result (`mask * (g / sum(mask))`,
         the max rule's ties), so the two cannot share a loop. Only values computed from one
-        array of their own shape (plus broadcasts and scalars) qualify: the copy reads as
-        many bytes as the saved value would have, and the write is saved."""
+        array of their own shape (plus broadcasts and scalars) whose items are no wider than
+        the value's qualify: a copy reads no more bytes than the saved value would have
+        cost, and the write is saved."""
         if node.op not in LOOP_OPS:
             return None
         inputs, copied = [], False
@@ -224,8 +224,18 @@ class _Rewriter:
             return False
         reduced = any(r.op in REDUCTIONS for r in readers)
         mapped = any(r.op not in REDUCTIONS for r in readers)
-        same_side = all(_side(r) == _side(producer) for r in readers)
-        return reduced and mapped and same_side and node in readers
+        same_side = all(_is_backward(r) == _is_backward(producer) for r in readers)
+        narrow = self._array_read(var, depth=4).dtype.itemsize <= var.dtype.itemsize
+        return reduced and mapped and same_side and narrow and node in readers
+
+    def _array_read(self, var: Var, depth: int) -> Var:
+        """The array a copy of `var` made by `_recompute` reads."""
+        producer = self._cheap_of_one_array(var) if depth else None
+        if producer is None:
+            return var
+        (full,) = [x for x in producer.inputs if x.shape == var.shape
+                   and self.b.producer_op(x) != Op.BROADCAST_TO]
+        return self._array_read(full, depth - 1)
 
     def _recompute(self, var: Var, like: Node, depth: int) -> Var:
         """A copy of `var`'s cheap producer (and of its cheap one-array producers, `depth`
@@ -240,8 +250,8 @@ class _Rewriter:
         return self.b.emit(producer.op, inputs, producer.params, producer)
 
 
-def _side(node: Node) -> bool:
-    """Did autodiff emit `node` (the backward side)?"""
+def _is_backward(node: Node) -> bool:
+    """Did autodiff emit `node`?"""
     return node.note.startswith(BACKWARD_NOTE)
 
 

@@ -219,13 +219,19 @@ def test_conv2d_kernels_give_the_same_result_on_any_thread_count(threads):
     try:
         _check_kernels(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1e-4)
         _check_kernels(x[:, :1], w[:, :1], (2, 1), ((0, 1), (1, 0)), (1, 1), 1e-4)
+        _check_kernels(x[:1], w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1e-4)  # one image
+        empty, g = x[:0], np.zeros((0, 7, 6, 6), np.float32)  # no image: dW = 0
+        out, out_w = np.zeros((0, 7, 6, 6), np.float32), np.full((5, 7, 3, 3), np.nan, np.float32)
+        conv_kernels.conv2d_forward(empty, w.reshape(7, -1), out, 3, 3, 1, 1, 1, 1, 1, 1)
+        conv_kernels.conv2d_weight_grad(empty, g, out_w, 3, 3, 1, 1, 1, 1, 1, 1)
+        assert not out_w.any()
     finally:
         numba.set_num_threads(before)
 
 
-
-def test_a_driver_with_a_convolution_runs_with_blas_held_to_one_thread():
+def test_a_driver_with_a_convolution_is_called_with_blas_held_to_one_thread():
     from compiler.codegen import generate
+    from runtime.blas import blas_thread_controls
     from runtime.cache import kernel_source_hash
 
     x = RNG.standard_normal((2, 1, 5, 5)).astype(np.float32)
@@ -239,5 +245,6 @@ def test_a_driver_with_a_convolution_runs_with_blas_held_to_one_thread():
     assert f"# source {kernel_source_hash('compiler.conv_kernels')}" in conv_code.source
     np.testing.assert_allclose(conv(x, w), EVAL_RULES[Op.CONV2D](
         x, w, strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1)) @ dense, rtol=1e-5)
-    traced = conv.trace(x, w)
-    assert traced.executable.call_driver is not traced.executable.driver
+    executable = conv.trace(x, w).executable  # wrapped, unless this BLAS has no control
+    wrapped = executable.call_driver is not executable.driver
+    assert wrapped == (blas_thread_controls() is not None)

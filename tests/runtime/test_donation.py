@@ -61,15 +61,17 @@ def test_guard_leaves_donated_inputs_unchanged_when_the_loss_is_not_finite():
     params, state, x = _setup(rng)
     step = compile(sgd_step, donate_argnums=(0, 1), donate_guard=0)
     step(params, state, x)
-    before, count = _copy(params), int(state["count"])
+    before, before_state = _copy(params), _copy(state)
     bad = x.copy()
     bad[0, 0] = np.nan
     for _ in range(2):  # checked path, then the fast path
         value, new_params, _ = step(params, state, bad)
         assert not np.isfinite(value)
-        assert new_params["w"] is params["w"] and int(state["count"]) == count
-        np.testing.assert_array_equal(params["w"], before["w"])
-        np.testing.assert_array_equal(params["b"], before["b"])
+        assert new_params["w"] is params["w"]
+        assert int(state["count"]) == int(before_state["count"])
+        for k in params:
+            np.testing.assert_array_equal(params[k], before[k])
+            np.testing.assert_array_equal(state["m"][k], before_state["m"][k])
     # the update kernels run after the loss is known: they write into the parameters
     # directly when it is finite (into a work buffer when not), no copy at the driver's end
     executable = step.trace(params, state, x).executable
@@ -79,6 +81,8 @@ def test_guard_leaves_donated_inputs_unchanged_when_the_loss_is_not_finite():
     np.testing.assert_allclose(value, want[0], rtol=1e-5)
     for k in params:
         np.testing.assert_allclose(params[k], want[1][k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state["m"][k], want[2]["m"][k], rtol=1e-5, atol=1e-6)
+    assert int(state["count"]) == int(want[2]["count"])
 
 
 def swap_and_reuse(a, b):
