@@ -54,6 +54,12 @@ M_BLOCK = 64
 # At most this many threads share the images of a batch (see `_workers`).
 MAX_WORKERS = 8
 
+# Numba's thread pool is launched when this module is imported, which generated code does
+# before its driver is loaded: a driver loaded from the disk cache with these parallel kernels
+# linked in does not launch it itself (only a function with its own prange loop records that
+# it must), and its first parallel region would crash.
+numba.get_num_threads()
+
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
 # The entry kernels share images out between threads (a prange over workers, see above).
 _PARALLEL_JIT = dict(_JIT, parallel={"prange": True, "comprehension": False, "reduction": False,

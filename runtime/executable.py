@@ -79,14 +79,6 @@ class Executable:
         # what calls it: with BLAS held to one thread if the driver runs Numba threads
         threads = getattr(generated, "threads", False)
         self.call_driver = with_one_blas_thread(driver) if threads else driver
-        if threads:
-            # Launch Numba's thread pool before the driver's machine code is loaded: a driver
-            # loaded from the disk cache with a parallel kernel linked in (the convolutions)
-            # does not launch it itself (only a function with its own prange loop does), and
-            # its first parallel region would crash.
-            import numba
-
-            numba.get_num_threads()
         self.source = generated.source
         self.in_types: list[TensorType] = [v.type for v in graph.inputs]
         self.paths = [f"argument leaf {k}" for k in range(len(graph.inputs))]
