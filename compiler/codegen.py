@@ -122,6 +122,7 @@ class CodeGen:
 
     def __init__(self, graph: Graph):
         self.graph = graph
+        self.producers = graph.producers()  # var -> the node computing it
         self.namer = Namer()
         self.lines: list[str] = []
         self.depth = 1
@@ -203,26 +204,22 @@ class CodeGen:
         dtype = NUMPY_DTYPE_NAMES[var.dtype]
         owned = var in self.output_set and var not in self.deferred \
             and var not in self.direct
-        if var in self.direct and name == self.name(var) and self.guard is not None:
-            # donated, under a guard: the input's memory only when the guard is finite, else
-            # a work buffer (the input keeps its value; later readers read either)
-            self._work_buffer(var, name, dims)
-            self.line(f"if np.isfinite({self.read(self.guard, [])}):")
-            self.line(f"    {name} = {self.name(self.direct[var])}  # in place (donated)")
-            if zero:
-                self.line(f"{name}.fill(0)")
-        elif var in self.direct and name == self.name(var):  # donated: the input's memory
-            self.line(f"{name} = {self.name(self.direct[var])}  # in place (donated)")
-            if zero:
-                self.line(f"{name}.fill(0)")
+        if var in self.direct and name == self.name(var):  # donated: the input's memory
+            in_place = f"{name} = {self.name(self.direct[var])}  # in place (donated)"
+            if self.guard is None:
+                self.line(in_place)
+            else:  # only when the guard is finite, else a work buffer (the input keeps its
+                self._work_buffer(var, name, dims)  # value; later readers read either)
+                self.line(f"if np.isfinite({self.read(self.guard, [])}):")
+                self.line(f"    {in_place}")
         elif owned:
             fn = "np.zeros" if zero else "np.empty"
             self.line(f"{name} = {fn}(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
                       f"{dtype})")
         else:
             self._work_buffer(var, name, dims)
-            if zero:
-                self.line(f"{name}.fill(0)")
+        if zero and not owned:
+            self.line(f"{name}.fill(0)")
         self.values[var] = Value("array", name, "C", owned)
         return name
 
@@ -313,14 +310,8 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         gen.set_dims(var, [f"{name}.shape[{k}]" for k in range(var.ndim)])
         for k, size in enumerate(var.shape):
             gen.dim_by_value.setdefault(size, f"{name}.shape[{k}]")
-    if guard is None:
-        gen.direct = direct_donations(graph, donate)
-    else:
-        producer = {out: k for k, node in enumerate(graph.nodes) for out in node.outputs}
-        known = producer.get(graph.outputs[guard])
-        if known is not None:  # (a guard that is an input is not worth the case)
-            gen.direct = direct_donations(graph, donate, after=known)
-            gen.guard = graph.outputs[guard]
+    gen.guard = None if guard is None else graph.outputs[guard]
+    gen.direct = direct_donations(graph, donate, gen.guard)
     gen.deferred = {graph.outputs[o] for o, i in donate.items()
                     if graph.outputs[o] not in gen.direct
                     and graph.outputs[o].type == graph.inputs[i].type

@@ -76,13 +76,15 @@ def alias_roots(graph: Graph) -> dict[Var, frozenset[Var]]:
 
 
 def direct_donations(graph: Graph, donate: dict[int, int],
-                     after: int | None = None) -> dict[Var, Var]:
+                     guard: Var | None = None) -> dict[Var, Var]:
     """Outputs that can be written straight into their donated input's memory: out var ->
     input var. The producer must be an elementwise loop over the input's own shape reading
     the input only at the iteration index, and no later node or other output may read it.
-    With `after` (the node computing a guard), only producers after that node qualify."""
+    With a `guard`, only producers after the node computing it qualify (none if it is an
+    input: not worth the case)."""
     roots = alias_roots(graph)
     producer = {out: k for k, node in enumerate(graph.nodes) for out in node.outputs}
+    after = None if guard is None else producer.get(guard, len(graph.nodes))
     direct: dict[Var, Var] = {}
     for out_index, in_index in donate.items():
         out, x = graph.outputs[out_index], graph.inputs[in_index]

@@ -29,7 +29,7 @@ def _ints(*values: int) -> str:
 
 def _untransposed(gen: CodeGen, var: Var) -> Var | None:
     """The source of `var` when `var` is a batch<->channel transpose, else None."""
-    node = gen.graph.producers().get(var)
+    node = gen.producers.get(var)
     if node is not None and node.op == Op.TRANSPOSE and \
             tuple(node.params["perm"]) == BATCH_CHANNEL_SWAP:
         return node.inputs[0]

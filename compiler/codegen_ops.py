@@ -240,7 +240,7 @@ def _batch_operand(gen: CodeGen, var: Var, batch: str) -> str:
     """Batch i0 of a batched matmul operand as a 2-D array expression. A transpose of the
     last two axes of a C array (`q @ k.transpose(0, 2, 1)`, and most batched matmuls of a
     backward) is read as that array's batch, transposed: np.dot takes F order, so no copy."""
-    producer = gen.graph.producers().get(var)
+    producer = gen.producers.get(var)
     if producer is not None and producer.op == Op.TRANSPOSE:
         (source,) = producer.inputs
         last_two = tuple(range(var.ndim - 2)) + (var.ndim - 1, var.ndim - 2)
