@@ -207,46 +207,41 @@ class _Rewriter:
             return None
         return self.b.emit(node.op, tuple(inputs), node.params, node)
 
-    def _cheap_of_one_array(self, var: Var) -> Node | None:
-        """The producer of `var` if it is a cheap elementwise op of one array of `var`'s
-        shape and broadcasts or scalars, computed on the same side (forward or backward)."""
+    def _cheap_of_one_array(self, var: Var) -> tuple[Node, Var] | None:
+        """(producer, x) if `var` is a cheap elementwise op, not a graph output, of one array
+        x of its own shape plus broadcasts and scalars; else None."""
         producer = self.b.producer(var)
         if producer is None or producer.op not in CHEAP_ELEMENTWISE or var in self.outputs:
             return None
         full = [x for x in producer.inputs if x.shape == var.shape
                 and self.b.producer_op(x) != Op.BROADCAST_TO]
-        return producer if len(full) == 1 else None
+        return (producer, full[0]) if len(full) == 1 else None
 
     def _shared_by_a_reduction_and_a_map(self, var: Var, node: Node) -> bool:
-        producer = self._cheap_of_one_array(var)
+        found = self._cheap_of_one_array(var)
         readers = self.readers.get(var, ())
-        if producer is None or len(readers) < 2 or not all(r.op in LOOP_OPS for r in readers):
+        if found is None or len(readers) < 2 or not all(r.op in LOOP_OPS for r in readers):
             return False
         reduced = any(r.op in REDUCTIONS for r in readers)
         mapped = any(r.op not in REDUCTIONS for r in readers)
-        same_side = all(_is_backward(r) == _is_backward(producer) for r in readers)
+        same_side = all(_is_backward(r) == _is_backward(found[0]) for r in readers)
         narrow = self._array_read(var, depth=4).dtype.itemsize <= var.dtype.itemsize
         return reduced and mapped and same_side and narrow and node in readers
 
     def _array_read(self, var: Var, depth: int) -> Var:
         """The array a copy of `var` made by `_recompute` reads."""
-        producer = self._cheap_of_one_array(var) if depth else None
-        if producer is None:
-            return var
-        (full,) = [x for x in producer.inputs if x.shape == var.shape
-                   and self.b.producer_op(x) != Op.BROADCAST_TO]
-        return self._array_read(full, depth - 1)
+        found = self._cheap_of_one_array(var) if depth else None
+        return var if found is None else self._array_read(found[1], depth - 1)
 
     def _recompute(self, var: Var, like: Node, depth: int) -> Var:
         """A copy of `var`'s cheap producer (and of its cheap one-array producers, `depth`
         deep) for one reader."""
-        producer = self._cheap_of_one_array(var) if depth else None
-        if producer is None:
+        found = self._cheap_of_one_array(var) if depth else None
+        if found is None:
             return var
-        inputs = tuple(
-            self._recompute(x, like, depth - 1)
-            if x.shape == var.shape and self.b.producer_op(x) != Op.BROADCAST_TO else x
-            for x in producer.inputs)
+        producer, x = found
+        inputs = tuple(self._recompute(v, like, depth - 1) if v is x else v
+                       for v in producer.inputs)
         return self.b.emit(producer.op, inputs, producer.params, producer)
 
 
