@@ -51,50 +51,50 @@ def short_error(exc: BaseException, limit: int = 90) -> str:
 # ----------------------------------------------------------------------------- machine bound
 
 
+def _best_of(run, reps: int) -> float:
+    run()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def measure_machine(quick: bool = False) -> dict:
-    """Peak float32 matmul FLOP/s (np.dot, best of several) and copy bandwidth (np.copyto)."""
-    n = sysmod.load(sysmod.PEAK).MATMUL_N  # the peak pseudo-system times the same product
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n)).astype(np.float32)
-    b = rng.standard_normal((n, n)).astype(np.float32)
-    c = np.empty((n, n), np.float32)
-    np.dot(a, b, out=c)
-    best = float("inf")
-    for _ in range(5 if quick else 15):
-        t0 = time.perf_counter()
-        np.dot(a, b, out=c)
-        best = min(best, time.perf_counter() - t0)
-    flops = 2 * n**3 / best
-    src = np.ones(32 * 1024 * 1024 // 4 * (1 if quick else 2), np.float32)  # 32 / 64 MB
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    best = float("inf")
-    for _ in range(5 if quick else 15):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t0)
-    bw = 2 * src.nbytes / best  # read + write
-    return {"peak_flops": flops, "copy_bandwidth": bw}
+    """Peak float32 matmul FLOP/s and copy bandwidth: the peak pseudo-system's units
+    (systems/peak_sys.py), best of several runs."""
+    peak = sysmod.load(sysmod.PEAK)
+    reps = 5 if quick else 15
+    matmul, flops = peak.matmul_unit()
+    copy, moved = peak.copy_unit(peak.COPY_BYTES // (2 if quick else 1))
+    return {"peak_flops": flops / _best_of(matmul, reps),
+            "copy_bandwidth": moved / _best_of(copy, reps)}
+
+
+def _bound_terms(workload: str, machine: dict) -> dict[str, float]:
+    """The workload's FLOPs and bytes at the machine's rates, in seconds."""
+    w = WORKLOADS[workload]
+    return {"flops": w.flops / machine["peak_flops"], "bytes": w.bytes / machine["copy_bandwidth"]}
 
 
 def bound_seconds(workload: str, machine: dict) -> float:
     """The burst bound: the workload's work at the best rates measured between workloads."""
-    w = WORKLOADS[workload]
-    return max(w.flops / machine["peak_flops"], w.bytes / machine["copy_bandwidth"])
+    return max(_bound_terms(workload, machine).values())
 
 
 def bound_alongside(workload: str, peak: dict, machine: dict) -> float | None:
     """The bound at the peak pseudo-system's median rate in the workload's own rounds (the
     conditions the steps' medians were measured under). None if the peak was not timed, or
     timed the other kind of work than the one that sets the burst bound."""
-    if "median_s" not in peak:
+    peak_sys = sysmod.load(sysmod.PEAK)
+    kind = peak_sys.unit_kind(workload)
+    terms = _bound_terms(workload, machine)
+    if "median_s" not in peak or terms[kind] < max(terms.values()):
         return None
     w = WORKLOADS[workload]
-    kind, unit = sysmod.load(sysmod.PEAK).unit_work(workload)
-    by_flops = w.flops / machine["peak_flops"] >= w.bytes / machine["copy_bandwidth"]
-    if by_flops != (kind == "flops"):
-        return None
-    return (w.flops if kind == "flops" else w.bytes) / unit * peak["median_s"]
+    work = w.flops if kind == "flops" else w.bytes
+    return work / peak_sys.UNIT_WORK[kind] * peak["median_s"]
 
 
 # ----------------------------------------------------------------------------- reference + checks
