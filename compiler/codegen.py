@@ -111,9 +111,8 @@ class Generated:
     plan: BufferPlan | None = None
     guard: int | None = None  # donated writes only when this 0-d output is finite
     refs: list[int] = field(default_factory=list)  # 0-d inputs passed as 0-d arrays
-    # the driver calls the convolution kernels, which run Numba threads: BLAS is held to one
-    # thread while it runs (runtime/blas.py). (A prange loop kernel does not set it: those are
-    # elementwise work of 2M+ elements, and the matmuls around them want BLAS's threads.)
+    # the driver runs its work on Numba's threads (convolutions, matmuls, large loop kernels;
+    # codegen_kernels.pooled): BLAS is held to one thread while it runs (runtime/blas.py)
     threads: bool = False
 
 
@@ -145,7 +144,7 @@ class CodeGen:
         # Extra numba.njit options kernels ask for (e.g. parallel=True for a prange loop,
         # fastmath={"reassoc"} so float reductions vectorise); rendered into the decorator.
         self.jit_options: dict[str, object] = {}
-        self.threads = False  # the driver calls the threaded conv kernels (Generated.threads)
+        self.threads = False  # the driver runs on Numba's thread pool (Generated.threads)
 
     # -- names ---------------------------------------------------------------------------
     def name(self, var: Var) -> str:
@@ -293,10 +292,12 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
     made only when that output is finite: a direct write whose kernel runs after the guard
     is known goes to the input or, when the guard is not finite, to a work buffer; the
     others are deferred to the driver's end, under the guard."""
+    from compiler.codegen_kernels import pooled
     from compiler.codegen_ops import EMIT_RULES
 
     donate = dict(donate or {})
     gen = CodeGen(graph)
+    gen.threads = pooled(graph)
     input_names = [gen.name(v) for v in graph.inputs]
     # donated 0-d inputs come as 0-d arrays (`<name>_ref`), read once, written at the end
     refs = sorted({i for i in donate.values() if graph.inputs[i].ndim == 0})

@@ -46,7 +46,7 @@ def emit_conv2d(gen: CodeGen, node: Node) -> None:
     o = gen.dims[w][0]
     ho, wo = (gen.resolve_dim(d) for d in out.shape[2:])
     gen.set_dims(out, (big_b, o, ho, wo))
-    gen.threads = True  # the kernels share the images out between threads
+    assert gen.threads, "a driver with a convolution runs on Numba's threads (pooled)"
     x_src, g_src = _untransposed(gen, x), _untransposed(gen, w)
     if x_src is not None and g_src is not None:
         source, cotangent = gen.array(x_src, "C"), gen.array(g_src, "C")

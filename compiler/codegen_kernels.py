@@ -24,7 +24,7 @@ import numpy as np
 
 from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
 from ir import ops
-from ir.graph import Node, Var
+from ir.graph import Graph, Node, Var
 from ir.ops import Op
 from ir.printer import Namer
 from ir.types import is_float
@@ -87,6 +87,12 @@ def _wrap(expr: str, dtype: np.dtype, always: bool = False) -> str:
 # (several 800K-element kernels) in 86 s CPU instead of 31 s, while 2 threads gained ~15-20%
 # on this loaded 2-core machine. So only very large kernels qualify. Tests monkeypatch it.
 PARALLEL_MIN_SIZE = 2**21
+# In a driver that runs on Numba's threads anyway (`pooled`), a kernel of this many elements
+# uses prange. Each prange loop costs ~1-2 s of cold compile (Numba compiles its body again as
+# a gufunc): on the transformer step, 2**19 (the 1M-element FFN kernels) took the median from
+# 37.3 to 34.9 ms, and 2**17 (every (16, 128, 128) kernel too) gained no more for ~17 s of
+# compile.
+POOLED_PARALLEL_MIN_SIZE = 2**19
 # numba.njit(parallel=...): only prange loops become parfors (the other parfor conversions
 # analyse the whole driver, costing compile time for nothing: we emit every loop ourselves).
 PARALLEL_JIT = {"prange": True, "comprehension": False, "reduction": False, "setitem": False,
@@ -284,7 +290,7 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
     # instead of updating memory LLVM cannot prove distinct from the kernel's stores. Depth
     # `ng`: updated in place innermost (its index varies in the inner loop).
     depth_of = {node: _trailing(reduced_groups[node], ng) for node in reduces}
-    parallel = _parallel(shape, ng, reduces, reduced_groups)
+    parallel = _parallel(gen, shape, ng, reduces, reduced_groups)
     if parallel:
         gen.jit_options["parallel"] = PARALLEL_JIT
     if REASSOCIATE_REDUCTIONS and any(
@@ -382,11 +388,32 @@ def _trailing(reduced: set[int], ng: int) -> int:
     return depth
 
 
-def _parallel(shape, ng, reduces, reduced_groups) -> bool:
+def pooled(graph: Graph) -> bool:
+    """Whether the driver runs all its work on Numba's thread pool (`Generated.threads`):
+    it calls the convolution kernels, or its loop kernels do enough work to share out
+    (PARALLEL_MIN_SIZE elements in all). Its matmuls then run on the same threads
+    (compiler/matmul_kernels.py) with BLAS held to one thread, and its kernels of
+    POOLED_PARALLEL_MIN_SIZE elements or more use prange. Other drivers leave threads to BLAS:
+    an MLP step's work is in its matmuls, and BLAS's own threads run them best."""
+    loop_work = 0
+    for node in graph.nodes:
+        if node.op == Op.CONV2D:
+            return True
+        if node.op == Op.FUSED:
+            loop_work += int(np.prod(node.params["shape"]))
+        elif node.op in ops.ELEMENTWISE | ops.REDUCTION:
+            loop_work += int(np.prod(node.inputs[0].shape))
+    return loop_work >= PARALLEL_MIN_SIZE
+
+
+def _parallel(gen: CodeGen, shape, ng, reduces, reduced_groups) -> bool:
     """prange the outer loop: large enough, and no two iterations update one accumulator
     unless it is a scalar float sum/product over every loop (which prange reduces per
     thread)."""
-    if ng == 0 or int(np.prod(shape)) < PARALLEL_MIN_SIZE:
+    least = PARALLEL_MIN_SIZE
+    if gen.threads:
+        least = min(least, POOLED_PARALLEL_MIN_SIZE)
+    if ng == 0 or int(np.prod(shape)) < least:
         return False
     return all(0 not in reduced_groups[r] or (
         reduced_groups[r] == set(range(ng)) and r.op in REDUCE_UPDATE and is_float(r.out.dtype))

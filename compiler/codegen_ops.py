@@ -2,7 +2,8 @@
 
 Completes `EMIT_RULES` (op -> emitter `(gen, node) -> None`), which compiler/codegen.py walks
 in graph order. Movement ops become views where possible (see `Value`); matmul is BLAS
-through `np.dot(a, b, out)`; gather/scatter_add bounds-check every index (negative indices
+through `np.dot(a, b, out)`, or in a driver on Numba's threads the kernels of
+compiler/matmul_kernels.py; gather/scatter_add bounds-check every index (negative indices
 wrap as in NumPy) and raise IndexError naming the node instead of reading stray memory;
 random_uniform reproduces ir/interpreter.py's splitmix64 bits exactly (uint64 wraps).
 """
@@ -15,6 +16,8 @@ from compiler.codegen_kernels import broadcast_view, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node, Var
 from ir.ops import Op
+
+MATMUL_KERNELS = "compiler.matmul_kernels"
 
 
 def emit_constant(gen: CodeGen, node: Node) -> None:
@@ -214,32 +217,54 @@ def emit_scatter_add(gen: CodeGen, node: Node) -> None:
     gen.close_loops(len(idx))
 
 
+def _on_numba_threads(gen: CodeGen) -> bool:
+    """Matmuls run on Numba's threads in a pooled driver (Generated.threads), when BLAS can be
+    held to one thread while it runs: each of Numba's threads calls BLAS, and a threaded BLAS
+    under each of them would ask for threads² cores (the transformer step ran 16x slower)."""
+    from runtime.blas import blas_thread_controls
+
+    return gen.threads and blas_thread_controls() is not None
+
+
 def emit_matmul(gen: CodeGen, node: Node) -> None:
+    """`np.dot` on BLAS's threads, or in a pooled driver the kernels of
+    compiler/matmul_kernels.py, which share the product out between Numba's threads."""
     x, w = node.inputs
     out = node.out
     gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
+    pooled = _on_numba_threads(gen)
     if out.ndim == 2:
         a, b = gen.array(x, "CF"), gen.array(w, "CF")
         name = gen.alloc(out)
-        gen.line(f"np.dot({a}, {b}, {name})")
+        if pooled:
+            gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul")
+            gen.line(f"matmul({a}, {b}, {name})")
+        else:
+            gen.line(f"np.dot({a}, {b}, {name})")
         return
     batch = " * ".join(gen.dims[out][:-2])
-    a, b = _batch_operand(gen, x, batch), _batch_operand(gen, w, batch)
+    (a, ta), (b, tb) = _batch_operand(gen, x, batch), _batch_operand(gen, w, batch)
     name = gen.alloc(out)
     m, n = gen.dims[x][-2], gen.dims[w][-1]
+    out3 = f"{name}.reshape(({batch}, {m}, {n}))"
+    if pooled:
+        gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul_batched")
+        gen.line(f"matmul_batched({a}, {ta}, {b}, {tb}, {out3})")
+        return
     gen.line(f"for i0 in range({batch}):")
     # operands as locals: a `.T` inside np.dot's arguments left Numba's type inference
     # undecided in a long function (the transformer step's backward)
     ax, bx = gen.fresh(f"{gen.name(x)}_b"), gen.fresh(f"{gen.name(w)}_b")
-    gen.line(f"    {ax} = {a}")
-    gen.line(f"    {bx} = {b}")
-    gen.line(f"    np.dot({ax}, {bx}, {name}.reshape(({batch}, {m}, {n}))[i0])")
+    gen.line(f"    {ax} = {a}[i0]{'.T' if ta else ''}")
+    gen.line(f"    {bx} = {b}[i0]{'.T' if tb else ''}")
+    gen.line(f"    np.dot({ax}, {bx}, {out3}[i0])")
 
 
-def _batch_operand(gen: CodeGen, var: Var, batch: str) -> str:
-    """Batch i0 of a batched matmul operand as a 2-D array expression. A transpose of the
-    last two axes of a C array (`q @ k.transpose(0, 2, 1)`, and most batched matmuls of a
-    backward) is read as that array's batch, transposed: np.dot takes F order, so no copy."""
+def _batch_operand(gen: CodeGen, var: Var, batch: str) -> tuple[str, bool]:
+    """A batched matmul operand as a 3-D C array expression and whether each of its batch
+    items is read transposed. A transpose of the last two axes of a C array
+    (`q @ k.transpose(0, 2, 1)`, and most batched matmuls of a backward) is read as that
+    array, transposed: np.dot takes F order, so no copy."""
     producer = gen.producers.get(var)
     if producer is not None and producer.op == Op.TRANSPOSE:
         (source,) = producer.inputs
@@ -248,9 +273,9 @@ def _batch_operand(gen: CodeGen, var: Var, batch: str) -> str:
         if tuple(producer.params["perm"]) == last_two and value.kind == "array" \
                 and value.layout == "C":
             rows, cols = gen.dims[source][-2:]
-            return f"{value.name}.reshape(({batch}, {rows}, {cols}))[i0].T"
+            return f"{value.name}.reshape(({batch}, {rows}, {cols}))", True
     rows, cols = gen.dims[var][-2:]
-    return f"{gen.array(var, 'C')}.reshape(({batch}, {rows}, {cols}))[i0]"
+    return f"{gen.array(var, 'C')}.reshape(({batch}, {rows}, {cols}))", False
 
 
 SPLITMIX = ("0x9E3779B97F4A7C15", "0xBF58476D1CE4E5B9", "0x94D049BB133111EB")

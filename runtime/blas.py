@@ -1,17 +1,20 @@
 """One thread pool at a time: BLAS is held to one thread while a driver runs Numba threads.
 
-Generated drivers call BLAS (SciPy's OpenBLAS, through Numba's `np.dot`) for matmuls, and
-run Numba's own threads for convolutions and large loop kernels. Both pools keep their
-threads busy-waiting after a job (OpenBLAS for ~0.1 s), so in a driver that uses both, each
-pool's jobs ran against the other's spinning threads on a 2-core machine: in the CNN step the
-convolution after the dense layer's matmuls went from 2 to 17 ms. OpenBLAS's thread count is
-global (there is no per-call setting), so a driver that calls the threaded convolution
-kernels (`Generated.threads`) is called with it set to one and set back after. Other drivers
-leave BLAS as it is: the large matmuls of an MLP want BLAS's threads (even beside a loop
-kernel large enough to run on Numba's threads).
+Generated drivers call BLAS (SciPy's OpenBLAS) for matmuls and can run Numba's own threads
+for convolutions and loop kernels. Both pools keep their threads busy-waiting after a job
+(OpenBLAS for ~0.1 s), so in a driver that used both, each pool's jobs ran against the
+other's spinning threads on a 2-core machine: in the CNN step the convolution after the dense
+layer's matmuls went from 2 to 17 ms, and the transformer step with its loop kernels on
+Numba's threads took 109 ms instead of 38. So a driver uses one pool or the other
+(compiler/codegen_kernels.py, `pooled`). A pooled driver (`Generated.threads`) runs its
+matmuls on Numba's threads too (compiler/matmul_kernels.py: each thread calls BLAS on a block
+of the product), and is called with BLAS's thread count set to one and set back after (the
+count is global: there is no per-call setting). Other drivers, an MLP step's, leave BLAS its
+threads: their work is in their matmuls.
 
 The controls are found in the library SciPy's BLAS wrappers load (OpenBLAS as SciPy's wheels
-ship it, or a system OpenBLAS). With another BLAS nothing is held: only speed differs.
+ship it, or a system OpenBLAS). With another BLAS nothing is held, and codegen keeps a pooled
+driver's matmuls on `np.dot`: only speed differs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,177 @@
+"""Matmuls on Numba's threads, for drivers that run all their work on one thread pool.
+
+A driver whose loop kernels run on Numba's threads calls its matmuls here instead of
+`np.dot`, with BLAS held to one thread (runtime/blas.py): each thread calls single-threaded
+BLAS on a block of the output. Two pools in one driver are what this avoids: OpenBLAS's
+threads and Numba's both busy-wait after a job, and on 2 cores each pool's work ran against
+the other's spinning threads (the transformer step with its loop kernels on Numba's threads
+beside OpenBLAS's matmuls: 109 ms instead of 38).
+
+- `matmul(a, b, out)`: out (M, N) = a (M, K) @ b (K, N). The rows (or, when N > M, the
+  columns) of out are cut into one block per thread.
+- `matmul_batched(a, ta, b, tb, out)`: out[i] = op(a[i]) @ op(b[i]) for each i of a batch
+  (op transposes when its flag is set); each thread takes whole batch items.
+
+Blocks are taken from an atomic counter, not split statically: with a core taken by another
+process, the running thread takes the late one's blocks (see compiler/conv_kernels.py).
+Operands may be C arrays or transposes of C arrays (F order), as `np.dot` takes them; the
+BLAS call is made on their data in place, through Numba's own `numba_xxgemm` (the BLAS that
+`np.dot` calls, SciPy's), so nothing is copied.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.core.extending import intrinsic
+
+# Launch Numba's thread pool on import (generated code imports this module before it loads
+# its driver): `get_num_threads` below is a symbol the launch registers.
+numba.get_num_threads()
+# declared as Numba's parfor lowering declares it (intp), as both may sit in one LLVM module
+_num_threads = types.ExternalFunction("get_num_threads", types.intp())
+# Numba's BLAS entry point, declared as `np.dot`'s lowering declares it (untyped pointers), so
+# one declaration serves every kind ('s', 'd'):
+# (kind, transa, transb, m, n, k, alpha*, a*, lda, b*, ldb, beta*, c*, ldc) -> status
+_XXGEMM = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp,
+    types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp,
+    types.voidptr, types.voidptr, types.intp))
+# A block of less than this many multiply-adds is not split further (thread start-up and a
+# BLAS call cost more than they save).
+MIN_BLOCK = 2**18
+
+_JIT = {"cache": True, "error_model": "numpy"}
+_PARALLEL_JIT = dict(_JIT, parallel={"prange": True, "comprehension": False, "reduction": False,
+                                     "setitem": False, "numpy": False, "stencil": False,
+                                     "fusion": False, "inplace_binop": False})
+
+
+@intrinsic
+def _fetch_add(typingctx, counter):
+    """`counter[0] += 1` as one atomic step, returning the value before: the next block."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
+            and counter.ndim == 1):
+        return None
+    sig = types.int64(counter)
+
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        one = context.get_constant(types.int64, 1)
+        return builder.atomic_rmw("add", array.data, one, "monotonic")
+
+    return sig, codegen
+
+
+@numba.njit(inline="always", **_JIT)
+def _blas_view(a):
+    """(trans, ld) of a row-major 2-D operand for a column-major BLAS: a C array is read as
+    is ('N'), the transpose of one ('T') with the C array's row length as its ld."""
+    size = a.itemsize
+    if a.strides[1] == size or a.shape[1] <= 1:
+        return ord("N"), max(a.strides[0] // size, a.shape[1], 1)
+    return ord("T"), max(a.strides[1] // size, a.shape[0], 1)
+
+
+@numba.njit(**_JIT)
+def _gemm(a, b, out, kind, scalars):
+    """out = a @ b on one thread's BLAS. Row-major out = a @ b is column-major
+    outᵀ = bᵀ @ aᵀ, so b goes first. `scalars` holds (alpha, beta) = (1, 0)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        out[:] = 0
+        return
+    if not _blas_readable(a):  # no unit stride (codegen passes none of these)
+        a = np.ascontiguousarray(a)
+    if not _blas_readable(b):
+        b = np.ascontiguousarray(b)
+    staged = out.strides[1] != out.itemsize and n > 1
+    c = np.empty((m, n), out.dtype) if staged else out
+    ta, lda = _blas_view(a)
+    tb, ldb = _blas_view(b)
+    ldc = max(c.strides[0] // c.itemsize, n, 1)
+    _XXGEMM(kind, tb, ta, n, m, k, scalars[0:].ctypes, b.ctypes, ldb, a.ctypes, lda,
+            scalars[1:].ctypes, c.ctypes, ldc)
+    if staged:
+        out[:] = c
+
+
+@numba.njit(inline="always", **_JIT)
+def _blas_readable(a):
+    """BLAS reads a 2-D operand in place when one of its axes has unit stride."""
+    return a.strides[1] == a.itemsize or a.strides[0] == a.itemsize or a.shape[1] <= 1
+
+
+@numba.njit(**_JIT)
+def _blocks(work, units):
+    """How many blocks `units` rows (or columns) of `work` multiply-adds are cut into: one
+    per thread, fewer when a block would be smaller than MIN_BLOCK."""
+    return max(1, min(_num_threads(), units, work // MIN_BLOCK))
+
+
+# Operands of any layout ('A': C arrays and transposes of them convert), so each entry is
+# compiled once per dtype, when this module is first imported, and loaded from the disk cache
+# after that.
+_FLOATS = (numba.float32, numba.float64)
+
+
+@numba.njit([types.void(t[:, :], t[:, :], t[:, :]) for t in _FLOATS], **_PARALLEL_JIT)
+def matmul(a, b, out):
+    """out (M, N) = a (M, K) @ b (K, N), the longer of M and N cut into one block per
+    thread."""
+    m, n, k = a.shape[0], b.shape[1], a.shape[1]
+    kind = ord("s") if a.itemsize == 4 else ord("d")
+    scalars = np.array([1, 0], a.dtype)
+    rows = m >= n
+    blocks = _blocks(m * n * k, m if rows else n)
+    if blocks == 1:
+        _gemm(a, b, out, kind, scalars)
+        return
+    taken = np.zeros(1, np.int64)
+    for _ in numba.prange(blocks):
+        t = _fetch_add(taken)
+        while t < blocks:
+            if rows:
+                lo, hi = t * m // blocks, (t + 1) * m // blocks
+                _gemm(a[lo:hi], b, out[lo:hi], kind, scalars)
+            else:
+                lo, hi = t * n // blocks, (t + 1) * n // blocks
+                _gemm(a, b[:, lo:hi], out[:, lo:hi], kind, scalars)
+            t = _fetch_add(taken)
+
+
+@numba.njit([types.void(t[:, :, :], types.boolean, t[:, :, :], types.boolean, t[:, :, :])
+             for t in _FLOATS], **_PARALLEL_JIT)
+def matmul_batched(a, ta, b, tb, out):
+    """out[i] = op(a[i]) @ op(b[i]) for each i of the batch, where op(x) is x.T when its flag
+    is set; each thread takes whole batch items."""
+    batch = out.shape[0]
+    kind = ord("s") if a.itemsize == 4 else ord("d")
+    scalars = np.array([1, 0], a.dtype)
+    workers = max(1, min(_num_threads(), batch))
+    taken = np.zeros(1, np.int64)
+    for _ in numba.prange(workers):
+        t = _fetch_add(taken)
+        while t < batch:
+            x = a[t].T if ta else a[t]
+            y = b[t].T if tb else b[t]
+            _gemm(x, y, out[t], kind, scalars)
+            t = _fetch_add(taken)
+
+
+@numba.njit(**_JIT)
+def _load_blas_functions():
+    """Numba finds SciPy's sgemm/dgemm on its first call of each, under the GIL. A thread of
+    a parallel region cannot take the GIL (the calling thread holds it, waiting in the
+    region), so the first calls are made here, on import, with empty products."""
+    x = np.zeros(1, np.float64)
+    for kind in (ord("s"), ord("d")):
+        _XXGEMM(kind, ord("N"), ord("N"), 0, 0, 0, x.ctypes, x.ctypes, 1, x.ctypes, 1,
+                x.ctypes, x.ctypes, 1)
+
+
+_load_blas_functions()
