@@ -113,13 +113,18 @@ def _blocks(work, units):
     return max(1, min(_num_threads(), units, work // MIN_BLOCK))
 
 
-# Operands of any layout ('A': C arrays and transposes of them convert), so each entry is
-# compiled once per dtype, when this module is first imported, and loaded from the disk cache
-# after that.
+# Operands of any layout and read-only ('A': C arrays and transposes of them convert, and
+# so do writable arrays), so each entry is compiled once per dtype, when this module is first
+# imported, and loaded from the disk cache after that.
 _FLOATS = (numba.float32, numba.float64)
 
 
-@numba.njit([types.void(t[:, :], t[:, :], t[:, :]) for t in _FLOATS], **_PARALLEL_JIT)
+def _operand(dtype, ndim):
+    return types.Array(dtype, ndim, "A", readonly=True)
+
+
+@numba.njit([types.void(_operand(t, 2), _operand(t, 2), t[:, :]) for t in _FLOATS],
+            **_PARALLEL_JIT)
 def matmul(a, b, out):
     """out (M, N) = a (M, K) @ b (K, N), the longer of M and N cut into one block per
     thread."""
@@ -144,8 +149,8 @@ def matmul(a, b, out):
             t = _fetch_add(taken)
 
 
-@numba.njit([types.void(t[:, :, :], types.boolean, t[:, :, :], types.boolean, t[:, :, :])
-             for t in _FLOATS], **_PARALLEL_JIT)
+@numba.njit([types.void(_operand(t, 3), types.boolean, _operand(t, 3), types.boolean,
+                        t[:, :, :]) for t in _FLOATS], **_PARALLEL_JIT)
 def matmul_batched(a, ta, b, tb, out):
     """out[i] = op(a[i]) @ op(b[i]) for each i of the batch, where op(x) is x.T when its flag
     is set; each thread takes whole batch items."""

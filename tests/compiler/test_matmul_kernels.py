@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from compiler import codegen_kernels, compile, matmul_kernels, value_and_grad
+from compiler import codegen_kernels, codegen_ops, compile, matmul_kernels, value_and_grad
 
 RNG = np.random.default_rng(11)
 
@@ -120,3 +120,44 @@ def test_a_small_driver_keeps_np_dot_on_blas_threads():
     x, w = RNG.standard_normal((4, 5)).astype(np.float32), RNG.standard_normal((5, 3))
     source = _pooled_source_and_check(fn, x, w.astype(np.float32))
     assert "np.dot(" in source and "from compiler.matmul_kernels" not in source
+
+
+def test_without_blas_thread_control_a_pooled_driver_keeps_np_dot(monkeypatch):
+    """Each of Numba's threads calling a BLAS that runs its own threads would oversubscribe
+    the cores: where the BLAS's threads cannot be held, matmuls stay on np.dot."""
+    from compiler.codegen import generate
+    from runtime import blas
+
+    monkeypatch.setattr(codegen_kernels, "PARALLEL_MIN_SIZE", 16)
+
+    def fn(x, w):
+        return np.tanh(x @ w)
+
+    x, w = RNG.standard_normal((8, 5)).astype(np.float32), np.ones((5, 4), np.float32)
+    f = compile(fn)
+    lowered = f.lowered(f.trace(x, w), "fused")
+    assert f"from {codegen_ops.MATMUL_KERNELS} import matmul" in generate(lowered).source
+    monkeypatch.setattr(blas, "blas_thread_controls", lambda: None)
+    generated = generate(lowered)
+    assert generated.threads and "np.dot(" in generated.source
+    assert codegen_ops.MATMUL_KERNELS not in generated.source
+
+
+def test_a_pooled_driver_takes_read_only_inputs(monkeypatch):
+    """np.dot took read-only arrays; the matmul kernels' operands are typed read-only so
+    they take both (a user's frozen array, a broadcast view)."""
+    monkeypatch.setattr(codegen_kernels, "PARALLEL_MIN_SIZE", 16)
+
+    def fn(x, w, q, k):
+        return np.tanh(x @ w), q @ k.transpose(0, 2, 1)
+
+    args = [RNG.standard_normal(s).astype(np.float32) for s in ((8, 5), (5, 4), (2, 3, 4),
+                                                                  (2, 3, 4))]
+    for a in args:
+        a.flags.writeable = False
+    f = compile(fn)
+    got = f(*args)
+    assert f"from {codegen_ops.MATMUL_KERNELS} import matmul" in f.source(*args)
+    want = compile(fn, backend="interpreter")(*args)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
