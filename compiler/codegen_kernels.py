@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
+from compiler.parallel import parallel_options
 from ir import ops
 from ir.graph import Graph, Node, Var
 from ir.ops import Op
@@ -93,10 +94,6 @@ PARALLEL_MIN_SIZE = 2**21
 # 37.3 to 34.9 ms, and 2**17 (every (16, 128, 128) kernel too) gained no more for ~17 s of
 # compile.
 POOLED_PARALLEL_MIN_SIZE = 2**19
-# numba.njit(parallel=...): only prange loops become parfors (the other parfor conversions
-# analyse the whole driver, costing compile time for nothing: we emit every loop ourselves).
-PARALLEL_JIT = {"prange": True, "comprehension": False, "reduction": False, "setitem": False,
-                "numpy": False, "stencil": False, "fusion": False, "inplace_binop": False}
 # Float sum/product reductions let LLVM reassociate (fastmath "reassoc" on the driver), so a
 # reduction loop vectorises (partial sums per SIMD lane) instead of running one add at a time.
 REASSOCIATE_REDUCTIONS = True
@@ -292,7 +289,7 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
     depth_of = {node: _trailing(reduced_groups[node], ng) for node in reduces}
     parallel = _parallel(gen, shape, ng, reduces, reduced_groups)
     if parallel:
-        gen.jit_options["parallel"] = PARALLEL_JIT
+        gen.jit_options["parallel"] = parallel_options()
     if REASSOCIATE_REDUCTIONS and any(
             r.op in REDUCE_UPDATE and is_float(r.out.dtype) for r in reduces):
         gen.jit_options["fastmath"] = {"reassoc"}

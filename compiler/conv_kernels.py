@@ -11,7 +11,7 @@ register-tiled dot products (`_gemm_nt`: 2x4 outputs per pass over K, the K loop
 vectorised), 50-75 GFLOP/s on one core at these shapes.
 
 Threads: the images of a batch are shared out between the threads, one image at a time from
-an atomic counter (`_fetch_add`), each thread with its own scratch (and, for the
+an atomic counter (`fetch_add`), each thread with its own scratch (and, for the
 weight gradient, its own accumulator, summed at the end). One parallel region per
 convolution, and no static split: with one core taken by another process, a static prange
 over images made the CNN step 4x slower (16 -> 64 ms median, the region waiting for the
@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba.core import types
-from numba.core.extending import intrinsic
+
+from compiler.parallel import fetch_add, launch_thread_pool, parallel_options
 
 # Float sums may be reassociated (SIMD partial sums in a dot product) and contracted (FMA).
 FASTMATH = {"reassoc", "contract"}
@@ -54,17 +54,9 @@ M_BLOCK = 64
 # At most this many threads share the images of a batch (see `_workers`).
 MAX_WORKERS = 8
 
-# Numba's thread pool is launched when this module is imported, which generated code does
-# before its driver is loaded: a driver loaded from the disk cache with these parallel kernels
-# linked in does not launch it itself (only a function with its own prange loop records that
-# it must), and its first parallel region would crash.
-numba.get_num_threads()
+launch_thread_pool()
 
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
-# The entry kernels share images out between threads (a prange over workers, see above).
-_PARALLEL_JIT = dict(_JIT, parallel={"prange": True, "comprehension": False, "reduction": False,
-                                     "setitem": False, "numpy": False, "stencil": False,
-                                     "fusion": False, "inplace_binop": False})
 
 
 @numba.njit(inline="always", **_JIT)
@@ -219,27 +211,6 @@ def _patches(xt, cols, kh, kw, sh, sw, dh, dw, ho, wo):
                         _copy(dst[(i * kw + j) * c:], src[(x * sw + j * dw) * c:], c, 1)
 
 
-@intrinsic
-def _fetch_add(typingctx, counter):
-    """`counter[0] += 1` as one atomic step (an LLVM `atomicrmw add`), returning the value
-    before the add: the next image for the thread that calls it. `counter` is a 1-d int64
-    array shared by the threads. (Defined here, not in a module of its own: Numba's disk cache
-    of these kernels is invalidated by changes to this file only.)"""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
-            and counter.ndim == 1):
-        return None
-    sig = types.int64(counter)
-
-    def codegen(context, builder, sig, args):
-        array = context.make_array(sig.args[0])(context, builder, args[0])
-        one = context.get_constant(types.int64, 1)
-        # monotonic: only the counter must be consistent; each image's data is written by
-        # the one thread that took it and read after the parallel region's barrier
-        return builder.atomic_rmw("add", array.data, one, "monotonic")
-
-    return sig, codegen
-
-
 @numba.njit(**_JIT)
 def _workers(images):
     """How many workers (prange iterations) share a batch of `images`: at most one per image
@@ -249,7 +220,7 @@ def _workers(images):
     return max(1, min(MAX_WORKERS, images))
 
 
-@numba.njit(**_PARALLEL_JIT)
+@numba.njit(parallel=parallel_options(), **_JIT)
 def conv2d_forward(x, wm, out, kh, kw, sh, sw, loh, low, dh, dw):
     """out (B, O, Ho, Wo) = correlation of x (B, C, H, W) with wm (O, C*kh*kw): CONV2D with
     strides (sh, sw), low paddings (loh, low) and dilation (dh, dw)."""
@@ -259,14 +230,14 @@ def conv2d_forward(x, wm, out, kh, kw, sh, sw, loh, low, dh, dw):
     workers, taken = _workers(nb), np.zeros(1, np.int64)
     if k < MIN_DOT_LENGTH:
         for _ in numba.prange(workers):
-            b = _fetch_add(taken)
+            b = fetch_add(taken)
             if b >= nb:  # a worker whose thread came late: nothing left
                 continue
             cols = np.empty((k, p), x.dtype)
             while b < nb:
                 _im2col_rows(x[b], cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo)
                 _gemm_nn(wm, cols, out[b].reshape((o, p)))
-                b = _fetch_add(taken)
+                b = fetch_add(taken)
         return
     wk = np.empty((o, k), wm.dtype)  # the kernel in the patches' (i, j, c) order
     for oo in range(o):
@@ -276,7 +247,7 @@ def conv2d_forward(x, wm, out, kh, kw, sh, sw, loh, low, dh, dw):
     wrows, prows = _rows(o, k), _rows(p, k)
     hp, wp = (ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1
     for _ in numba.prange(workers):
-        b = _fetch_add(taken)
+        b = fetch_add(taken)
         if b >= nb:
             continue
         xt = np.zeros((hp, wp, c), x.dtype)
@@ -287,7 +258,7 @@ def conv2d_forward(x, wm, out, kh, kw, sh, sw, loh, low, dh, dw):
             ob = out[b].reshape((o, p))
             _zero(ob.reshape(-1), 0, o * p)
             _gemm_nt(wk.reshape(-1), wrows, cols.reshape(-1), prows, k, ob)
-            b = _fetch_add(taken)
+            b = fetch_add(taken)
 
 
 @numba.njit(**_JIT)
@@ -302,7 +273,7 @@ def _padded(xb, xp, loh, low):
                 _copy(xp[ci, r, s0:], xb[ci, r - loh, s0 - low:], s1 - s0, 1)
 
 
-@numba.njit(**_PARALLEL_JIT)
+@numba.njit(parallel=parallel_options(), **_JIT)
 def conv2d_weight_grad(x, g, out, kh, kw, sh, sw, loh, low, dh, dw):
     """out (C, O, kh, kw) = sum over images b of the correlation of x[b] (C, H, W) with g[b]
     (O, Ho, Wo): the weight gradient (transposed) of the convolution of x with strides
@@ -334,7 +305,7 @@ def conv2d_weight_grad(x, g, out, kh, kw, sh, sw, loh, low, dh, dw):
         taps = _rows(k, kk)
     grows = _rows(o, kk)
     for worker in numba.prange(workers):
-        b = _fetch_add(taken)
+        b = fetch_add(taken)
         if b >= nb:  # its accumulator stays zero
             continue
         if padded:
@@ -358,7 +329,7 @@ def conv2d_weight_grad(x, g, out, kh, kw, sh, sw, loh, low, dh, dw):
                 _im2col_rows(x[b], cols, kh, kw, sh, sw, loh, low, dh, dw, ho, wo)
                 rows = g[b].reshape(-1)
             _gemm_nt(rows, grows, xp, taps, kk, accs[worker])
-            b = _fetch_add(taken)
+            b = fetch_add(taken)
     acc = accs[0]
     for worker in range(1, workers):
         acc += accs[worker]

@@ -24,11 +24,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba.core import types
-from numba.core.extending import intrinsic
 
-# Launch Numba's thread pool on import (generated code imports this module before it loads
-# its driver): `get_num_threads` below is a symbol the launch registers.
-numba.get_num_threads()
+from compiler.parallel import fetch_add, launch_thread_pool, parallel_options
+
+launch_thread_pool()  # which registers `get_num_threads`
 # declared as Numba's parfor lowering declares it (intp), as both may sit in one LLVM module
 _num_threads = types.ExternalFunction("get_num_threads", types.intp())
 # Numba's BLAS entry point, declared as `np.dot`'s lowering declares it (untyped pointers), so
@@ -43,25 +42,6 @@ _XXGEMM = types.ExternalFunction("numba_xxgemm", types.intc(
 MIN_BLOCK = 2**18
 
 _JIT = {"cache": True, "error_model": "numpy"}
-_PARALLEL_JIT = dict(_JIT, parallel={"prange": True, "comprehension": False, "reduction": False,
-                                     "setitem": False, "numpy": False, "stencil": False,
-                                     "fusion": False, "inplace_binop": False})
-
-
-@intrinsic
-def _fetch_add(typingctx, counter):
-    """`counter[0] += 1` as one atomic step, returning the value before: the next block."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
-            and counter.ndim == 1):
-        return None
-    sig = types.int64(counter)
-
-    def codegen(context, builder, sig, args):
-        array = context.make_array(sig.args[0])(context, builder, args[0])
-        one = context.get_constant(types.int64, 1)
-        return builder.atomic_rmw("add", array.data, one, "monotonic")
-
-    return sig, codegen
 
 
 @numba.njit(inline="always", **_JIT)
@@ -124,7 +104,7 @@ def _operand(dtype, ndim):
 
 
 @numba.njit([types.void(_operand(t, 2), _operand(t, 2), t[:, :]) for t in _FLOATS],
-            **_PARALLEL_JIT)
+            parallel=parallel_options(), **_JIT)
 def matmul(a, b, out):
     """out (M, N) = a (M, K) @ b (K, N), the longer of M and N cut into one block per
     thread."""
@@ -138,7 +118,7 @@ def matmul(a, b, out):
         return
     taken = np.zeros(1, np.int64)
     for _ in numba.prange(blocks):
-        t = _fetch_add(taken)
+        t = fetch_add(taken)
         while t < blocks:
             if rows:
                 lo, hi = t * m // blocks, (t + 1) * m // blocks
@@ -146,11 +126,11 @@ def matmul(a, b, out):
             else:
                 lo, hi = t * n // blocks, (t + 1) * n // blocks
                 _gemm(a, b[:, lo:hi], out[:, lo:hi], kind, scalars)
-            t = _fetch_add(taken)
+            t = fetch_add(taken)
 
 
 @numba.njit([types.void(_operand(t, 3), types.boolean, _operand(t, 3), types.boolean,
-                        t[:, :, :]) for t in _FLOATS], **_PARALLEL_JIT)
+                        t[:, :, :]) for t in _FLOATS], parallel=parallel_options(), **_JIT)
 def matmul_batched(a, ta, b, tb, out):
     """out[i] = op(a[i]) @ op(b[i]) for each i of the batch, where op(x) is x.T when its flag
     is set; each thread takes whole batch items."""
@@ -160,12 +140,12 @@ def matmul_batched(a, ta, b, tb, out):
     workers = max(1, min(_num_threads(), batch))
     taken = np.zeros(1, np.int64)
     for _ in numba.prange(workers):
-        t = _fetch_add(taken)
+        t = fetch_add(taken)
         while t < batch:
             x = a[t].T if ta else a[t]
             y = b[t].T if tb else b[t]
             _gemm(x, y, out[t], kind, scalars)
-            t = _fetch_add(taken)
+            t = fetch_add(taken)
 
 
 @numba.njit(**_JIT)
