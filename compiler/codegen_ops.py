@@ -232,11 +232,11 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
     x, w = node.inputs
     out = node.out
     gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
-    pooled = _on_numba_threads(gen)
+    on_threads = _on_numba_threads(gen)
     if out.ndim == 2:
         a, b = gen.array(x, "CF"), gen.array(w, "CF")
         name = gen.alloc(out)
-        if pooled:
+        if on_threads:
             gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul")
             gen.line(f"matmul({a}, {b}, {name})")
         else:
@@ -247,7 +247,7 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
     name = gen.alloc(out)
     m, n = gen.dims[x][-2], gen.dims[w][-1]
     out3 = f"{name}.reshape(({batch}, {m}, {n}))"
-    if pooled:
+    if on_threads:
         gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul_batched")
         gen.line(f"matmul_batched({a}, {ta}, {b}, {tb}, {out3})")
         return

@@ -55,9 +55,9 @@ def _blas_view(a):
 
 
 @numba.njit(**_JIT)
-def _gemm(a, b, out, kind, scalars):
+def _gemm(a, b, out):
     """out = a @ b on one thread's BLAS. Row-major out = a @ b is column-major
-    outᵀ = bᵀ @ aᵀ, so b goes first. `scalars` holds (alpha, beta) = (1, 0)."""
+    outᵀ = bᵀ @ aᵀ, so b goes first."""
     m, k = a.shape
     n = b.shape[1]
     if m == 0 or n == 0:
@@ -74,8 +74,10 @@ def _gemm(a, b, out, kind, scalars):
     ta, lda = _blas_view(a)
     tb, ldb = _blas_view(b)
     ldc = max(c.strides[0] // c.itemsize, n, 1)
-    _XXGEMM(kind, tb, ta, n, m, k, scalars[0:].ctypes, b.ctypes, ldb, a.ctypes, lda,
-            scalars[1:].ctypes, c.ctypes, ldc)
+    kind = ord("s") if c.itemsize == 4 else ord("d")
+    alpha_beta = np.array([1, 0], c.dtype)
+    _XXGEMM(kind, tb, ta, n, m, k, alpha_beta[0:].ctypes, b.ctypes, ldb, a.ctypes, lda,
+            alpha_beta[1:].ctypes, c.ctypes, ldc)
     if staged:
         out[:] = c
 
@@ -109,12 +111,10 @@ def matmul(a, b, out):
     """out (M, N) = a (M, K) @ b (K, N), the longer of M and N cut into one block per
     thread."""
     m, n, k = a.shape[0], b.shape[1], a.shape[1]
-    kind = ord("s") if a.itemsize == 4 else ord("d")
-    scalars = np.array([1, 0], a.dtype)
     rows = m >= n
     blocks = _blocks(m * n * k, m if rows else n)
     if blocks == 1:
-        _gemm(a, b, out, kind, scalars)
+        _gemm(a, b, out)
         return
     taken = np.zeros(1, np.int64)
     for _ in numba.prange(blocks):
@@ -122,10 +122,10 @@ def matmul(a, b, out):
         while t < blocks:
             if rows:
                 lo, hi = t * m // blocks, (t + 1) * m // blocks
-                _gemm(a[lo:hi], b, out[lo:hi], kind, scalars)
+                _gemm(a[lo:hi], b, out[lo:hi])
             else:
                 lo, hi = t * n // blocks, (t + 1) * n // blocks
-                _gemm(a, b[:, lo:hi], out[:, lo:hi], kind, scalars)
+                _gemm(a, b[:, lo:hi], out[:, lo:hi])
             t = fetch_add(taken)
 
 
@@ -135,8 +135,6 @@ def matmul_batched(a, ta, b, tb, out):
     """out[i] = op(a[i]) @ op(b[i]) for each i of the batch, where op(x) is x.T when its flag
     is set; each thread takes whole batch items."""
     batch = out.shape[0]
-    kind = ord("s") if a.itemsize == 4 else ord("d")
-    scalars = np.array([1, 0], a.dtype)
     workers = max(1, min(_num_threads(), batch))
     taken = np.zeros(1, np.int64)
     for _ in numba.prange(workers):
@@ -144,7 +142,7 @@ def matmul_batched(a, ta, b, tb, out):
         while t < batch:
             x = a[t].T if ta else a[t]
             y = b[t].T if tb else b[t]
-            _gemm(x, y, out[t], kind, scalars)
+            _gemm(x, y, out[t])
             t = fetch_add(taken)
 
 
