@@ -196,8 +196,12 @@ class CodeGen:
     def read(self, var: Var, idx: list[str]) -> str:
         return self.values[var].read(idx)
 
-    def alloc(self, var: Var, name: str | None = None, zero: bool = False) -> str:
-        """Storage for `var`: a fresh array when it is returned, else a reused work buffer."""
+    def alloc(self, var: Var, name: str | None = None, zero: bool = False,
+              keep: bool = False) -> str:
+        """Storage for `var`: a fresh array when it is returned, else a reused work buffer.
+        A direct donated output is its input's memory; under a guard that is not finite it is
+        a work buffer, holding a copy of the input when `keep` (the kernel reads the input's
+        old values through the output)."""
         name = name or self.name(var)
         dims = self.dims[var]
         dtype = NUMPY_DTYPE_NAMES[var.dtype]
@@ -211,6 +215,9 @@ class CodeGen:
                 self._work_buffer(var, name, dims)  # value; later readers read either)
                 self.line(f"if np.isfinite({self.read(self.guard, [])}):")
                 self.line(f"    {in_place}")
+                if keep:
+                    self.line("else:")
+                    self.line(f"    {name}[:] = {self.name(self.direct[var])}  # a copy to update")
         elif owned:
             fn = "np.zeros" if zero else "np.empty"
             self.line(f"{name} = {fn}(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "

@@ -79,7 +79,8 @@ def direct_donations(graph: Graph, donate: dict[int, int],
                      guard: Var | None = None) -> dict[Var, Var]:
     """Outputs that can be written straight into their donated input's memory: out var ->
     input var. The producer must be an elementwise loop over the input's own shape reading
-    the input only at the iteration index, and no later node or other output may read it.
+    the input only at the iteration index (or a gemm kernel accumulating into the input, whose
+    product reads neither operand from it), and no later node or other output may read it.
     With a `guard`, only producers after the node computing it qualify (none if it is an
     input: not worth the case)."""
     roots = alias_roots(graph)
@@ -107,6 +108,9 @@ def direct_donations(graph: Graph, donate: dict[int, int],
 
 
 def _reads_at_index(node, x: Var, roots) -> bool:
+    if node.op is Op.FUSED and node.params.get("kind") == "gemm":  # accumulates into x
+        a, b, acc = node.inputs
+        return acc is x and not any(x in roots.get(v, frozenset()) for v in (a, b))
     if node.op in ops.ELEMENTWISE:
         return all(v is x or x not in roots.get(v, frozenset()) for v in node.inputs) \
             and all(v.shape == x.shape for v in node.inputs if v is x)

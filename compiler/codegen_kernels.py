@@ -187,6 +187,7 @@ class Nest:
         self.sizes = [" * ".join(dims[k] for k in g) for g in groups]
         self.idx = [f"i{g}" for g in range(len(groups))]
         self.group_of = {k: g for g, axes in enumerate(groups) for k in axes}
+        self.reshaped: dict[tuple[str, tuple[int, ...]], str] = {}
 
     def original(self, gidx: list[str]) -> list[str]:
         """Loop indices -> an index per original axis (valid when nothing is merged)."""
@@ -218,10 +219,14 @@ class Nest:
                      index_map=lambda gidx: [gidx[g] for g in present])
 
     def reshape(self, name: str, groups: list[int]) -> str:
-        flat = self.gen.fresh(f"{name}_f")
-        sizes = ", ".join(self.sizes[g] for g in groups)
-        self.gen.line(f"{flat} = {name}.reshape(({sizes},))")
-        return flat
+        """`name` reshaped to the loops of `groups` (once: an in-place update reads and writes
+        one reshaped array)."""
+        key = (name, tuple(groups))
+        if key not in self.reshaped:
+            self.reshaped[key] = flat = self.gen.fresh(f"{name}_f")
+            sizes = ", ".join(self.sizes[g] for g in groups)
+            self.gen.line(f"{flat} = {name}.reshape(({sizes},))")
+        return self.reshaped[key]
 
     def target(self, name: str, kept_axes: list[int], ndim: int) -> tuple[str, list[str]]:
         """(array, index in loop indices) for a store into `name` over `kept_axes`."""
@@ -247,17 +252,29 @@ class Nest:
         self.gen.open_loops(self.sizes[start:stop], start=start)
 
 
-def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
+def emit_kernel(gen: CodeGen, nodes: list[Node], inputs: dict[Var, Var],
                 outputs: list[tuple[Var, Var]], shape: tuple[int, ...], dims: tuple[str, ...],
                 local: Callable[[Var], str]) -> None:
-    """One loop nest over `shape` (sizes `dims` in code) computing `nodes`; `outputs` pairs
-    (body var, outer var)."""
-    env = dict(env)
+    """One loop nest over `shape` (sizes `dims` in code) computing `nodes`; `inputs` maps
+    body var -> outer var, `outputs` pairs (body var, outer var)."""
+    env = {b: gen.values[v] for b, v in inputs.items()}
     n = len(dims)
     shape = tuple(shape)
     outer_of = dict(outputs)
     reduces = [node for node in nodes if node.op in ops.REDUCTION]
     axes_of = {node: {a % n for a in node.params["axes"]} for node in reduces}
+    reduced = {node.out for node in reduces}
+
+    # A donated output written in place reads its input's old values through its own array:
+    # LLVM vectorises `y[i] = y[i] - c * g[i]`, but not `y[i] = x[i] - c * g[i]` with y and x
+    # two names for one memory (its runtime alias check fails exactly when in place).
+    in_place = {}
+    for body_var, out in outputs:
+        if out in gen.direct and body_var not in reduced:
+            readers = [b for b, v in inputs.items() if v is gen.direct[out]]
+            gen.set_dims(out, dims)
+            in_place[out] = gen.alloc(out, keep=bool(readers))
+            env.update((b, gen.values[out]) for b in readers)
 
     for node in nodes:  # hoisted: constants and broadcast views
         if node.op == Op.CONSTANT:
@@ -331,7 +348,8 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], env: dict[Var, Value],
         if n == 0:
             stores.append((out, None, None))
         else:
-            stores.append((out, *nest.target(gen.alloc(out), list(range(n)), n)))
+            name = in_place[out] if out in in_place else gen.alloc(out)
+            stores.append((out, *nest.target(name, list(range(n)), n)))
 
     idx = nest.idx
     opened = 0
@@ -396,7 +414,7 @@ def pooled(graph: Graph) -> bool:
     for node in graph.nodes:
         if node.op == Op.CONV2D:
             return True
-        if node.op == Op.FUSED:
+        if node.op == Op.FUSED and node.params["kind"] != "gemm":
             loop_work += int(np.prod(node.params["shape"]))
         elif node.op in ops.ELEMENTWISE | ops.REDUCTION:
             loop_work += int(np.prod(node.inputs[0].shape))
@@ -431,20 +449,26 @@ def emit_single(gen: CodeGen, node: Node) -> None:
         gen.set_dims(node.out, gen.dims[x])
         return
     prefix = _kernel_prefix(gen)
-    env = {v: gen.values[v] for v in node.inputs}
-    emit_kernel(gen, [node], env, [(node.out, node.out)], x.shape, gen.dims[x],
-                lambda var: prefix + gen.name(var))
+    emit_kernel(gen, [node], {v: v for v in node.inputs}, [(node.out, node.out)], x.shape,
+                gen.dims[x], lambda var: prefix + gen.name(var))
 
 
-def emit_fused(gen: CodeGen, node: Node) -> None:
-    body = node.params["body"]
+def comment_body(gen: CodeGen, body: Graph) -> Namer:
+    """A FUSED node's body as comments under its own line, named as in the fused dump; returns
+    the body's names (a loop kernel's locals are named after them)."""
     namer = Namer()
     for var in body.inputs:
         namer(var)
     for inner in body.nodes:
         gen.comment_node(inner, namer, indent="  ")
+    return namer
+
+
+def emit_fused(gen: CodeGen, node: Node) -> None:
+    body = node.params["body"]
+    namer = comment_body(gen, body)
     prefix = _kernel_prefix(gen)
-    env = {b: gen.values[v] for b, v in zip(body.inputs, node.inputs)}
     dims = gen.resolve_shape(node.params["shape"], like=node.inputs)
-    emit_kernel(gen, body.nodes, env, list(zip(body.outputs, node.outputs)),
+    emit_kernel(gen, body.nodes, dict(zip(body.inputs, node.inputs)),
+                list(zip(body.outputs, node.outputs)),
                 node.params["shape"], dims, lambda var: prefix + namer(var))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.codegen_conv import emit_conv2d
-from compiler.codegen_kernels import broadcast_view, emit_fused, emit_single
+from compiler.codegen_kernels import broadcast_view, comment_body, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node, Var
 from ir.ops import Op
@@ -238,7 +238,7 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
         name = gen.alloc(out)
         if on_threads:
             gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul")
-            gen.line(f"matmul({a}, {b}, {name})")
+            gen.line(f"matmul({a}, {b}, {name}, 1.0, 0.0)")
         else:
             gen.line(f"np.dot({a}, {b}, {name})")
         return
@@ -258,6 +258,32 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
     gen.line(f"    {ax} = {a}[i0]{'.T' if ta else ''}")
     gen.line(f"    {bx} = {b}[i0]{'.T' if tb else ''}")
     gen.line(f"    np.dot({ax}, {bx}, {out3}[i0])")
+
+
+def emit_gemm(gen: CodeGen, node: Node) -> None:
+    """A FUSED gemm kernel (compiler/passes/gemm_epilogue.py), out = alpha a @ b + beta x, as
+    one BLAS call accumulating into out: out is x's own memory when x is donated (an SGD
+    update in place), else it starts as a copy of x."""
+    comment_body(gen, node.params["body"])
+    x_, w, acc = node.inputs
+    out = node.out
+    gen.set_dims(out, gen.dims[x_][:-1] + gen.dims[w][-1:])
+    a, b = gen.array(x_, "CF"), gen.array(w, "CF")
+    in_place = gen.direct.get(out) is acc
+    name = gen.alloc(out, keep=True)
+    if not in_place:
+        gen.line(f"{name}[:] = {gen.array(acc, 'CFA')}")
+    kernel = "matmul" if _on_numba_threads(gen) else "gemm"
+    gen.fast_imports.add(f"{MATMUL_KERNELS}:{kernel}")
+    alpha, beta = (repr(float(node.params[k])) for k in ("alpha", "beta"))
+    gen.line(f"{kernel}({a}, {b}, {name}, {alpha}, {beta})")
+
+
+def emit_fused_node(gen: CodeGen, node: Node) -> None:
+    if node.params["kind"] == "gemm":
+        emit_gemm(gen, node)
+    else:
+        emit_fused(gen, node)
 
 
 def _batch_operand(gen: CodeGen, var: Var, batch: str) -> tuple[str, bool]:
@@ -324,5 +350,5 @@ EMIT_RULES = {
     Op.MATMUL: emit_matmul,
     Op.CONV2D: emit_conv2d,  # compiler/codegen_conv.py
     Op.RANDOM_UNIFORM: emit_random_uniform,
-    Op.FUSED: emit_fused,
+    Op.FUSED: emit_fused_node,  # loop kernels; gemm kernels above
 }

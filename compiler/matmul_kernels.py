@@ -7,10 +7,14 @@ threads and Numba's both busy-wait after a job, and on 2 cores each pool's work 
 the other's spinning threads (the transformer step with its loop kernels on Numba's threads
 beside OpenBLAS's matmuls: 109 ms instead of 38).
 
-- `matmul(a, b, out)`: out (M, N) = a (M, K) @ b (K, N). The rows (or, when N > M, the
-  columns) of out are cut into one block per thread.
+- `matmul(a, b, out, alpha, beta)`: out (M, N) = alpha a (M, K) @ b (K, N) + beta out (a
+  plain product is alpha 1, beta 0; an SGD update accumulates into the weights,
+  compiler/passes/gemm_epilogue.py). The rows (or, when N > M, the columns) of out are cut
+  into one block per thread.
 - `matmul_batched(a, ta, b, tb, out)`: out[i] = op(a[i]) @ op(b[i]) for each i of a batch
   (op transposes when its flag is set); each thread takes whole batch items.
+- `gemm(a, b, out, alpha, beta)`: `matmul`'s product as one call on BLAS's own threads, for
+  drivers that leave threads to BLAS (np.dot has no alpha or beta).
 
 Blocks are taken from an atomic counter, not split statically: with a core taken by another
 process, the running thread takes the late one's blocks (see compiler/conv_kernels.py).
@@ -55,27 +59,29 @@ def _blas_view(a):
 
 
 @numba.njit(**_JIT)
-def _gemm(a, b, out):
-    """out = a @ b on one thread's BLAS. Row-major out = a @ b is column-major
-    outᵀ = bᵀ @ aᵀ, so b goes first."""
+def _gemm(a, b, out, alpha, beta):
+    """out = alpha a @ b + beta out, by the calling thread's BLAS. Row-major out = a @ b is
+    column-major outᵀ = bᵀ @ aᵀ, so b goes first."""
     m, k = a.shape
     n = b.shape[1]
     if m == 0 or n == 0:
         return
-    if k == 0:
-        out[:] = 0
+    if k == 0:  # as BLAS: beta 0 overwrites out (a NaN in it too)
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = out[i, j] * beta if beta != 0 else 0
         return
     if not _blas_readable(a):  # no unit stride (codegen passes none of these)
         a = np.ascontiguousarray(a)
     if not _blas_readable(b):
         b = np.ascontiguousarray(b)
     staged = out.strides[1] != out.itemsize and n > 1
-    c = np.empty((m, n), out.dtype) if staged else out
+    c = np.ascontiguousarray(out) if staged else out
     ta, lda = _blas_view(a)
     tb, ldb = _blas_view(b)
     ldc = max(c.strides[0] // c.itemsize, n, 1)
     kind = ord("s") if c.itemsize == 4 else ord("d")
-    alpha_beta = np.array([1, 0], c.dtype)
+    alpha_beta = np.array([alpha, beta], c.dtype)
     _XXGEMM(kind, tb, ta, n, m, k, alpha_beta[0:].ctypes, b.ctypes, ldb, a.ctypes, lda,
             alpha_beta[1:].ctypes, c.ctypes, ldc)
     if staged:
@@ -105,16 +111,19 @@ def _operand(dtype, ndim):
     return types.Array(dtype, ndim, "A", readonly=True)
 
 
-@numba.njit([types.void(_operand(t, 2), _operand(t, 2), t[:, :]) for t in _FLOATS],
-            parallel=parallel_options(), **_JIT)
-def matmul(a, b, out):
-    """out (M, N) = a (M, K) @ b (K, N), the longer of M and N cut into one block per
-    thread."""
+def _signatures(*extra):
+    return [types.void(_operand(t, 2), _operand(t, 2), t[:, :], *extra) for t in _FLOATS]
+
+
+@numba.njit(_signatures(types.float64, types.float64), parallel=parallel_options(), **_JIT)
+def matmul(a, b, out, alpha, beta):
+    """out (M, N) = alpha a (M, K) @ b (K, N) + beta out, the longer of M and N cut into one
+    block per thread."""
     m, n, k = a.shape[0], b.shape[1], a.shape[1]
     rows = m >= n
     blocks = _blocks(m * n * k, m if rows else n)
     if blocks == 1:
-        _gemm(a, b, out)
+        _gemm(a, b, out, alpha, beta)
         return
     taken = np.zeros(1, np.int64)
     for _ in numba.prange(blocks):
@@ -122,11 +131,17 @@ def matmul(a, b, out):
         while t < blocks:
             if rows:
                 lo, hi = t * m // blocks, (t + 1) * m // blocks
-                _gemm(a[lo:hi], b, out[lo:hi])
+                _gemm(a[lo:hi], b, out[lo:hi], alpha, beta)
             else:
                 lo, hi = t * n // blocks, (t + 1) * n // blocks
-                _gemm(a, b[:, lo:hi], out[:, lo:hi])
+                _gemm(a, b[:, lo:hi], out[:, lo:hi], alpha, beta)
             t = fetch_add(taken)
+
+
+@numba.njit(_signatures(types.float64, types.float64), **_JIT)
+def gemm(a, b, out, alpha, beta):
+    """out = alpha a @ b + beta out as one BLAS call (on BLAS's threads)."""
+    _gemm(a, b, out, alpha, beta)
 
 
 @numba.njit([types.void(_operand(t, 3), types.boolean, _operand(t, 3), types.boolean,
@@ -142,7 +157,7 @@ def matmul_batched(a, ta, b, tb, out):
         while t < batch:
             x = a[t].T if ta else a[t]
             y = b[t].T if tb else b[t]
-            _gemm(x, y, out[t])
+            _gemm(x, y, out[t], 1.0, 0.0)
             t = fetch_add(taken)
 
 

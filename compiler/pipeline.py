@@ -13,6 +13,7 @@ from compiler.passes.dce import eliminate_dead_code
 from compiler.passes.fixed_point import iterate_to_fixed_point
 from compiler.passes.fold_constants import fold_constants
 from compiler.passes.fuse import fuse_elementwise
+from compiler.passes.gemm_epilogue import fuse_gemm_epilogues
 from compiler.passes.prefuse import prepare_for_fusion
 from compiler.passes.remat import rematerialize_cheap_values
 from compiler.passes.simplify import simplify_algebra
@@ -33,11 +34,14 @@ OPTIMIZE: tuple[Pass, ...] = (
     ),
 )
 # Rewrites that let fusion form fewer, larger kernels; the choice of forward values the
-# backward recomputes rather than holds; then fusion of elementwise work (and the reductions
-# it feeds) into FUSED loop kernels. (plan_buffers then analyses the fused graph.)
+# backward recomputes rather than holds; matmuls whose product is only scaled and added to a
+# value (an SGD update) as one accumulating BLAS call; then fusion of elementwise work (and
+# the reductions it feeds) into FUSED loop kernels. (plan_buffers then analyses the fused
+# graph.)
 FUSE: tuple[Pass, ...] = (
     prepare_for_fusion,
     rematerialize_cheap_values,
+    fuse_gemm_epilogues,
     fuse_elementwise,
 )
 

@@ -34,6 +34,8 @@ def kernel_ops(node: Node) -> int:
 
 
 def _describe(node: Node) -> tuple[str, str]:
+    if node.op == Op.FUSED and node.params["kind"] == "gemm":  # a matmul accumulating
+        return "gemm", f"{node.params['shape']} k={node.inputs[0].shape[-1]}"
     if node.op == Op.FUSED:
         return node.params["kind"], str(node.params["shape"])
     kind = f"{node.op.value} (view)" if node.op in VIEW_OPS else node.op.value

@@ -25,6 +25,9 @@ def check_fused_contract(graph: Graph) -> None:
             assert node.op not in ELEMENTWISE | FUSIBLE_REDUCTIONS, f"unfused {node}"
             continue
         body, kind, shape = node.params["body"], node.params["kind"], node.params["shape"]
+        if kind == "gemm":
+            check_gemm_contract(node)
+            continue
         assert set(node.params) == {"body", "kind", "shape"}
         assert [v.type for v in body.inputs] == [v.type for v in node.inputs]
         assert [v.type for v in body.outputs] == [v.type for v in node.outputs]
@@ -46,6 +49,27 @@ def check_fused_contract(graph: Graph) -> None:
                 reduced.add(inner.out)
         assert reduced <= set(body.outputs)
         assert kind == ("reduce" if reduced else "loop")
+
+
+def check_gemm_contract(node: Node) -> None:
+    """A gemm kernel (compiler/passes/gemm_epilogue.py): inputs (a, b, x), one output of the
+    product's shape, a body of one 2-D matmul and its scale-and-add, computing exactly
+    alpha (a @ b) + beta x with the node's alpha and beta."""
+    body, params = node.params["body"], node.params
+    assert set(params) == {"body", "kind", "shape", "alpha", "beta"}
+    a, b, x = node.inputs
+    (out,) = node.outputs
+    assert out.type == x.type and out.shape == params["shape"] == (a.shape[0], b.shape[1])
+    ops = [n.op for n in body.nodes]
+    assert ops.count(Op.MATMUL) == 1 and ops[-1] in (Op.ADD, Op.SUB)
+    assert set(ops) <= {Op.MATMUL, Op.MUL, Op.ADD, Op.SUB, Op.CONSTANT, Op.BROADCAST_TO}
+    rng = np.random.default_rng(0)
+    values = [rng.standard_normal(v.shape).astype(v.dtype) for v in body.inputs]
+    (got,) = evaluate(body, values)
+    a, b, x = (v.astype(np.float64) for v in values)
+    tol = 1e-5 if out.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, params["alpha"] * (a @ b) + params["beta"] * x,
+                               rtol=tol, atol=tol)
 
 
 def fused_nodes(graph: Graph) -> list[Node]:

@@ -31,7 +31,7 @@ def test_matmul_matches_numpy_for_every_layout_and_thread_count(dtype, threads):
                 for tb in (False, True):
                     a, b = _operand(m, k, dtype, ta), _operand(k, n, dtype, tb)
                     out = np.full((m, n), np.nan, dtype)
-                    matmul_kernels.matmul(a, b, out)
+                    matmul_kernels.matmul(a, b, out, 1.0, 0.0)
                     tol = 1e-4 if dtype == np.float32 else 1e-12
                     np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol,
                                                err_msg=f"{(m, k, n, ta, tb)}")
@@ -45,12 +45,12 @@ def test_matmul_reads_strided_views_in_place():
     a = RNG.standard_normal((40, 30)).astype(np.float32)[::2, 3:20]  # (20, 17), row stride 60
     b = RNG.standard_normal((17, 50)).astype(np.float32)
     out = np.zeros((20, 70), np.float32)
-    matmul_kernels.matmul(a, b, out[:, 10:60])
+    matmul_kernels.matmul(a, b, out[:, 10:60], 1.0, 0.0)
     np.testing.assert_allclose(out[:, 10:60], a @ b, rtol=1e-4, atol=1e-4)
     assert not out[:, :10].any() and not out[:, 60:].any()
     # no unit stride anywhere (codegen never passes these): copied, still right
     a2, b2, out2 = a[:, ::2], b[::2, ::5], np.zeros((20, 20), np.float32)  # (20, 9) @ (9, 10)
-    matmul_kernels.matmul(a2, b2, out2[:, ::2])
+    matmul_kernels.matmul(a2, b2, out2[:, ::2], 1.0, 0.0)
     np.testing.assert_allclose(out2[:, ::2], a2 @ b2, rtol=1e-4, atol=1e-4)
     assert not out2[:, 1::2].any()
 

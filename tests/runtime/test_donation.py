@@ -85,6 +85,34 @@ def test_guard_leaves_donated_inputs_unchanged_when_the_loss_is_not_finite():
     assert int(state["count"]) == int(want[2]["count"])
 
 
+def _in_place_kernels(source: str) -> list[tuple[str, str, str]]:
+    """(output, input, the kernel's other lines) per direct write."""
+    found = []
+    for block in source.split("\n\n"):
+        for line in block.splitlines():
+            if "# in place (donated)" in line:
+                out, inp = line.split("#")[0].strip().split(" = ")
+                found.append((out, inp, block.replace(line, "")))
+    return found
+
+
+@pytest.mark.parametrize("guard", [None, 0])
+def test_in_place_kernels_read_old_values_through_the_output(guard):
+    """`w[i] = w[i] - c * g[i]`: one array read and written, which LLVM vectorises (with the
+    input and the output as two names of one memory it did not: 3-4x slower updates). Under a
+    guard, the non-finite branch makes the output a copy of the input first."""
+    rng = np.random.default_rng(4)
+    params, state, x = _setup(rng)
+    step = compile(sgd_step, donate_argnums=(0, 1), donate_guard=guard)
+    kernels = _in_place_kernels(step.source(params, state, x))
+    assert len(kernels) >= 2
+    for out, inp, rest in kernels:
+        copy = f"{out}[:] = {inp}  # a copy to update"
+        assert (copy in rest) == (guard is not None)
+        rest = rest.replace(copy, "")
+        assert f"{inp}[" not in rest and f"{inp}.reshape" not in rest, (out, inp, rest)
+
+
 def swap_and_reuse(a, b):
     # outputs read the donated inputs after other outputs are computed from them
     return (b * 1.0, a + b, np.sum(a)), a

@@ -1,0 +1,156 @@
+"""GEMM epilogues: a matmul whose product is only scaled and added to another value becomes one
+BLAS call that accumulates into that value.
+
+BLAS's gemm computes C := alpha (A @ B) + beta C. A plain SGD update `W - lr * (Xᵀ G)` is
+that call with alpha = -lr, beta = 1 and C = W: the product is never stored and the update is
+not a second pass over the weights (compiler/codegen writes C straight into a donated W).
+Momentum's `mu * v + Xᵀ G` is beta = mu. Runs in the FUSE stage, before elementwise fusion
+takes the scale and add into loop kernels. The result is a FUSED node:
+
+    Node(Op.FUSED, (a, b, x), (out,), params={"body": Graph, "kind": "gemm", "shape": (M, N),
+                                              "alpha": float, "beta": float})
+
+whose body is the matched nodes themselves (so the interpreter, the verifier and the dump see
+the exact arithmetic), with out = alpha (a @ b) + beta x.
+
+What matches, for a 2-D float32/float64 MATMUL whose product p nothing else reads:
+    x + s p,  s p + x,  x - s p,  s p - x   (s p: p, c * p or p * c)
+with c a compile-time scalar (a broadcast 0-d constant), x of the product's type; x may itself
+be c' * x' (then beta = ±c' and x' is the input) when nothing else reads it. x must be a
+graph input and the sum a graph output: the call pays when C is x's own memory, a donated
+input updated in place. Anywhere else C starts as a copy of x, and that copy costs the pass
+over memory the call saves (a bias add `h @ W + b` stays an epilogue loop). Not matched:
+a zero coefficient (0 * p is NaN where p is; BLAS would skip the product), a scale that is an
+array or a traced scalar (a learning-rate schedule: the update stays a loop kernel), batched
+products, operands that are the same value. The group is convex: the product and its scaled
+copy have one reader each, inside the group, so no path leaves it and comes back.
+"""
+
+from __future__ import annotations
+
+import math
+
+from compiler.passes.dce import eliminate_dead_code
+from ir.graph import Graph, Node, Var
+from ir.ops import Op
+
+FLOATS = ("float32", "float64")
+
+
+class _Match:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.producer = graph.producers()
+        self.readers = graph.consumers()
+        self.returned = set(graph.outputs)
+        self.inputs = set(graph.inputs)
+
+    def only_reader(self, var: Var, node: Node) -> bool:
+        return var not in self.returned and [id(n) for n in self.readers.get(var, [])] == [
+            id(node)]
+
+    def scalar(self, var: Var) -> float | None:
+        """The value of a broadcast 0-d constant, else None."""
+        node = self.producer.get(var)
+        if node is None or node.op != Op.BROADCAST_TO:
+            return None
+        source = self.producer.get(node.inputs[0])
+        if source is None or source.op != Op.CONSTANT or source.out.ndim != 0:
+            return None
+        return float(source.params["value"])
+
+    def scaled(self, var: Var, reader: Node) -> tuple[Var, float, list[Node]]:
+        """`var` as (base, c, [the MUL]) when it is c * base or base * c read only by
+        `reader`, else (var, 1, [])."""
+        node = self.producer.get(var)
+        if node is not None and node.op == Op.MUL and self.only_reader(var, reader):
+            for k in (0, 1):
+                c = self.scalar(node.inputs[k])
+                if c is not None:
+                    return node.inputs[1 - k], c, [node]
+        return var, 1.0, []
+
+    def product(self, var: Var, reader: Node) -> Node | None:
+        node = self.producer.get(var)
+        if node is None or node.op != Op.MATMUL or node.out.ndim != 2:
+            return None
+        if node.out.dtype.name not in FLOATS or not self.only_reader(var, reader):
+            return None
+        return node
+
+    def at(self, node: Node) -> tuple[Node, Var, float, float, list[Node]] | None:
+        """(matmul, x, alpha, beta, the nodes folded in) for an ADD/SUB `node`, or None."""
+        if node.op not in (Op.ADD, Op.SUB) or node.out.ndim != 2:
+            return None
+        for k in (0, 1):
+            base, alpha, scale = self.scaled(node.inputs[k], node)
+            matmul = self.product(base, scale[0] if scale else node)
+            if matmul is None:
+                continue
+            x, beta, x_scale = self.scaled(node.inputs[1 - k], node)
+            if node.op == Op.SUB:
+                alpha, beta = (-alpha, beta) if k == 1 else (alpha, -beta)
+            a, b = matmul.inputs
+            if x.type != matmul.out.type or len({a, b, x}) < 3:
+                continue
+            if x not in self.inputs or node.out not in self.returned:
+                continue
+            if not all(c != 0 and math.isfinite(c) for c in (alpha, beta)):
+                continue
+            return matmul, x, alpha, beta, [matmul, *scale, *x_scale, node]
+        return None
+
+
+def _body(match: _Match, nodes: list[Node], inputs: tuple[Var, ...]) -> Graph:
+    """The matched nodes copied with fresh vars; broadcast 0-d constants copied in too."""
+    inner = {v: Var(v.type) for v in inputs}
+    body_nodes: list[Node] = []
+
+    def read(var: Var) -> Var:
+        if var not in inner:  # a scale: broadcast_to of a 0-d constant
+            broadcast = match.producer[var]
+            constant = match.producer[broadcast.inputs[0]]
+            for node in (constant, broadcast):
+                copies = tuple(Var(v.type) for v in node.outputs)
+                body_nodes.append(Node(node.op, tuple(inner[v] for v in node.inputs), copies,
+                                       node.params, node.source, node.note))
+                inner.update(zip(node.outputs, copies))
+        return inner[var]
+
+    for node in nodes:
+        args = tuple(read(v) for v in node.inputs)
+        outs = tuple(Var(v.type) for v in node.outputs)
+        body_nodes.append(Node(node.op, args, outs, node.params, node.source, node.note))
+        inner.update(zip(node.outputs, outs))
+    return Graph([inner[v] for v in inputs], body_nodes, [inner[nodes[-1].out]])
+
+
+def fuse_gemm_epilogues(graph: Graph) -> Graph:
+    """Fold `x ± c (a @ b)` (and c' x ± ...) into FUSED gemm nodes (see the module docstring).
+
+    >>> import numpy as np
+    >>> from compiler import compile
+    >>> f = compile(lambda x, g, w: w - 0.5 * (x.T @ g))
+    >>> ones = np.ones((3, 2), np.float32)
+    >>> node = fuse_gemm_epilogues(f.trace(ones, ones, np.ones((2, 2), np.float32)).graph).nodes[-1]
+    >>> node.params["kind"], node.params["alpha"], node.params["beta"]
+    ('gemm', -0.5, 1.0)
+    """
+    match = _Match(graph)
+    folded: set[int] = set()
+    replaced: dict[int, Node] = {}
+    for node in graph.nodes:
+        found = match.at(node)
+        if found is None or any(id(n) in folded for n in found[4]):
+            continue
+        matmul, x, alpha, beta, nodes = found
+        inputs = (*matmul.inputs, x)
+        params = {"body": _body(match, nodes, inputs), "kind": "gemm",
+                  "shape": node.out.shape, "alpha": alpha, "beta": beta}
+        folded.update(id(n) for n in nodes)
+        replaced[id(node)] = Node(Op.FUSED, inputs, node.outputs, params, node.source, node.note)
+    if not replaced:
+        return graph
+    nodes = [replaced.get(id(n), n) for n in graph.nodes
+             if id(n) not in folded or id(n) in replaced]
+    return eliminate_dead_code(Graph(list(graph.inputs), nodes, list(graph.outputs)))

@@ -1,0 +1,197 @@
+"""Matmuls that accumulate into another value (`W - lr * Xᵀ G`, an SGD update; `mu * v + g`)
+become one BLAS call with (alpha, beta): compiler/passes/gemm_epilogue.py makes the FUSED
+"gemm" kernels, codegen calls the matmul kernels with the coefficients. Checked: which
+patterns match and which must not, the interpreter before and after the pass, the Numba build
+against the interpreter (BLAS's threads and Numba's), in place and under a guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import codegen_kernels, compile, matmul_kernels, value_and_grad
+from compiler.passes.gemm_epilogue import fuse_gemm_epilogues
+from compiler.pipeline import lower
+from ir.interpreter import evaluate
+from ir.ops import Op
+from ir.verifier import verify
+from runtime import optim, train_step
+from tests.compiler.test_fusion import check_fused_contract
+
+RNG = np.random.default_rng(5)
+
+
+def _arrays(*shapes, dtype=np.float32):
+    return [RNG.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def _gemms(graph):
+    return [n for n in graph.nodes if n.op == Op.FUSED and n.params["kind"] == "gemm"]
+
+
+def _lowered(fn, *args):
+    """The fused graph of fn(*args), the verifier run after every pass, and checked against
+    the traced graph on the interpreter."""
+    traced = compile(fn).trace(*args).graph
+    graph = lower(traced, "fused", check=True)
+    check_fused_contract(graph)
+    for want, got in zip(evaluate(traced, list(args)), evaluate(graph, list(args)), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    return graph
+
+
+# (function, alpha, beta): the forms an optimiser update or a residual sum takes
+PATTERNS = [
+    (lambda x, w, g, p: p - 0.1 * (x.T @ g), -0.1, 1.0),
+    (lambda x, w, g, p: (x.T @ g) * 0.5 + p, 0.5, 1.0),
+    (lambda x, w, g, p: p + x.T @ g, 1.0, 1.0),
+    (lambda x, w, g, p: x.T @ g - p, 1.0, -1.0),
+    (lambda x, w, g, p: 0.9 * p + x.T @ g, 1.0, 0.9),
+    (lambda x, w, g, p: 0.9 * p - 0.01 * (x.T @ g), -0.01, 0.9),
+]
+
+
+@pytest.mark.parametrize("k", range(len(PATTERNS)))
+def test_matmul_accumulate_patterns_become_one_gemm_kernel(k):
+    fn, alpha, beta = PATTERNS[k]
+    x, w, g, p = _arrays((6, 4), (4, 3), (6, 3), (4, 3))
+    graph = _lowered(fn, x, w, g, p)
+    (gemm,) = _gemms(graph)
+    assert not [n for n in graph.nodes if n.op == Op.MATMUL]
+    assert gemm.params["alpha"] == pytest.approx(alpha) and gemm.params["beta"] == pytest.approx(beta)
+    body_ops = [n.op for n in gemm.params["body"].nodes]
+    assert body_ops.count(Op.MATMUL) == 1 and gemm.params["shape"] == (4, 3)
+
+
+def test_what_must_not_become_a_gemm():
+    x, g, p = _arrays((6, 4), (6, 3), (4, 3))
+    cases = {
+        # the product is read twice: it must be stored
+        "product read again": (lambda x, g, p: (p - 0.1 * (x.T @ g), x.T @ g), (x, g, p)),
+        # a scale that is not a compile-time scalar
+        "array scale": (lambda x, g, p: p - p * (x.T @ g), (x, g, p)),
+        # 0 * product is not 0 when the product has a NaN; BLAS would skip it
+        "zero alpha": (lambda x, g, p: p + 0.0 * (x.T @ g), (x, g, p)),
+        # batched products stay MATMUL
+        "batched": (lambda x, g, p: p - 0.1 * (x.transpose(0, 2, 1) @ g),
+                    (x.reshape(2, 3, 4), g.reshape(2, 3, 3), np.ones((2, 4, 3), np.float32))),
+        # C would start as a copy of these: no pass saved (a bias add stays a loop kernel)
+        "broadcast addend": (lambda x, g, p: p[0] + x.T @ g, (x, g, p)),
+        "computed addend": (lambda x, g, p: np.tanh(p) - 0.1 * (x.T @ g), (x, g, p)),
+        "not returned": (lambda x, g, p: np.tanh(p - 0.1 * (x.T @ g)), (x, g, p)),
+    }
+    for name, (fn, args) in cases.items():
+        assert not _gemms(_lowered(fn, *args)), name
+    ints = [np.arange(12).reshape(3, 4), np.arange(8).reshape(4, 2), np.ones((3, 2), np.int64)]
+    assert not _gemms(_lowered(lambda a, b, c: c + a @ b, *ints)), "integer product"
+
+
+def test_the_pass_alone_keeps_meaning_and_is_idempotent():
+    def fn(x, g, p, v):
+        return p - 0.1 * (x.T @ g), 0.9 * v + x.T @ np.tanh(g)
+
+    args = _arrays((6, 4), (6, 3), (4, 3), (4, 3))
+    graph = compile(fn).trace(*args).graph
+    once = fuse_gemm_epilogues(graph)
+    verify(once)
+    assert len(_gemms(once)) == 2
+    for want, got in zip(evaluate(graph, args), evaluate(once, args), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert len(fuse_gemm_epilogues(once).nodes) == len(once.nodes)
+
+
+def test_the_dump_shows_a_gemm_kernel_with_its_body():
+    x, g, p = _arrays((6, 4), (6, 3), (4, 3))
+    f = compile(lambda x, g, p: p - 0.1 * (x.T @ g))
+    text = f.ir(x, g, p, stage="fused")
+    line = next(line for line in text.splitlines() if "fused[kind=gemm" in line)
+    assert "alpha=-0.1" in line and "beta=1" in line
+    assert "matmul" in text.split("fused[kind=gemm", 1)[1]
+    assert "gemm" in f.summary(x, g, p)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_gemm_kernels_match_the_interpreter(monkeypatch, pooled, dtype):
+    """On BLAS's threads (one `gemm` call) and in a pooled driver (the product's blocks on
+    Numba's threads); operands transposed or not."""
+    if pooled:
+        monkeypatch.setattr(codegen_kernels, "PARALLEL_MIN_SIZE", 16)
+
+    def fn(x, g, p, v, w):
+        return p - 0.1 * (x.T @ g), 0.9 * v + np.tanh(x) @ w, np.tanh(x @ w)
+
+    args = _arrays((6, 4), (6, 3), (4, 3), (6, 3), (4, 3), dtype=dtype)
+    f = compile(fn)
+    source = f.source(*args)
+    name = "matmul(" if pooled else "gemm("
+    assert source.count(name) >= 2 and ", -0.1, 1.0)" in source.replace("-0.10000000149011612",
+                                                                          "-0.1")
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    want = compile(fn, backend="interpreter")(*args)
+    for got, w in zip(f(*args), want, strict=True):
+        np.testing.assert_allclose(got, w, rtol=tol, atol=tol)
+
+
+def test_gemm_kernel_entry_points_match_numpy():
+    for dtype in (np.float32, np.float64):
+        for ta in (False, True):
+            a = RNG.standard_normal((5, 7)).astype(dtype)
+            a = np.ascontiguousarray(a.T).T if ta else a
+            b = RNG.standard_normal((7, 300)).astype(dtype)  # columns split when pooled
+            c = RNG.standard_normal((5, 300)).astype(dtype)
+            want = 0.5 * c - 2.0 * (a @ b)
+            for entry in (matmul_kernels.gemm, matmul_kernels.matmul):
+                out = c.copy()
+                entry(a, b, out, -2.0, 0.5)
+                tol = 1e-4 if dtype == np.float32 else 1e-12
+                np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
+def _mlp_loss(params, x, y):
+    h = np.maximum(x @ params["w1"] + params["b1"], 0.0)
+    logits = h @ params["w2"] + params["b2"]
+    return np.mean((logits - y) ** 2)
+
+
+def _mlp(dtype=np.float32):
+    params = {"w1": 0.3 * RNG.standard_normal((5, 8)), "b1": np.zeros(8),
+              "w2": 0.3 * RNG.standard_normal((8, 2)), "b2": np.zeros(2)}
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    x, y = _arrays((16, 5), (16, 2), dtype=dtype)
+    return params, x, y
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_steps_update_weights_in_place_with_gemm_kernels(momentum):
+    """A train step's weight updates are gemm kernels written into the parameters (with
+    momentum, the velocity is: v = mu v + dW); two steps match the interpreter's."""
+    params, x, y = _mlp()
+    ref = {k: v.copy() for k, v in params.items()}
+    step = train_step(_mlp_loss, optim.SGD(0.05, momentum=momentum))
+    ref_step = train_step(_mlp_loss, optim.SGD(0.05, momentum=momentum), backend="interpreter")
+    ids = {k: id(v) for k, v in params.items()}
+    for _ in range(2):
+        got, want = step(params, x, y), ref_step(ref, x, y)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    for k in params:
+        assert id(params[k]) == ids[k]
+        np.testing.assert_allclose(params[k], ref[k], rtol=1e-5, atol=1e-6)
+    source = step.compiled.source(params, step.state, x, y)
+    assert source.count("gemm(") >= 2
+    assert "w2 = " not in source.split("gemm(")[0] or "# in place (donated)" in source
+
+
+def test_a_non_finite_loss_leaves_the_weights_as_they_were():
+    """Under the guard the gemm kernel updates a copy when the loss is not finite."""
+    params, x, y = _mlp()
+    step = train_step(_mlp_loss, optim.SGD(0.05))
+    step(params, x, y)
+    before = {k: v.copy() for k, v in params.items()}
+    bad = x.copy()
+    bad[3, 1] = np.inf
+    for _ in range(2):  # the checked call, then the fast path
+        with pytest.raises(Exception, match="not finite"):
+            step(params, bad, y)
+        for k in params:
+            np.testing.assert_array_equal(params[k], before[k])
