@@ -216,8 +216,10 @@ class CodeGen:
                 self.line(f"if np.isfinite({self.read(self.guard, [])}):")
                 self.line(f"    {in_place}")
                 if keep:
-                    self.line("else:")
-                    self.line(f"    {name}[:] = {self.name(self.direct[var])}  # a copy to update")
+                    self.line("else:  # a copy to update")
+                    self.depth += 1
+                    self.copy(name, self.direct[var])
+                    self.depth -= 1
         elif owned:
             fn = "np.zeros" if zero else "np.empty"
             self.line(f"{name} = {fn}(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
@@ -253,6 +255,13 @@ class CodeGen:
         self.line(f"{name}[{', '.join(idx)}] = {old.read(idx)}")
         self.close_loops(len(idx))
         return name
+
+    def copy(self, name: str, var: Var) -> None:
+        """Loops copying `var` into the array `name` of its shape (loops, not `name[:] =`:
+        Numba's slice assignment took ~1 s of compile time each)."""
+        idx = self.open_loops(self.dims[var])
+        self.line(f"{name}[{', '.join(idx)}] = {self.read(var, idx)}")
+        self.close_loops(len(idx))
 
     def alloc_copy(self, var: Var) -> str:
         return self.alloc(var, f"{self.name(var)}_c")

@@ -18,6 +18,7 @@ from ir.graph import Node, Var
 from ir.ops import Op
 
 MATMUL_KERNELS = "compiler.matmul_kernels"
+BLAS_KERNELS = "compiler.blas_kernels"
 
 
 def emit_constant(gen: CodeGen, node: Node) -> None:
@@ -272,9 +273,10 @@ def emit_gemm(gen: CodeGen, node: Node) -> None:
     in_place = gen.direct.get(out) is acc
     name = gen.alloc(out, keep=True)
     if not in_place:
-        gen.line(f"{name}[:] = {gen.array(acc, 'CFA')}")
-    kernel = "matmul" if _on_numba_threads(gen) else "gemm"
-    gen.fast_imports.add(f"{MATMUL_KERNELS}:{kernel}")
+        gen.copy(name, acc)
+    on_threads = _on_numba_threads(gen)
+    kernel = "matmul" if on_threads else "gemm"
+    gen.fast_imports.add(f"{MATMUL_KERNELS if on_threads else BLAS_KERNELS}:{kernel}")
     alpha, beta = (repr(float(node.params[k])) for k in ("alpha", "beta"))
     gen.line(f"{kernel}({a}, {b}, {name}, {alpha}, {beta})")
 

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from compiler import codegen_kernels, compile, matmul_kernels
+from compiler import blas_kernels, codegen_kernels, compile, matmul_kernels
 from compiler.passes.gemm_epilogue import fuse_gemm_epilogues
 from compiler.pipeline import lower
 from ir.interpreter import evaluate
@@ -147,7 +147,7 @@ def test_gemm_kernel_entry_points_match_numpy():
             c = RNG.standard_normal((5, 300)).astype(dtype)
             want = 0.5 * c - 2.0 * (a @ b)
             tol = 1e-4 if dtype == np.float32 else 1e-12
-            for entry in (matmul_kernels.gemm, matmul_kernels.matmul):
+            for entry in (blas_kernels.gemm, matmul_kernels.matmul):
                 out = c.copy()
                 entry(a, b, out, -2.0, 0.5)
                 np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
