@@ -5,7 +5,8 @@ operands and constants are typed, and the transcendental float32 functions come 
 compiler/fastmath.py so loops vectorise). `EMIT_RULES` maps each op to a function
 `(gen: CodeGen, node) -> None` that appends lines and records the output's `Value`.
 
-Elementwise nodes, reductions and FUSED nodes all go through `emit_kernel`: one loop nest
+Elementwise nodes, reductions and FUSED loop kernels all go through `emit_kernel` (FUSED
+gemm kernels are BLAS calls, compiler/codegen_ops.py): one loop nest
 over the iteration shape, 0-d constants hoisted, broadcast inputs read through index maps,
 reduction outputs as accumulators (a scalar per output row when the reduced axes are the
 innermost ones, else an accumulator array indexed by the kept axes). The nest is planned
@@ -13,7 +14,9 @@ first (`plan_groups`, `Nest`): size-1 axes get no loop, and adjacent axes over w
 array is C contiguous share one loop over reshaped views (`a.reshape((n0 * n1, n2))`), so
 an all-contiguous kernel is one flat 1-D loop, which LLVM vectorises. Float sums are
 `acc += v` with fastmath "reassoc" on the driver (vectorised partial sums); very large
-kernels run their outer loop with `numba.prange` (see `PARALLEL_MIN_SIZE`).
+kernels run their outer loop with `numba.prange` (see `PARALLEL_MIN_SIZE`). A donated output
+written in place reads its input's old values through its own array, so the update loop
+vectorises (see `emit_kernel`).
 """
 
 from __future__ import annotations

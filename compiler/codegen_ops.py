@@ -3,8 +3,11 @@
 Completes `EMIT_RULES` (op -> emitter `(gen, node) -> None`), which compiler/codegen.py walks
 in graph order. Movement ops become views where possible (see `Value`); matmul is BLAS
 through `np.dot(a, b, out)`, or in a driver on Numba's threads the kernels of
-compiler/matmul_kernels.py; gather/scatter_add bounds-check every index (negative indices
-wrap as in NumPy) and raise IndexError naming the node instead of reading stray memory;
+compiler/matmul_kernels.py; a FUSED gemm kernel (a product accumulated into a donated input,
+compiler/passes/gemm_epilogue.py) is one BLAS call with alpha and beta
+(compiler/blas_kernels.py, or the threaded kernels); gather/scatter_add bounds-check every
+index (negative indices wrap as in NumPy) and raise IndexError naming the node instead of
+reading stray memory;
 random_uniform reproduces ir/interpreter.py's splitmix64 bits exactly (uint64 wraps).
 """
 
