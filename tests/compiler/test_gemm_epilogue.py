@@ -209,3 +209,21 @@ def test_a_non_finite_loss_leaves_the_weights_as_they_were():
             step(params, bad, y)
         for k in params:
             np.testing.assert_array_equal(params[k], before[k])
+
+
+def test_an_accumulator_that_is_also_an_operand_is_not_overwritten_while_read():
+    """`W - lr * (Wᵀ G)` donated: W is read by the product, so the call cannot accumulate
+    into W's memory while BLAS reads it; it accumulates into a copy, written back at the end."""
+    w, g = _arrays((5, 5), (5, 5))
+
+    def update(w, g):
+        return w - 0.1 * (w.T @ g)
+
+    want = compile(update, backend="interpreter")(w.copy(), g)
+    step = compile(update, donate_argnums=0)
+    assert _gemms(lower(step.trace(w, g).graph, "fused"))
+    target = w.copy()
+    out = step(target, g)
+    assert out is target
+    np.testing.assert_allclose(target, want, rtol=1e-5, atol=1e-6)
+    assert "# in place (donated)" not in step.source(target, g)
