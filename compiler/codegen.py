@@ -249,18 +249,17 @@ class CodeGen:
             return value.name
         if value.kind == "scalar" and var.ndim == 0:
             raise AssertionError("0-d values are scalars, never arrays")
-        old = value
-        name = self.alloc_copy(var)
-        idx = self.open_loops(self.dims[var])
-        self.line(f"{name}[{', '.join(idx)}] = {old.read(idx)}")
-        self.close_loops(len(idx))
+        name = self.alloc_copy(var)  # which makes the copy var's value
+        self.copy(name, var, value)
         return name
 
-    def copy(self, name: str, var: Var) -> None:
-        """Loops copying `var` into the array `name` of its shape (loops, not `name[:] =`:
-        Numba's slice assignment took ~1 s of compile time each)."""
+    def copy(self, name: str, var: Var, value: Value | None = None) -> None:
+        """Loops copying `var` (read through `value`, by default its current one) into the
+        array `name` of its shape. Loops, not `name[:] = ...`: Numba's slice assignment took
+        ~1 s of compile time each."""
+        value = value or self.values[var]
         idx = self.open_loops(self.dims[var])
-        self.line(f"{name}[{', '.join(idx)}] = {self.read(var, idx)}")
+        self.line(f"{name}[{', '.join(idx)}] = {value.read(idx)}")
         self.close_loops(len(idx))
 
     def alloc_copy(self, var: Var) -> str:

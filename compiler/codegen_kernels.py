@@ -266,14 +266,14 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], inputs: dict[Var, Var],
     outer_of = dict(outputs)
     reduces = [node for node in nodes if node.op in ops.REDUCTION]
     axes_of = {node: {a % n for a in node.params["axes"]} for node in reduces}
-    reduced = {node.out for node in reduces}
 
     # A donated output written in place reads its input's old values through its own array:
     # LLVM vectorises `y[i] = y[i] - c * g[i]`, but not `y[i] = x[i] - c * g[i]` with y and x
-    # two names for one memory (its runtime alias check fails exactly when in place).
+    # two names for one memory (its runtime alias check fails exactly when in place). (Such an
+    # output is never a reduction's: codegen_buffers.direct_donations takes loop kernels.)
     in_place = {}
-    for body_var, out in outputs:
-        if out in gen.direct and body_var not in reduced:
+    for _, out in outputs:
+        if out in gen.direct:
             readers = [b for b, v in inputs.items() if v is gen.direct[out]]
             gen.set_dims(out, dims)
             in_place[out] = gen.alloc(out, keep=bool(readers))

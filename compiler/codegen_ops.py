@@ -230,22 +230,31 @@ def _on_numba_threads(gen: CodeGen) -> bool:
     return gen.threads and blas_thread_controls() is not None
 
 
+def _product(gen: CodeGen, a: str, b: str, out: str, alpha: float = 1.0,
+             beta: float = 0.0) -> None:
+    """out = alpha a @ b + beta out for 2-D arrays: in a pooled driver the threaded kernel;
+    else `np.dot` for a plain product, one BLAS call with alpha and beta for the rest."""
+    if _on_numba_threads(gen):
+        gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul")
+        gen.line(f"matmul({a}, {b}, {out}, {alpha!r}, {beta!r})")
+    elif (alpha, beta) == (1.0, 0.0):
+        gen.line(f"np.dot({a}, {b}, {out})")
+    else:
+        gen.fast_imports.add(f"{BLAS_KERNELS}:gemm")
+        gen.line(f"gemm({a}, {b}, {out}, {alpha!r}, {beta!r})")
+
+
 def emit_matmul(gen: CodeGen, node: Node) -> None:
     """`np.dot` on BLAS's threads, or in a pooled driver the kernels of
     compiler/matmul_kernels.py, which share the product out between Numba's threads."""
     x, w = node.inputs
     out = node.out
     gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
-    on_threads = _on_numba_threads(gen)
     if out.ndim == 2:
         a, b = gen.array(x, "CF"), gen.array(w, "CF")
-        name = gen.alloc(out)
-        if on_threads:
-            gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul")
-            gen.line(f"matmul({a}, {b}, {name}, 1.0, 0.0)")
-        else:
-            gen.line(f"np.dot({a}, {b}, {name})")
+        _product(gen, a, b, gen.alloc(out))
         return
+    on_threads = _on_numba_threads(gen)
     batch = " * ".join(gen.dims[out][:-2])
     (a, ta), (b, tb) = _batch_operand(gen, x, batch), _batch_operand(gen, w, batch)
     name = gen.alloc(out)
@@ -269,19 +278,14 @@ def emit_gemm(gen: CodeGen, node: Node) -> None:
     one BLAS call accumulating into out: out is x's own memory when x is donated (an SGD
     update in place), else it starts as a copy of x."""
     comment_body(gen, node.params["body"])
-    x_, w, acc = node.inputs
+    x, w, acc = node.inputs
     out = node.out
-    gen.set_dims(out, gen.dims[x_][:-1] + gen.dims[w][-1:])
-    a, b = gen.array(x_, "CF"), gen.array(w, "CF")
-    in_place = gen.direct.get(out) is acc
+    gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
+    a, b = gen.array(x, "CF"), gen.array(w, "CF")
     name = gen.alloc(out, keep=True)
-    if not in_place:
+    if gen.direct.get(out) is not acc:
         gen.copy(name, acc)
-    on_threads = _on_numba_threads(gen)
-    kernel = "matmul" if on_threads else "gemm"
-    gen.fast_imports.add(f"{MATMUL_KERNELS if on_threads else BLAS_KERNELS}:{kernel}")
-    alpha, beta = (repr(float(node.params[k])) for k in ("alpha", "beta"))
-    gen.line(f"{kernel}({a}, {b}, {name}, {alpha}, {beta})")
+    _product(gen, a, b, name, float(node.params["alpha"]), float(node.params["beta"]))
 
 
 def emit_fused_node(gen: CodeGen, node: Node) -> None:

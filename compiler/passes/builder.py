@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,21 @@ import numpy as np
 from ir.graph import Graph, Node, Var
 from ir.ops import Op
 from ir.shapes import infer
+
+
+def scalar_value(producers: Mapping[Var, Node], var: Var) -> Any:
+    """The one value every element of `var` holds, if it is a constant (or a broadcast of
+    one) whose elements are all equal; else None. `producers`: var -> the node computing it."""
+    node = producers.get(var)
+    while node is not None and node.op == Op.BROADCAST_TO:
+        node = producers.get(node.inputs[0])
+    if node is None or node.op != Op.CONSTANT:
+        return None
+    value = node.params["value"]
+    if value.size == 0 or value.size > 1024:
+        return None
+    first = value.flat[0]
+    return first.item() if np.all(value == first) else None
 
 
 class GraphBuilder:
@@ -79,18 +95,7 @@ class GraphBuilder:
         return node.op if node is not None else None
 
     def scalar_value(self, var: Var) -> Any:
-        """The one value every element of `var` holds, if it is a constant (or a broadcast
-        of one) whose elements are all equal; else None."""
-        node = self.producers.get(var)
-        while node is not None and node.op == Op.BROADCAST_TO:
-            node = self.producers.get(node.inputs[0])
-        if node is None or node.op != Op.CONSTANT:
-            return None
-        value = node.params["value"]
-        if value.size == 0 or value.size > 1024:
-            return None
-        first = value.flat[0]
-        return first.item() if np.all(value == first) else None
+        return scalar_value(self.producers, var)
 
     def finish(self) -> Graph:
         if not self.changed:

@@ -30,6 +30,7 @@ only after the loop nest).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -85,6 +86,10 @@ class _Fusion:
         self.groups: dict[int, _Group] = {}
         self.quotient = nx.DiGraph()
         self._build_quotient()
+
+    def producer_node(self, var: Var) -> Node | None:
+        p = self.producer.get(var)
+        return None if p is None else self.nodes[p]
 
     # -- the networkx view ----------------------------------------------------------------
     def _present(self, i: int) -> bool:
@@ -220,7 +225,7 @@ class _Fusion:
 
     def _fused_node(self, group: _Group) -> Node | None:
         members = sorted(group.members)
-        body = _BodyBuilder(self)
+        body = BodyBuilder(self.producer_node)
         for i in members:
             body.copy(self.nodes[i])
         escaping = [
@@ -239,12 +244,13 @@ class _Fusion:
         return Node(Op.FUSED, tuple(body.outer_inputs), tuple(escaping), params, main.source)
 
 
-class _BodyBuilder:
+class BodyBuilder:
     """Copies a group's nodes into a body graph with fresh vars, absorbing broadcasts and 0-d
-    constants and turning every other outside value into a body input."""
+    constants and turning every other outside value into a body input. `producer`: var ->
+    the node computing it in the graph the group comes from (None for an input)."""
 
-    def __init__(self, fusion: _Fusion):
-        self.fusion = fusion
+    def __init__(self, producer: Callable[[Var], Node | None]):
+        self.producer = producer
         self.inputs: list[Var] = []
         self.outer_inputs: list[Var] = []
         self.nodes: list[Node] = []
@@ -259,8 +265,7 @@ class _BodyBuilder:
     def read(self, var: Var, through_broadcast: bool = True) -> Var:
         if var in self.inner:
             return self.inner[var]
-        p = self.fusion.producer.get(var)
-        node = self.fusion.nodes[p] if p is not None else None
+        node = self.producer(var)
         if node is not None and is_absorbable(node):
             if node.op == Op.CONSTANT:
                 self.copy(node)

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import math
 
+from compiler.passes.builder import scalar_value
 from compiler.passes.dce import eliminate_dead_code
+from compiler.passes.fuse import BodyBuilder
 from ir.graph import Graph, Node, Var
 from ir.ops import Op
 
@@ -39,7 +41,6 @@ FLOATS = ("float32", "float64")
 
 class _Match:
     def __init__(self, graph: Graph):
-        self.graph = graph
         self.producer = graph.producers()
         self.readers = graph.consumers()
         self.returned = set(graph.outputs)
@@ -50,14 +51,12 @@ class _Match:
             id(node)]
 
     def scalar(self, var: Var) -> float | None:
-        """The value of a broadcast 0-d constant, else None."""
+        """The value of a broadcast 0-d constant (a body copies those in), else None."""
         node = self.producer.get(var)
-        if node is None or node.op != Op.BROADCAST_TO:
+        if node is None or node.op != Op.BROADCAST_TO or node.inputs[0].ndim != 0:
             return None
-        source = self.producer.get(node.inputs[0])
-        if source is None or source.op != Op.CONSTANT or source.out.ndim != 0:
-            return None
-        return float(source.params["value"])
+        value = scalar_value(self.producer, var)
+        return None if value is None else float(value)
 
     def scaled(self, var: Var, reader: Node) -> tuple[Var, float, list[Node]]:
         """`var` as (base, c, [the MUL]) when it is c * base or base * c read only by
@@ -102,27 +101,14 @@ class _Match:
 
 
 def _body(match: _Match, nodes: list[Node], inputs: tuple[Var, ...]) -> Graph:
-    """The matched nodes copied with fresh vars; broadcast 0-d constants copied in too."""
-    inner = {v: Var(v.type) for v in inputs}
-    body_nodes: list[Node] = []
-
-    def read(var: Var) -> Var:
-        if var not in inner:  # a scale: broadcast_to of a 0-d constant
-            broadcast = match.producer[var]
-            constant = match.producer[broadcast.inputs[0]]
-            for node in (constant, broadcast):
-                copies = tuple(Var(v.type) for v in node.outputs)
-                body_nodes.append(Node(node.op, tuple(inner[v] for v in node.inputs), copies,
-                                       node.params, node.source, node.note))
-                inner.update(zip(node.outputs, copies))
-        return inner[var]
-
+    """The matched nodes copied into a body whose inputs are `inputs` (a, b, x), with the
+    broadcast 0-d scales copied in, as fusion builds loop bodies."""
+    body = BodyBuilder(match.producer.get)
+    for var in inputs:  # first, in this order, and as inputs even if a broadcast made them
+        body.read(var, through_broadcast=False)
     for node in nodes:
-        args = tuple(read(v) for v in node.inputs)
-        outs = tuple(Var(v.type) for v in node.outputs)
-        body_nodes.append(Node(node.op, args, outs, node.params, node.source, node.note))
-        inner.update(zip(node.outputs, outs))
-    return Graph([inner[v] for v in inputs], body_nodes, [inner[nodes[-1].out]])
+        body.copy(node)
+    return Graph(body.inputs, body.nodes, [body.inner[nodes[-1].out]])
 
 
 def fuse_gemm_epilogues(graph: Graph) -> Graph:
@@ -137,20 +123,19 @@ def fuse_gemm_epilogues(graph: Graph) -> Graph:
     ('gemm', -0.5, 1.0)
     """
     match = _Match(graph)
-    folded: set[int] = set()
-    replaced: dict[int, Node] = {}
+    nodes, changed = [], False
     for node in graph.nodes:
         found = match.at(node)
-        if found is None or any(id(n) in folded for n in found[4]):
-            continue
-        matmul, x, alpha, beta, nodes = found
-        inputs = (*matmul.inputs, x)
-        params = {"body": _body(match, nodes, inputs), "kind": "gemm",
-                  "shape": node.out.shape, "alpha": alpha, "beta": beta}
-        folded.update(id(n) for n in nodes)
-        replaced[id(node)] = Node(Op.FUSED, inputs, node.outputs, params, node.source, node.note)
-    if not replaced:
+        if found is not None:
+            # the sum's value now comes from the gemm node; the product and the scaling it
+            # folded in have no other reader (`_Match`), so dead-code elimination drops them
+            matmul, x, alpha, beta, folded = found
+            inputs = (*matmul.inputs, x)
+            params = {"body": _body(match, folded, inputs), "kind": "gemm",
+                      "shape": node.out.shape, "alpha": alpha, "beta": beta}
+            node, changed = Node(Op.FUSED, inputs, node.outputs, params, node.source,
+                                 node.note), True
+        nodes.append(node)
+    if not changed:
         return graph
-    nodes = [replaced.get(id(n), n) for n in graph.nodes
-             if id(n) not in folded or id(n) in replaced]
     return eliminate_dead_code(Graph(list(graph.inputs), nodes, list(graph.outputs)))

@@ -18,7 +18,7 @@ from ir.interpreter import evaluate
 from ir.ops import Op
 from ir.verifier import verify
 from runtime import optim, train_step
-from tests.compiler.test_fusion import check_fused_contract
+from tests.compiler.test_fusion import fused
 
 RNG = np.random.default_rng(5)
 
@@ -29,17 +29,6 @@ def _arrays(*shapes, dtype=np.float32):
 
 def _gemms(graph):
     return [n for n in graph.nodes if n.op == Op.FUSED and n.params["kind"] == "gemm"]
-
-
-def _lowered(fn, *args):
-    """The fused graph of fn(*args), the verifier run after every pass, and checked against
-    the traced graph on the interpreter."""
-    traced = compile(fn).trace(*args).graph
-    graph = lower(traced, "fused", check=True)
-    check_fused_contract(graph)
-    for want, got in zip(evaluate(traced, list(args)), evaluate(graph, list(args)), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    return graph
 
 
 # (function, alpha, beta): the forms an optimiser update or a residual sum takes
@@ -57,7 +46,7 @@ PATTERNS = [
 def test_matmul_accumulate_patterns_become_one_gemm_kernel(k):
     fn, alpha, beta = PATTERNS[k]
     x, w, g, p = _arrays((6, 4), (4, 3), (6, 3), (4, 3))
-    graph = _lowered(fn, x, w, g, p)
+    graph = fused(fn, x, w, g, p)
     (gemm,) = _gemms(graph)
     assert not [n for n in graph.nodes if n.op == Op.MATMUL]
     assert gemm.params["alpha"] == pytest.approx(alpha)
@@ -84,9 +73,9 @@ def test_what_must_not_become_a_gemm():
         "not returned": (lambda x, g, p: np.tanh(p - 0.1 * (x.T @ g)), (x, g, p)),
     }
     for name, (fn, args) in cases.items():
-        assert not _gemms(_lowered(fn, *args)), name
+        assert not _gemms(fused(fn, *args)), name
     ints = [np.arange(12).reshape(3, 4), np.arange(8).reshape(4, 2), np.ones((3, 2), np.int64)]
-    assert not _gemms(_lowered(lambda a, b, c: c + a @ b, *ints)), "integer product"
+    assert not _gemms(fused(lambda a, b, c: c + a @ b, *ints)), "integer product"
 
 
 def test_the_pass_alone_keeps_meaning_and_is_idempotent():
