@@ -109,8 +109,8 @@ def direct_donations(graph: Graph, donate: dict[int, int],
 
 def _reads_at_index(node, x: Var, roots) -> bool:
     if node.op is Op.FUSED and node.params.get("kind") == "gemm":  # accumulates into x
-        a, b, acc = node.inputs
-        return acc is x and not any(x in roots.get(v, frozenset()) for v in (a, b))
+        a, b, acc, *scale = node.inputs
+        return acc is x and not any(x in roots.get(v, frozenset()) for v in (a, b, *scale))
     if node.op in ops.ELEMENTWISE:
         return all(v is x or x not in roots.get(v, frozenset()) for v in node.inputs) \
             and all(v.shape == x.shape for v in node.inputs if v is x)

@@ -230,18 +230,20 @@ def _on_numba_threads(gen: CodeGen) -> bool:
     return gen.threads and blas_thread_controls() is not None
 
 
-def _product(gen: CodeGen, a: str, b: str, out: str, alpha: float = 1.0,
+def _product(gen: CodeGen, a: str, b: str, out: str, alpha: float | str = 1.0,
              beta: float = 0.0) -> None:
     """out = alpha a @ b + beta out for 2-D arrays: in a pooled driver the threaded kernel;
-    else `np.dot` for a plain product, one BLAS call with alpha and beta for the rest."""
+    else `np.dot` for a plain product, one BLAS call with alpha and beta for the rest. alpha
+    is a number or the name of a local holding one."""
+    alpha = alpha if isinstance(alpha, str) else repr(alpha)
     if _on_numba_threads(gen):
         gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul")
-        gen.line(f"matmul({a}, {b}, {out}, {alpha!r}, {beta!r})")
-    elif (alpha, beta) == (1.0, 0.0):
+        gen.line(f"matmul({a}, {b}, {out}, {alpha}, {beta!r})")
+    elif (alpha, beta) == ("1.0", 0.0):
         gen.line(f"np.dot({a}, {b}, {out})")
     else:
         gen.fast_imports.add(f"{BLAS_KERNELS}:gemm")
-        gen.line(f"gemm({a}, {b}, {out}, {alpha!r}, {beta!r})")
+        gen.line(f"gemm({a}, {b}, {out}, {alpha}, {beta!r})")
 
 
 def emit_matmul(gen: CodeGen, node: Node) -> None:
@@ -274,18 +276,40 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
 
 
 def emit_gemm(gen: CodeGen, node: Node) -> None:
-    """A FUSED gemm kernel (compiler/passes/gemm_epilogue.py), out = alpha a @ b + beta x, as
-    one BLAS call accumulating into out: out is x's own memory when x is donated (an SGD
-    update in place), else it starts as a copy of x."""
+    """A FUSED gemm kernel (compiler/passes/gemm_epilogue.py), out = alpha t a @ b + beta x
+    (t a traced 0-d scale when there is a fourth input, else 1), as one BLAS call
+    accumulating into out: out is x's own memory when x is donated (an SGD update in place),
+    else it starts as a copy of x."""
     comment_body(gen, node.params["body"])
-    x, w, acc = node.inputs
+    x, w, acc, *scale = node.inputs
     out = node.out
     gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
     a, b = gen.array(x, "CF"), gen.array(w, "CF")
     name = gen.alloc(out, keep=True)
     if gen.direct.get(out) is not acc:
         gen.copy(name, acc)
-    _product(gen, a, b, name, float(node.params["alpha"]), float(node.params["beta"]))
+    alpha, beta = float(node.params["alpha"]), float(node.params["beta"])
+    if not scale:
+        _product(gen, a, b, name, alpha, beta)
+        return
+    coefficient = gen.fresh("alpha_")
+    gen.line(f"{coefficient} = {alpha!r} * {gen.read(scale[0], [])}")
+    gen.line(f"if {coefficient} != 0:")
+    gen.depth += 1
+    _product(gen, a, b, name, coefficient, beta)
+    gen.depth -= 1
+    # BLAS skips a product scaled by 0, but x ± 0 (a @ b) is NaN where a @ b is not finite
+    gen.line("else:  # a rate of 0: the product, for its NaNs")
+    gen.depth += 1
+    dims = gen.dims[out]
+    product = gen.fresh(f"{name}_ab")
+    gen.line(f"{product} = np.empty(({', '.join(dims)}), {NUMPY_DTYPE_NAMES[out.dtype]})")
+    gen.line(f"np.dot({a}, {b}, {product})")
+    idx = gen.open_loops(dims)
+    at = ", ".join(idx)
+    gen.line(f"{name}[{at}] = {beta!r} * {name}[{at}] + {coefficient} * {product}[{at}]")
+    gen.close_loops(len(idx))
+    gen.depth -= 1
 
 
 def emit_fused_node(gen: CodeGen, node: Node) -> None:

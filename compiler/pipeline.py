@@ -33,15 +33,16 @@ OPTIMIZE: tuple[Pass, ...] = (
         max_rounds=8,
     ),
 )
-# Rewrites that let fusion form fewer, larger kernels; the choice of forward values the
-# backward recomputes rather than holds; matmuls whose product is only scaled and added to a
-# value (an SGD update) as one accumulating BLAS call; then fusion of elementwise work (and
-# the reductions it feeds) into FUSED loop kernels. (plan_buffers then analyses the fused
-# graph.)
+# Matmuls whose product is only scaled and added to a value (an SGD update) as one
+# accumulating BLAS call, matched first, while a learning rate is still one broadcast 0-d
+# value (prepare_for_fusion pushes broadcasts below cheap scalar arithmetic); rewrites that
+# let fusion form fewer, larger kernels; the choice of forward values the backward
+# recomputes rather than holds; then fusion of elementwise work (and the reductions it feeds)
+# into FUSED loop kernels. (plan_buffers then analyses the fused graph.)
 FUSE: tuple[Pass, ...] = (
+    fuse_gemm_epilogues,
     prepare_for_fusion,
     rematerialize_cheap_values,
-    fuse_gemm_epilogues,
     fuse_elementwise,
 )
 

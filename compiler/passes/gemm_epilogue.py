@@ -4,26 +4,32 @@ BLAS call that accumulates into that value.
 BLAS's gemm computes C := alpha (A @ B) + beta C. A plain SGD update `W - lr * (Xᵀ G)` is
 that call with alpha = -lr, beta = 1 and C = W: the product is never stored and the update is
 not a second pass over the weights (compiler/codegen writes C straight into a donated W).
-Momentum's `mu * v + Xᵀ G` is beta = mu. Runs in the FUSE stage, before elementwise fusion
-takes the scale and add into loop kernels. The result is a FUSED node:
+Momentum's `mu * v + Xᵀ G` is beta = mu. Runs first in the FUSE stage: before
+`prepare_for_fusion` pushes a broadcast learning rate below its scalar arithmetic, before
+`rematerialize_cheap_values` weighs its choices by the planned buffers (which a gemm kernel's
+unstored product changes), and before elementwise fusion takes the scale and add into loop
+kernels. The result is a FUSED node:
 
-    Node(Op.FUSED, (a, b, x), (out,), params={"body": Graph, "kind": "gemm", "shape": (M, N),
-                                              "alpha": float, "beta": float})
+    Node(Op.FUSED, (a, b, x[, s]), (out,), params={"body": Graph, "kind": "gemm",
+                                                   "shape": (M, N), "alpha": float, "beta": float})
 
 whose body is the matched nodes themselves (so the interpreter, the verifier and the dump see
-the exact arithmetic), with out = alpha (a @ b) + beta x.
+the exact arithmetic), with out = alpha s (a @ b) + beta x. The fourth input s, when there
+is one, is a 0-d value known only at run time (a learning-rate schedule's rate); codegen
+passes alpha s as the call's coefficient.
 
 What matches, for a 2-D float32/float64 MATMUL whose product p nothing else reads:
-    x + s p,  s p + x,  x - s p,  s p - x   (s p: p, c * p or p * c)
-with c a compile-time scalar (a broadcast 0-d constant), x of the product's type; x may itself
-be c' * x' (then beta = ±c' and x' is the input) when nothing else reads it. x must be a
-graph input and the sum a graph output: the call pays when C is x's own memory, a donated
-input updated in place. Anywhere else C starts as a copy of x, and that copy costs the pass
-over memory the call saves (a bias add `h @ W + b` stays an epilogue loop). Not matched:
-a zero coefficient (0 * p is NaN where p is; BLAS would skip the product), a scale that is an
-array or a traced scalar (a learning-rate schedule: the update stays a loop kernel), batched
-products, operands that are the same value. The group is convex: the product and its scaled
-copy have one reader each, inside the group, so no path leaves it and comes back.
+    x + s p,  s p + x,  x - s p,  s p - x   (s p: p, c * p, p * c, t * p or p * t)
+with c a compile-time scalar (a broadcast 0-d constant) and t a broadcast 0-d value of the
+product's dtype; x of the product's type may itself be c' * x' (then beta = ±c' and x' is
+the input) when nothing else reads it. x must be a graph input and the sum a graph output:
+the call pays when C is x's own memory, a donated input updated in place. Anywhere else C
+starts as a copy of x, and that copy costs the pass over memory the call saves (a bias add
+`h @ W + b` stays an epilogue loop). Not matched: a zero constant coefficient (0 * p is NaN
+where p is, and BLAS would skip the product: a traced t that is 0 at run time takes a
+fallback in the generated code for that reason), a scale that is an array, a traced beta,
+batched products, operands that are the same value. The group is convex: the product and
+its scaled copy have one reader each, inside the group, so no path leaves it and comes back.
 """
 
 from __future__ import annotations
@@ -58,16 +64,31 @@ class _Match:
         value = scalar_value(self.producer, var)
         return None if value is None else float(value)
 
-    def scaled(self, var: Var, reader: Node) -> tuple[Var, float, list[Node]]:
-        """`var` as (base, c, [the MUL]) when it is c * base or base * c read only by
-        `reader`, else (var, 1, [])."""
+    def traced(self, var: Var) -> Var | None:
+        """The 0-d value broadcast to `var` when it is not a constant, else None."""
+        node = self.producer.get(var)
+        if node is None or node.op != Op.BROADCAST_TO or node.inputs[0].ndim != 0:
+            return None
+        source = node.inputs[0]
+        if source.dtype != var.dtype or scalar_value(self.producer, source) is not None:
+            return None
+        return source
+
+    def scaled(self, var: Var, reader: Node, traced: bool = False
+               ) -> tuple[Var, float, Var | None, list[Node]]:
+        """`var` as (base, c, t, [the MUL]) when it is c * base or base * c (t None), or with
+        `traced`, t * base or base * t (c 1), read only by `reader`; else (var, 1, None, [])."""
         node = self.producer.get(var)
         if node is not None and node.op == Op.MUL and self.only_reader(var, reader):
             for k in (0, 1):
                 c = self.scalar(node.inputs[k])
                 if c is not None:
-                    return node.inputs[1 - k], c, [node]
-        return var, 1.0, []
+                    return node.inputs[1 - k], c, None, [node]
+            for k in (0, 1) if traced else ():
+                t = self.traced(node.inputs[k])
+                if t is not None:
+                    return node.inputs[1 - k], 1.0, t, [node]
+        return var, 1.0, None, []
 
     def product(self, var: Var, reader: Node) -> Node | None:
         node = self.producer.get(var)
@@ -77,16 +98,17 @@ class _Match:
             return None
         return node
 
-    def at(self, node: Node) -> tuple[Node, Var, float, float, list[Node]] | None:
-        """(matmul, x, alpha, beta, the nodes folded in) for an ADD/SUB `node`, or None."""
+    def at(self, node: Node) -> tuple[Node, tuple[Var, ...], float, float, list[Node]] | None:
+        """(matmul, the gemm node's inputs, alpha, beta, the nodes folded in) for an ADD/SUB
+        `node`, or None."""
         if node.op not in (Op.ADD, Op.SUB) or node.out.ndim != 2:
             return None
         for k in (0, 1):
-            base, alpha, scale = self.scaled(node.inputs[k], node)
+            base, alpha, t, scale = self.scaled(node.inputs[k], node, traced=True)
             matmul = self.product(base, scale[0] if scale else node)
             if matmul is None:
                 continue
-            x, beta, x_scale = self.scaled(node.inputs[1 - k], node)
+            x, beta, _, x_scale = self.scaled(node.inputs[1 - k], node)
             if node.op == Op.SUB:
                 alpha, beta = (-alpha, beta) if k == 1 else (alpha, -beta)
             a, b = matmul.inputs
@@ -96,13 +118,14 @@ class _Match:
                 continue
             if not all(c != 0 and math.isfinite(c) for c in (alpha, beta)):
                 continue
-            return matmul, x, alpha, beta, [matmul, *scale, *x_scale, node]
+            inputs = (a, b, x) if t is None else (a, b, x, t)
+            return matmul, inputs, alpha, beta, [matmul, *scale, *x_scale, node]
         return None
 
 
 def _body(match: _Match, nodes: list[Node], inputs: tuple[Var, ...]) -> Graph:
-    """The matched nodes copied into a body whose inputs are `inputs` (a, b, x), with the
-    broadcast 0-d scales copied in, as fusion builds loop bodies."""
+    """The matched nodes copied into a body whose inputs are `inputs` (a, b, x[, t]), with
+    the broadcasts of 0-d scales copied in, as fusion builds loop bodies."""
     body = BodyBuilder(match.producer.get)
     for var in inputs:  # first, in this order, and as inputs even if a broadcast made them
         body.read(var, through_broadcast=False)
@@ -129,8 +152,7 @@ def fuse_gemm_epilogues(graph: Graph) -> Graph:
         if found is not None:
             # the sum's value now comes from the gemm node; the product and the scaling it
             # folded in have no other reader (`_Match`), so dead-code elimination drops them
-            matmul, x, alpha, beta, folded = found
-            inputs = (*matmul.inputs, x)
+            _, inputs, alpha, beta, folded = found
             params = {"body": _body(match, folded, inputs), "kind": "gemm",
                       "shape": node.out.shape, "alpha": alpha, "beta": beta}
             node, changed = Node(Op.FUSED, inputs, node.outputs, params, node.source,

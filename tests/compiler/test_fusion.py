@@ -52,12 +52,14 @@ def check_fused_contract(graph: Graph) -> None:
 
 
 def check_gemm_contract(node: Node) -> None:
-    """A gemm kernel (compiler/passes/gemm_epilogue.py): inputs (a, b, x), one output of the
-    product's shape, a body of one 2-D matmul and its scale-and-add, computing exactly
-    alpha (a @ b) + beta x with the node's alpha and beta."""
+    """A gemm kernel (compiler/passes/gemm_epilogue.py): inputs (a, b, x) or (a, b, x, t)
+    with t 0-d, one output of the product's shape, a body of one 2-D matmul and its
+    scale-and-add, computing exactly alpha t (a @ b) + beta x (t = 1 when absent) with the
+    node's alpha and beta."""
     body, params = node.params["body"], node.params
     assert set(params) == {"body", "kind", "shape", "alpha", "beta"}
-    a, b, x = node.inputs
+    a, b, x, *scale = node.inputs
+    assert len(scale) <= 1 and all(t.ndim == 0 and t.dtype == x.dtype for t in scale)
     (out,) = node.outputs
     assert out.type == x.type and out.shape == params["shape"] == (a.shape[0], b.shape[1])
     ops = [n.op for n in body.nodes]
@@ -66,9 +68,10 @@ def check_gemm_contract(node: Node) -> None:
     rng = np.random.default_rng(0)
     values = [rng.standard_normal(v.shape).astype(v.dtype) for v in body.inputs]
     (got,) = evaluate(body, values)
-    a, b, x = (v.astype(np.float64) for v in values)
+    a, b, x, *scale = (v.astype(np.float64) for v in values)
+    t = scale[0] if scale else 1.0
     tol = 1e-5 if out.dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(got, params["alpha"] * (a @ b) + params["beta"] * x,
+    np.testing.assert_allclose(got, params["alpha"] * t * (a @ b) + params["beta"] * x,
                                rtol=tol, atol=tol)
 
 

@@ -78,6 +78,53 @@ def test_what_must_not_become_a_gemm():
     assert not _gemms(fused(lambda a, b, c: c + a @ b, *ints)), "integer product"
 
 
+def _scale(value, dtype=np.float32):
+    return np.asarray(value, dtype)
+
+
+# (function, alpha, beta) with a traced 0-d scale s (a learning-rate schedule's rate)
+TRACED = [
+    (lambda x, g, p, s: p - s * (x.T @ g), -1.0, 1.0),
+    (lambda x, g, p, s: (x.T @ g) * s + p, 1.0, 1.0),
+    (lambda x, g, p, s: 0.9 * p - (x.T @ g) * (0.5 * s), -1.0, 0.9),
+]
+
+
+@pytest.mark.parametrize("k", range(len(TRACED)))
+def test_a_traced_scale_is_the_gemm_kernels_fourth_input(k):
+    """`p - s (xᵀ g)` with s known only at run time: inputs (a, b, x, s), and alpha s is the
+    coefficient of the call."""
+    fn, alpha, beta = TRACED[k]
+    x, g, p = _arrays((6, 4), (6, 3), (4, 3))
+    graph = fused(fn, x, g, p, _scale(0.1))
+    (gemm,) = _gemms(graph)
+    assert len(gemm.inputs) == 4 and gemm.inputs[3].ndim == 0
+    assert (gemm.params["alpha"], gemm.params["beta"]) == pytest.approx((alpha, beta))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_traced_scale_of_zero_keeps_the_products_nans(monkeypatch, pooled, dtype):
+    """BLAS skips a product scaled by zero, but p - 0 (xᵀ g) is NaN where xᵀ g is: the
+    Numba build matches the interpreter for a rate of 0 too, NaNs included."""
+    if pooled:
+        monkeypatch.setattr(codegen_kernels, "PARALLEL_MIN_SIZE", 16)
+    fn = TRACED[0][0]
+    x, g, p = _arrays((6, 4), (6, 3), (4, 3), dtype=dtype)
+    f, ref = compile(fn), compile(fn, backend="interpreter")
+    assert "gemm(" in f.source(x, g, p, _scale(0.1, dtype)) or pooled
+    bad = g.copy()
+    bad[2, 1] = np.nan
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for s, grad in ((0.1, g), (0.0, g), (0.0, bad), (0.1, bad), (np.inf, g)):
+        args = (x, grad, p, _scale(s, dtype))
+        want = ref(*args)
+        got = f(*args)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(f(x, bad, p, _scale(0.0, dtype))[:, 1]).all()
+
+
 def test_the_pass_alone_keeps_meaning_and_is_idempotent():
     def fn(x, g, p, v):
         return p - 0.1 * (x.T @ g), 0.9 * v + x.T @ np.tanh(g)
@@ -182,6 +229,24 @@ def test_sgd_steps_update_weights_in_place_with_gemm_kernels(momentum):
     # each weight matrix (or its velocity) is C of a gemm call, its own memory when finite
     in_place = set(re.findall(r"\n *(\w+) = \w+  # in place \(donated\)", source))
     c_of_gemms = re.findall(r"\n *gemm\(\w+, \w+, (\w+), ", source)
+    assert len(c_of_gemms) == 2 and set(c_of_gemms) <= in_place, source
+
+
+def test_sgd_with_a_schedule_updates_weights_with_gemm_kernels():
+    """A rate from a schedule is a traced scalar: the updates are still gemm kernels in
+    place, and three steps (the third at a rate of 0) match the interpreter's."""
+    params, x, y = _mlp()
+    ref = {k: v.copy() for k, v in params.items()}
+    schedule = optim.step_decay(0.05, [1, 2], factor=0.0)  # 0.05, 0, 0
+    step = train_step(_mlp_loss, optim.SGD(schedule))
+    ref_step = train_step(_mlp_loss, optim.SGD(schedule), backend="interpreter")
+    for _ in range(3):
+        np.testing.assert_allclose(step(params, x, y), ref_step(ref, x, y), rtol=1e-5)
+        for k in params:
+            np.testing.assert_allclose(params[k], ref[k], rtol=1e-5, atol=1e-6)
+    source = step.compiled.source(params, step.state, x, y)
+    in_place = set(re.findall(r"\n *(\w+) = \w+  # in place \(donated\)", source))
+    c_of_gemms = re.findall(r"\n *gemm\(\w+, \w+, (\w+), alpha_", source)
     assert len(c_of_gemms) == 2 and set(c_of_gemms) <= in_place, source
 
 
