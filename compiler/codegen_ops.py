@@ -298,8 +298,8 @@ def emit_gemm(gen: CodeGen, node: Node) -> None:
     gen.depth += 1
     _product(gen, a, b, name, coefficient, beta)
     gen.depth -= 1
-    # BLAS skips a product scaled by 0, but x ± 0 (a @ b) is NaN where a @ b is not finite
-    gen.line("else:  # a rate of 0: the product, for its NaNs")
+    gen.line("else:  # BLAS would skip a product scaled by 0, but x ± 0 (a @ b) is NaN where "
+             "a @ b is")
     gen.depth += 1
     dims = gen.dims[out]
     product = gen.fresh(f"{name}_ab")
