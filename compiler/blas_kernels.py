@@ -11,6 +11,10 @@ transposes of them (F order), row slices and column blocks, as `np.dot` takes th
   kernels of compiler/matmul_kernels.py call it on blocks of a product, with BLAS held to one
   thread (runtime/blas.py).
 
+Both keep NaNs as the sum would: with alpha 0, where BLAS skips the product, the product is
+still computed, so that 0 (a @ b) is NaN where a @ b is (a learning-rate schedule can reach 0,
+and codegen passes the rate in alpha).
+
 A small module on purpose: a driver that imports `gemm` does not compile the threaded kernels
 (about 12 s on a cold cache). Numba's disk cache of compiler/matmul_kernels.py checks only its
 own file: after changing this one, touch it (see compiler/parallel.py).
@@ -58,8 +62,7 @@ def _blas_view(a):
 
 @numba.njit(**_JIT)
 def gemm_on_this_thread(a, b, out, alpha, beta):
-    """out = alpha a @ b + beta out, by the calling thread's BLAS. Row-major out = a @ b is
-    column-major outᵀ = bᵀ @ aᵀ, so b goes first."""
+    """out = alpha a @ b + beta out, by the calling thread's BLAS."""
     m, k = a.shape
     n = b.shape[1]
     if m == 0 or n == 0:
@@ -69,6 +72,22 @@ def gemm_on_this_thread(a, b, out, alpha, beta):
             for j in range(n):
                 out[i, j] = out[i, j] * beta if beta != 0 else 0
         return
+    if alpha == 0:  # BLAS would skip the product, but 0 (a @ b) is NaN where a @ b is not
+        product = np.empty((m, n), out.dtype)  # finite (a learning rate that reaches 0)
+        _call(a, b, product, 1.0, 0.0)
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = (out[i, j] * beta if beta != 0 else 0) + alpha * product[i, j]
+        return
+    _call(a, b, out, alpha, beta)
+
+
+@numba.njit(**_JIT)
+def _call(a, b, out, alpha, beta):
+    """The BLAS call for `gemm_on_this_thread` (m, n, k > 0). Row-major out = a @ b is
+    column-major outᵀ = bᵀ @ aᵀ, so b goes first."""
+    m, k = a.shape
+    n = b.shape[1]
     # Operands or an output without unit stride (codegen passes none of these) are copied.
     # The copies are loops: np.ascontiguousarray and slice assignment here took ~8 s of this
     # module's compile time.

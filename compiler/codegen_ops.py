@@ -289,27 +289,10 @@ def emit_gemm(gen: CodeGen, node: Node) -> None:
     if gen.direct.get(out) is not acc:
         gen.copy(name, acc)
     alpha, beta = float(node.params["alpha"]), float(node.params["beta"])
-    if not scale:
-        _product(gen, a, b, name, alpha, beta)
-        return
-    coefficient = gen.fresh("alpha_")
-    gen.line(f"{coefficient} = {alpha!r} * {gen.read(scale[0], [])}")
-    gen.line(f"if {coefficient} != 0:")
-    gen.depth += 1
-    _product(gen, a, b, name, coefficient, beta)
-    gen.depth -= 1
-    gen.line("else:  # BLAS would skip a product scaled by 0, but x ± 0 (a @ b) is NaN where "
-             "a @ b is")
-    gen.depth += 1
-    dims = gen.dims[out]
-    product = gen.fresh(f"{name}_ab")
-    gen.line(f"{product} = np.empty(({', '.join(dims)}), {NUMPY_DTYPE_NAMES[out.dtype]})")
-    gen.line(f"np.dot({a}, {b}, {product})")
-    idx = gen.open_loops(dims)
-    at = ", ".join(idx)
-    gen.line(f"{name}[{at}] = {beta!r} * {name}[{at}] + {coefficient} * {product}[{at}]")
-    gen.close_loops(len(idx))
-    gen.depth -= 1
+    if scale:  # a rate known at run time (0 too: the kernels keep the product's NaNs)
+        alpha, coefficient = gen.fresh("alpha_"), alpha
+        gen.line(f"{alpha} = {coefficient!r} * {gen.read(scale[0], [])}")
+    _product(gen, a, b, name, alpha, beta)
 
 
 def emit_fused_node(gen: CodeGen, node: Node) -> None:

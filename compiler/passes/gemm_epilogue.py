@@ -10,13 +10,13 @@ Momentum's `mu * v + Xᵀ G` is beta = mu. Runs first in the FUSE stage: before
 unstored product changes), and before elementwise fusion takes the scale and add into loop
 kernels. The result is a FUSED node:
 
-    Node(Op.FUSED, (a, b, x[, s]), (out,), params={"body": Graph, "kind": "gemm",
+    Node(Op.FUSED, (a, b, x[, t]), (out,), params={"body": Graph, "kind": "gemm",
                                                    "shape": (M, N), "alpha": float, "beta": float})
 
 whose body is the matched nodes themselves (so the interpreter, the verifier and the dump see
-the exact arithmetic), with out = alpha s (a @ b) + beta x. The fourth input s, when there
+the exact arithmetic), with out = alpha t (a @ b) + beta x. The fourth input t, when there
 is one, is a 0-d value known only at run time (a learning-rate schedule's rate); codegen
-passes alpha s as the call's coefficient.
+passes alpha t as the call's coefficient.
 
 What matches, for a 2-D float32/float64 MATMUL whose product p nothing else reads:
     x + s p,  s p + x,  x - s p,  s p - x   (s p: p, c * p, p * c, t * p or p * t)
@@ -26,8 +26,8 @@ the input) when nothing else reads it. x must be a graph input and the sum a gra
 the call pays when C is x's own memory, a donated input updated in place. Anywhere else C
 starts as a copy of x, and that copy costs the pass over memory the call saves (a bias add
 `h @ W + b` stays an epilogue loop). Not matched: a zero constant coefficient (0 * p is NaN
-where p is, and BLAS would skip the product: a traced t that is 0 at run time takes a
-fallback in the generated code for that reason), a scale that is an array, a traced beta,
+where p is, and BLAS would skip the product; for a traced t that is 0 at run time the kernels
+of compiler/blas_kernels.py compute it anyway), a scale that is an array, a traced beta,
 batched products, operands that are the same value. The group is convex: the product and
 its scaled copy have one reader each, inside the group, so no path leaves it and comes back.
 """
@@ -56,38 +56,30 @@ class _Match:
         return var not in self.returned and [id(n) for n in self.readers.get(var, [])] == [
             id(node)]
 
-    def scalar(self, var: Var) -> float | None:
-        """The value of a broadcast 0-d constant (a body copies those in), else None."""
+    def broadcast_0d(self, var: Var) -> Var | None:
+        """The 0-d value `var` is a broadcast of (a body copies those in), else None."""
         node = self.producer.get(var)
         if node is None or node.op != Op.BROADCAST_TO or node.inputs[0].ndim != 0:
             return None
-        value = scalar_value(self.producer, var)
-        return None if value is None else float(value)
-
-    def traced(self, var: Var) -> Var | None:
-        """The 0-d value broadcast to `var` when it is not a constant, else None."""
-        node = self.producer.get(var)
-        if node is None or node.op != Op.BROADCAST_TO or node.inputs[0].ndim != 0:
-            return None
-        source = node.inputs[0]
-        if source.dtype != var.dtype or scalar_value(self.producer, source) is not None:
-            return None
-        return source
+        return node.inputs[0]
 
     def scaled(self, var: Var, reader: Node, traced: bool = False
                ) -> tuple[Var, float, Var | None, list[Node]]:
-        """`var` as (base, c, t, [the MUL]) when it is c * base or base * c (t None), or with
-        `traced`, t * base or base * t (c 1), read only by `reader`; else (var, 1, None, [])."""
+        """`var` as (base, c, t, [the MUL]) when it is c * base or base * c with c a constant
+        (t None), or with `traced`, t * base or base * t with t a 0-d value of var's dtype (c
+        1); read only by `reader`. Else (var, 1, None, [])."""
         node = self.producer.get(var)
-        if node is not None and node.op == Op.MUL and self.only_reader(var, reader):
-            for k in (0, 1):
-                c = self.scalar(node.inputs[k])
-                if c is not None:
-                    return node.inputs[1 - k], c, None, [node]
-            for k in (0, 1) if traced else ():
-                t = self.traced(node.inputs[k])
-                if t is not None:
-                    return node.inputs[1 - k], 1.0, t, [node]
+        if node is None or node.op != Op.MUL or not self.only_reader(var, reader):
+            return var, 1.0, None, []
+        for k in (0, 1):
+            source = self.broadcast_0d(node.inputs[k])
+            if source is None:
+                continue
+            c = scalar_value(self.producer, source)
+            if c is not None:
+                return node.inputs[1 - k], float(c), None, [node]
+            if traced and source.dtype == var.dtype:
+                return node.inputs[1 - k], 1.0, source, [node]
         return var, 1.0, None, []
 
     def product(self, var: Var, reader: Node) -> Node | None:
@@ -98,9 +90,9 @@ class _Match:
             return None
         return node
 
-    def at(self, node: Node) -> tuple[Node, tuple[Var, ...], float, float, list[Node]] | None:
-        """(matmul, the gemm node's inputs, alpha, beta, the nodes folded in) for an ADD/SUB
-        `node`, or None."""
+    def at(self, node: Node) -> tuple[tuple[Var, ...], float, float, list[Node]] | None:
+        """(the gemm node's inputs, alpha, beta, the nodes folded in) for an ADD/SUB `node`,
+        or None."""
         if node.op not in (Op.ADD, Op.SUB) or node.out.ndim != 2:
             return None
         for k in (0, 1):
@@ -119,7 +111,7 @@ class _Match:
             if not all(c != 0 and math.isfinite(c) for c in (alpha, beta)):
                 continue
             inputs = (a, b, x) if t is None else (a, b, x, t)
-            return matmul, inputs, alpha, beta, [matmul, *scale, *x_scale, node]
+            return inputs, alpha, beta, [matmul, *scale, *x_scale, node]
         return None
 
 
@@ -152,7 +144,7 @@ def fuse_gemm_epilogues(graph: Graph) -> Graph:
         if found is not None:
             # the sum's value now comes from the gemm node; the product and the scaling it
             # folded in have no other reader (`_Match`), so dead-code elimination drops them
-            _, inputs, alpha, beta, folded = found
+            inputs, alpha, beta, folded = found
             params = {"body": _body(match, folded, inputs), "kind": "gemm",
                       "shape": node.out.shape, "alpha": alpha, "beta": beta}
             node, changed = Node(Op.FUSED, inputs, node.outputs, params, node.source,

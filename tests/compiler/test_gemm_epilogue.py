@@ -210,42 +210,39 @@ def _mlp(dtype=np.float32):
     return params, x, y
 
 
+def _sgd_steps(opt, steps):
+    """`steps` train steps with `opt`, compiled and on the interpreter from the same
+    parameters: losses and parameters match after each, and the parameter arrays stay the same
+    objects. Returns the compiled step's source and its in-place (donated) names."""
+    params, x, y = _mlp()
+    ref = {k: v.copy() for k, v in params.items()}
+    step = train_step(_mlp_loss, opt)
+    ref_step = train_step(_mlp_loss, opt, backend="interpreter")
+    ids = {k: id(v) for k, v in params.items()}
+    for _ in range(steps):
+        np.testing.assert_allclose(step(params, x, y), ref_step(ref, x, y), rtol=1e-5)
+        for k in params:
+            assert id(params[k]) == ids[k]
+            np.testing.assert_allclose(params[k], ref[k], rtol=1e-5, atol=1e-6)
+    source = step.compiled.source(params, step.state, x, y)
+    return source, set(re.findall(r"\n *(\w+) = \w+  # in place \(donated\)", source))
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_sgd_steps_update_weights_in_place_with_gemm_kernels(momentum):
     """A train step's weight updates are gemm kernels written into the parameters (with
     momentum, the velocity is: v = mu v + dW); two steps match the interpreter's."""
-    params, x, y = _mlp()
-    ref = {k: v.copy() for k, v in params.items()}
-    step = train_step(_mlp_loss, optim.SGD(0.05, momentum=momentum))
-    ref_step = train_step(_mlp_loss, optim.SGD(0.05, momentum=momentum), backend="interpreter")
-    ids = {k: id(v) for k, v in params.items()}
-    for _ in range(2):
-        got, want = step(params, x, y), ref_step(ref, x, y)
-        np.testing.assert_allclose(got, want, rtol=1e-5)
-    for k in params:
-        assert id(params[k]) == ids[k]
-        np.testing.assert_allclose(params[k], ref[k], rtol=1e-5, atol=1e-6)
-    source = step.compiled.source(params, step.state, x, y)
+    source, in_place = _sgd_steps(optim.SGD(0.05, momentum=momentum), 2)
     # each weight matrix (or its velocity) is C of a gemm call, its own memory when finite
-    in_place = set(re.findall(r"\n *(\w+) = \w+  # in place \(donated\)", source))
     c_of_gemms = re.findall(r"\n *gemm\(\w+, \w+, (\w+), ", source)
     assert len(c_of_gemms) == 2 and set(c_of_gemms) <= in_place, source
 
 
 def test_sgd_with_a_schedule_updates_weights_with_gemm_kernels():
     """A rate from a schedule is a traced scalar: the updates are still gemm kernels in
-    place, and three steps (the third at a rate of 0) match the interpreter's."""
-    params, x, y = _mlp()
-    ref = {k: v.copy() for k, v in params.items()}
+    place, and three steps (the last two at a rate of 0) match the interpreter's."""
     schedule = optim.step_decay(0.05, [1, 2], factor=0.0)  # 0.05, 0, 0
-    step = train_step(_mlp_loss, optim.SGD(schedule))
-    ref_step = train_step(_mlp_loss, optim.SGD(schedule), backend="interpreter")
-    for _ in range(3):
-        np.testing.assert_allclose(step(params, x, y), ref_step(ref, x, y), rtol=1e-5)
-        for k in params:
-            np.testing.assert_allclose(params[k], ref[k], rtol=1e-5, atol=1e-6)
-    source = step.compiled.source(params, step.state, x, y)
-    in_place = set(re.findall(r"\n *(\w+) = \w+  # in place \(donated\)", source))
+    source, in_place = _sgd_steps(optim.SGD(schedule), 3)
     c_of_gemms = re.findall(r"\n *gemm\(\w+, \w+, (\w+), alpha_", source)
     assert len(c_of_gemms) == 2 and set(c_of_gemms) <= in_place, source
 
