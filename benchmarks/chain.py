@@ -24,7 +24,7 @@ from benchmarks.workloads import make_loss
 
 
 def chainjit_step(x: np.ndarray, threshold: int | None = None):
-    import compiler.codegen_kernels as kernels
+    import compiler.codegen.loops as kernels
     from compiler import compile, nn, value_and_grad
 
     old = getattr(kernels, "PARALLEL_MIN_SIZE", None)  # None: a version without prange

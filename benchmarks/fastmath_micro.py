@@ -1,4 +1,4 @@
-"""Micro benchmark: libm vs compiler.fastmath in Numba loops over 4,194,304 float32 values.
+"""Micro benchmark: libm vs compiler.kernels.fastmath in Numba loops over 4,194,304 float32 values.
 
 Run: .venv/bin/python benchmarks/fastmath_micro.py [--repeat N]
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from compiler.fastmath import exp_f32, log_f32, sigmoid_f32, sin_f32, tanh_f32  # noqa: E402
+from compiler.kernels.fastmath import exp_f32, log_f32, sigmoid_f32, sin_f32, tanh_f32  # noqa: E402
 
 N = 4_194_304
 

@@ -13,7 +13,6 @@ from compiler import tracing as _tracing
 
 _tracing._install_methods()
 
-from compiler import codegen as _codegen  # noqa: E402, F401  (registers BACKENDS['numba'])
 from compiler.api import compile  # noqa: E402
 from compiler.frontend import stop_gradient  # noqa: E402
 from compiler.pytree import tree_flatten, tree_map, tree_unflatten  # noqa: E402

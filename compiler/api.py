@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.backend import build_numba_indexed
 from compiler.errors import TraceError
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
@@ -265,8 +266,8 @@ class Compiled:
         """One line per kernel of the fused graph: kind, iteration shape, ops, bytes moved;
         then the generated driver's work-buffer plan (slots shared by liveness, with the
         donation this function was compiled with)."""
-        from compiler.passes.plan_buffers import plan_buffers
-        from compiler.passes.summary import kernel_summary
+        from compiler.codegen import plan_buffers
+        from compiler.codegen.summary import kernel_summary
 
         traced = self.trace(*args)
         graph = self.lowered(traced, "fused")
@@ -311,10 +312,11 @@ def _donating(run: Callable[[list], list], donate: dict[int, int], guard: int | 
 
 # backend name -> builder(traced graph, lower: () -> fused graph, donate {output leaf: input
 # leaf}, guard) -> executable(leaves) -> outputs. The traced graph lets a backend find earlier
-# work by it (numba's cache index, compiler/codegen.py) before paying for the passes.
+# work by it (numba's cache index, compiler/codegen/driver.py) before paying for the passes.
 Builder = Callable[[Graph, Callable[[], Graph], dict, "int | None"], Callable[[list], list]]
 BACKENDS: dict[str, Builder] = {
     "interpreter": _interpreter_executable,
+    "numba": build_numba_indexed,
 }
 
 

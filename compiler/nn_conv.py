@@ -2,7 +2,7 @@
 
 conv2d is ONE CONV2D node (NCHW cross-correlation; ir/ops.py), whose VJP is two more CONV2D
 nodes (compiler/vjp_rules.py) and whose code is a call of a cached kernel: patch matrix per
-image + register-tiled dot products (compiler/codegen_conv.py, compiler/conv_kernels.py). It
+image + register-tiled dot products (compiler/codegen/conv.py, compiler/kernels/conv.py). It
 replaced im2col written in the graph (PAD, transposes, a constant-index GATHER, MATMUL, and a
 SCATTER_ADD backward): on the digits-CNN training step that was ~90 fused nodes whose
 gather/scatter/transpose loop nests dominated both the cold Numba compile and the step.

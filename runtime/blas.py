@@ -6,8 +6,8 @@ for convolutions and loop kernels. Both pools keep their threads busy-waiting af
 other's spinning threads on a 2-core machine: in the CNN step the convolution after the dense
 layer's matmuls went from 2 to 17 ms, and the transformer step with its loop kernels on
 Numba's threads took 109 ms instead of 38. So a driver uses one pool or the other
-(compiler/codegen_kernels.py, `pooled`). A pooled driver (`Generated.threads`) runs its
-matmuls on Numba's threads too (compiler/matmul_kernels.py: each thread calls BLAS on a block
+(compiler/codegen/loops.py, `pooled`). A pooled driver (`Generated.threads`) runs its
+matmuls on Numba's threads too (compiler/kernels/matmul.py: each thread calls BLAS on a block
 of the product), and is called with BLAS's thread count set to one and set back after (the
 count is global: there is no per-call setting). Other drivers, an MLP step's, leave BLAS its
 threads: their work is in their matmuls.

@@ -11,7 +11,7 @@ NUMBA_CACHE_DIR), so a new process loads it instead of compiling.
 The folder is `CHAINJIT_CACHE_DIR` when set, else ``~/.cache/chainjit``. Faults are survived
 with a warning: an unwritable folder (a temporary folder is used), a module file with other
 content (corrupt, truncated or from another version: rewritten), an unreadable Numba index
-or data file (`ensure_compiled` flushes it and compiles). `CHAINJIT_DUMP_DIR` makes every
+or data file (runtime/linking.py: `ensure_compiled` flushes it and compiles). `CHAINJIT_DUMP_DIR` makes every
 build write its IR stages and generated source there (`dump_build`).
 
 A new process with a warm cache also skips the passes and codegen: `load_generated(key)`
@@ -29,7 +29,6 @@ import importlib.util
 import os
 import pickle
 import platform
-import re
 import sys
 import tempfile
 import warnings
@@ -62,29 +61,6 @@ def environment_stamp() -> str:
             f"{llvm.get_host_cpu_name()} {feature_hash}")
 
 
-@functools.lru_cache(maxsize=None)
-def kernel_source_hash(module: str) -> str:
-    """A hash of a chainjit kernel module's source and of the chainjit modules it imports.
-    Generated code that imports the module carries it: a driver's cached machine code links
-    the kernels in, so new kernel code must change the generated text (the Numba cache key)."""
-    root = Path(__file__).resolve().parents[1]
-    digest, seen, todo = hashlib.sha256(), set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = root.joinpath(*name.split("."))
-        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-        if not path.is_file():
-            continue
-        text = path.read_bytes()
-        digest.update(name.encode() + text)
-        todo += re.findall(r"^\s*(?:from|import) ((?:compiler|ir|runtime)(?:\.\w+)*)",
-                           text.decode(), re.M)
-    return digest.hexdigest()[:12]
-
-
 def configured_dir() -> Path:
     env = os.environ.get("CHAINJIT_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "chainjit"
@@ -115,8 +91,13 @@ def _fallback_dir(wanted: Path, error: Exception) -> Path:
     return fallback
 
 
-def module_name(source: str) -> str:
-    return "chainjit_gen_" + hashlib.sha256(source.encode()).hexdigest()[:24]
+GENERATED_PREFIX = "chainjit_gen_"  # a driver's module
+KERNEL_PREFIX = "chainjit_k_"  # a kernel's module (runtime/linking.py)
+
+
+def module_name(source: str, prefix: str = GENERATED_PREFIX) -> str:
+    """The module name of a generated text (already `cached_text`): a hash of it."""
+    return prefix + hashlib.sha256(source.encode()).hexdigest()[:24]
 
 
 def cached_text(source: str) -> str:
@@ -130,10 +111,10 @@ def cached_text(source: str) -> str:
                    if not line.lstrip().startswith("#") or line.rstrip() == stamp)
 
 
-def load_module(source: str) -> ModuleType:
+def load_module(source: str, prefix: str = GENERATED_PREFIX) -> ModuleType:
     """Import the generated module for `source`, writing its file first if needed."""
     source = cached_text(source)
-    name = module_name(source)
+    name = module_name(source, prefix)
     module = _MODULES.get(name)
     if module is not None:
         return module
@@ -186,112 +167,6 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def ensure_compiled(dispatcher, args: tuple) -> None:
-    """Compile (or load from Numba's disk cache) `dispatcher` for `args`' types.
-
-    A corrupt or truncated Numba index/data file makes loading raise; the index is then
-    flushed and the code compiled again, and as a last resort compiled with no disk cache.
-    """
-    from numba import typeof
-
-    signature = tuple(typeof(a) for a in args)
-    if signature in dispatcher.overloads:
-        return
-    try:
-        if not load_cached(dispatcher, signature):
-            dispatcher.compile(signature)
-        return
-    except Exception as error:  # noqa: BLE001 - retried below; a real error raises again
-        first = error
-    try:
-        dispatcher._cache.flush()
-        dispatcher.compile(signature)
-        what = "was unreadable and has been rebuilt"
-    except Exception:  # noqa: BLE001
-        from numba.core.caching import NullCache
-
-        dispatcher._cache = NullCache()
-        try:
-            dispatcher.compile(signature)
-        except Exception:  # noqa: BLE001 - the first error is the one to show
-            raise first from None
-        what = "is unusable; compiled without the disk cache"
-    warnings.warn(f"chainjit: Numba's cache for {dispatcher.py_func.__module__} {what} "
-                  f"({type(first).__name__}: {first})", CacheWarning, stacklevel=3)
-
-
-def load_cached(dispatcher, signature: tuple) -> bool:
-    """Load `signature`'s machine code from Numba's disk cache, as `Dispatcher.compile` does,
-    but without first refreshing Numba's typing and lowering registries: loading object code
-    needs neither, and the refresh (importing every NumPy implementation Numba has) is most of
-    a warm start's time; of the refresh, loaded code needs only Numba's runtime (NRT)
-    initialised, which is done here. Compiling refreshes the registries itself. False when
-    there is nothing cached or this Numba lacks the pieces (`dispatcher.compile` does it all)."""
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.runtime import rtsys
-
-    cache = getattr(dispatcher, "_cache", None)
-    load = getattr(cache, "_load_overload", None)
-    guard = getattr(cache, "_guard_against_spurious_io_errors", None)
-    if load is None or guard is None:
-        return False
-    with global_compiler_lock:
-        rtsys.initialize(dispatcher.targetctx)  # the one part of the refresh loaded code needs
-        cres = None
-        with guard():  # swallows the I/O errors Numba treats as a cache miss
-            cres = load(signature, dispatcher.targetctx)
-        if cres is None:
-            return False
-        dispatcher._cache_hits[signature] += 1
-        if not cres.objectmode:
-            dispatcher.targetctx.insert_user_function(cres.entry_point, cres.fndesc,
-                                                      [cres.library])
-        dispatcher.add_overload(cres)
-    return True
-
-
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """A hash of chainjit's compiler, IR and runtime sources: any change re-runs the passes."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256(environment_stamp().encode())
-    for package in ("compiler", "ir", "runtime"):
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def codegen_settings() -> list:
-    """The codegen modules' tunables (UPPER_CASE scalars) as they are now: tests change
-    some (`PARALLEL_MIN_SIZE`), and the index must not hand back code built with others."""
-    import compiler.codegen_buffers
-    import compiler.codegen_kernels
-    import compiler.codegen_ops
-
-    modules = (compiler.codegen_kernels, compiler.codegen_ops, compiler.codegen_buffers)
-    return [(m.__name__, k, v) for m in modules for k, v in sorted(vars(m).items())
-            if k.isupper() and isinstance(v, (bool, int, float, str))]
-
-
-def graph_key(graph, *extra) -> str:
-    """The index key of a traced graph: its text, its constants' values, `extra` (donation
-    options), the codegen settings and the code fingerprint."""
-    from ir.ops import Op
-    from ir.printer import format_graph
-
-    digest = hashlib.sha256(code_fingerprint().encode())
-    digest.update(repr(codegen_settings()).encode())
-    digest.update(format_graph(graph).encode())
-    digest.update(repr(extra).encode())
-    for node in graph.nodes:
-        if node.op is Op.CONSTANT:
-            value = node.params["value"]
-            digest.update(f"{value.dtype}{value.shape}".encode())
-            digest.update(value.tobytes())
-    return digest.hexdigest()[:32]
 
 
 def load_generated(key: str):

@@ -1,9 +1,8 @@
 """Compiled executables: argument checks, work buffers, and the lean per-call path.
 
-`build_numba(graph)` generates the driver source (compiler/codegen.py), loads it through the
-cache (runtime/cache.py) and returns an `Executable`; `build_numba_indexed` (registered as
-`BACKENDS["numba"]`) first looks the traced graph up in the cache index. Called with the flat
-list of argument leaves, an `Executable` checks them (dtype, rank, shape; non-contiguous
+compiler/backend.py builds an `Executable` from a generated module it loads through the cache
+(runtime/cache.py); this module knows nothing of the compiler. Called with the flat list of
+argument leaves, an `Executable` checks them (dtype, rank, shape; non-contiguous
 arrays are copied to C order), explains a mismatch in the user's terms, then calls the driver
 once. Work buffers (intermediates that are not returned) are
 allocated once per executable and passed to every call; returned arrays are allocated by
@@ -121,7 +120,7 @@ class Executable:
 
     def _run(self, args: list):
         if not self._ready:
-            from runtime.cache import ensure_compiled
+            from runtime.linking import ensure_compiled
 
             ensure_compiled(self.driver, (*args, *self.extra))
             self._ready = True
@@ -254,34 +253,3 @@ def _check_leaf(leaf: Any, expected: TensorType, path: str):
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)  # transposed or sliced: copy once, C order
     return array
-
-
-def build_numba(graph: Graph, donate: dict[int, int] | None = None,
-                guard: int | None = None) -> Executable:
-    """Generate the driver for a lowered graph, load it through the cache and wrap it (Numba
-    compiles on the first call)."""
-    from compiler.codegen import generate
-
-    return _load(graph, generate(graph, donate, guard))
-
-
-def build_numba_indexed(traced_graph: Graph, lower: Callable[[], Graph],
-                        donate: dict[int, int], guard: int | None) -> Executable:
-    """BACKENDS["numba"]: as `build_numba`, but a graph traced before (in any process, same
-    chainjit code) skips the passes and codegen: the module is found through the cache index."""
-    from runtime.cache import graph_key, load_generated, store_generated
-
-    key = graph_key(traced_graph, sorted(donate.items()), guard)
-    generated = load_generated(key)
-    if generated is None:
-        from compiler.codegen import generate
-
-        generated = generate(lower(), donate, guard)
-        store_generated(key, generated)
-    return _load(traced_graph, generated)
-
-
-def _load(graph: Graph, generated) -> Executable:
-    from runtime.cache import load_module
-
-    return Executable(graph, generated, load_module(generated.source).driver)

@@ -30,7 +30,7 @@ from compiler.errors import describe_source
 from compiler.pytree import tree_flatten
 from ir.interpreter import eval_node
 from ir.ops import Op
-from runtime.cache import ensure_compiled
+from runtime.linking import ensure_compiled
 from runtime.optim import Optimizer
 
 __all__ = ["FitError", "History", "NonFiniteLossError", "TrainStep", "fit", "train_step"]

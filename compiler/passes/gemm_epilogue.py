@@ -27,7 +27,7 @@ the call pays when C is x's own memory, a donated input updated in place. Anywhe
 starts as a copy of x, and that copy costs the pass over memory the call saves (a bias add
 `h @ W + b` stays an epilogue loop). Not matched: a zero constant coefficient (0 * p is NaN
 where p is, and BLAS would skip the product; for a traced t that is 0 at run time the kernels
-of compiler/blas_kernels.py compute it anyway), a scale that is an array, a traced beta,
+of compiler/kernels/blas.py compute it anyway), a scale that is an array, a traced beta,
 batched products, operands that are the same value. The group is convex: the product and
 its scaled copy have one reader each, inside the group, so no path leaves it and comes back.
 """

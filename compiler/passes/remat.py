@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import networkx as nx
 
-from compiler.passes.plan_buffers import plan_buffers
 from compiler.passes.prefuse import BACKWARD_NOTE, CHEAP_ELEMENTWISE, LOOP_OPS
 from ir.graph import Graph, Node, Var
 from ir.ops import Op
@@ -183,6 +182,7 @@ def rematerialize_cheap_values(graph: Graph) -> Graph:
 
 def planned_bytes(graph: Graph) -> int:
     """The arena bytes `plan_buffers` gives `graph` once fused."""
+    from compiler.codegen import plan_buffers  # codegen prices the plan (text only)
     from compiler.passes.fuse import fuse_elementwise  # fuse reads this module's notes
 
     return plan_buffers(fuse_elementwise(graph)).arena_bytes

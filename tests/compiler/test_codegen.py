@@ -8,6 +8,7 @@ Arguments are passed as non-contiguous views (transposed / sliced) to exercise t
 import numpy as np
 import pytest
 
+from compiler.backend import build_numba
 from compiler.codegen import generate
 from ir.graph import Graph, Node, Var
 from ir.interpreter import evaluate
@@ -15,7 +16,6 @@ from ir.ops import Op
 from ir.printer import format_graph
 from ir.shapes import infer
 from ir.types import TensorType
-from runtime.executable import build_numba
 
 RNG = np.random.default_rng(0)
 
@@ -218,7 +218,7 @@ def test_fused_node_one_loop_nest_matches_interpreter():
     driver = source.split("def driver")[1]
     assert driver.count("for i0 in range(") == 2  # one nest per FUSED node
     assert driver.count("for i1 in range(") == 2
-    assert "tanh_f32(" in driver  # float32 fast maths from compiler/fastmath.py
+    assert "tanh_f32(" in driver  # float32 fast maths from compiler/kernels/fastmath.py
     got = build_numba(graph)(b.values)
     for label, w, g in zip(b.labels, evaluate(graph, b.values), got):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=label)

@@ -1,4 +1,4 @@
-"""Loop nests of compiler/codegen_kernels.py: flattened loops, no size-1 loops, prange, float32.
+"""Loop nests of compiler/codegen/loops.py: flattened loops, no size-1 loops, prange, float32.
 
 Each test compiles one small function with the Numba backend, compares it with the reference
 interpreter and checks the shape of the generated loops in `.source()`. Few compiles: every
@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-import compiler.codegen_kernels as kernels
+import compiler.codegen.loops as kernels
 from compiler import compile
 
 RNG = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""A long driver cut into part functions (compiler/codegen_split.py) computes what the one
+"""A long driver cut into part functions (compiler/codegen/split.py) computes what the one
 function did: run as plain Python (fast, every part boundary) and once through Numba."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import types
 
 import numpy as np
 
-import compiler.codegen_split as codegen_split
+import compiler.codegen.split as codegen_split
 from compiler import compile, nn, value_and_grad
+from compiler.backend import _load, build_numba
 from compiler.codegen import generate
-from compiler.codegen_split import PART_PREFIX, split_driver
+from compiler.codegen.split import PART_PREFIX, split_driver
 from compiler.pipeline import lower
 from ir.interpreter import evaluate
 from runtime import optim, train_step
-from runtime.executable import _load, build_numba
 
 F32 = np.float32
 RNG = np.random.default_rng(5)
@@ -92,7 +92,7 @@ def test_split_driver_keeps_ir_comments_and_prologue_in_driver():
 
 
 def test_split_driver_starts_a_part_at_a_fastmath_call():
-    """A call of compiler/fastmath.py sits near its part's entry, where LLVM inlines it."""
+    """A call of compiler/kernels/fastmath.py sits near its part's entry, where LLVM inlines it."""
     graph, generated, _ = adam_step_graph()
     split = split_driver(generated.source, 40)
     assert split.count(f"def {PART_PREFIX}") >= 2

@@ -1,6 +1,6 @@
 """The CONV2D primitive: interpreter vs a loop reference (strides, padding incl. negative,
 dilation), its VJP rule vs central differences (float64), the Numba kernels of
-compiler/conv_kernels.py vs the interpreter on random shapes (every path: short and long
+compiler/kernels/conv.py vs the interpreter on random shapes (every path: short and long
 patches, contiguous and dilated patch rows, stride-1 and strided weight gradients, the
 K and M blocks of the dot products), Numba vs the interpreter for the forward and both
 gradients in one compile (and on transposed and broadcast operands), and the graph a conv
@@ -11,8 +11,9 @@ import re
 import numpy as np
 import pytest
 
-from compiler import compile, conv_kernels, nn, tree_flatten, value_and_grad
+from compiler import compile, nn, tree_flatten, value_and_grad
 from compiler import frontend as F
+from compiler.kernels import conv as conv_kernels
 from ir.interpreter import EVAL_RULES
 from ir.ops import Op
 
@@ -121,7 +122,7 @@ def test_conv2d_numba_forward_and_gradients_match_interpreter():
     source = compiled.source(args, views)
     assert source.count("conv2d_weight_grad(") == len(cases) + 1
     # the bias gradient accumulates per channel in a local, read and written around the
-    # inner loop (compiler/codegen_kernels.py), not in memory on every pixel
+    # inner loop (compiler/codegen/loops.py), not in memory on every pixel
     assert re.search(r"\n *(\w+)_acc = \1\[", source)
 
 
@@ -231,8 +232,8 @@ def test_conv2d_kernels_give_the_same_result_on_any_thread_count(threads):
 
 def test_a_driver_with_a_convolution_is_called_with_blas_held_to_one_thread():
     from compiler.codegen import generate
+    from compiler.codegen.driver import kernel_source_hash
     from runtime.blas import blas_thread_controls
-    from runtime.cache import kernel_source_hash
 
     x = RNG.standard_normal((2, 1, 5, 5)).astype(np.float32)
     w = RNG.standard_normal((2, 1, 3, 3)).astype(np.float32)
@@ -242,7 +243,7 @@ def test_a_driver_with_a_convolution_is_called_with_blas_held_to_one_thread():
     conv_code = generate(conv.lowered(conv.trace(x, w), "fused"))
     assert conv_code.threads and not generate(plain.lowered(plain.trace(x, w), "fused")).threads
     # the kernels' machine code is linked into the driver's: their source hash is in its text
-    assert f"# source {kernel_source_hash('compiler.conv_kernels')}" in conv_code.source
+    assert f"# source {kernel_source_hash('compiler.kernels.conv')}" in conv_code.source
     np.testing.assert_allclose(conv(x, w), EVAL_RULES[Op.CONV2D](
         x, w, strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1)) @ dense, rtol=1e-5)
     executable = conv.trace(x, w).executable  # wrapped, unless this BLAS has no control

@@ -1,4 +1,4 @@
-"""Accuracy, special-value and vectorisation tests for compiler.fastmath.
+"""Accuracy, special-value and vectorisation tests for compiler.kernels.fastmath.
 
 Every function is exercised through a small ``@njit`` loop, i.e. the way generated
 kernels call it, and compared against a float64 NumPy reference.
@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import pytest
 
-from compiler import fastmath as fm
+from compiler.kernels import fastmath as fm
 
 F32 = np.float32
 

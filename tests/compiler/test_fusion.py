@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from compiler import compile, value_and_grad
+from compiler.codegen import plan_buffers
 from compiler.passes.fuse import FUSIBLE_REDUCTIONS, fuse_elementwise
-from compiler.passes.plan_buffers import plan_buffers
 from compiler.pipeline import lower
 from compiler.pytree import tree_flatten
 from ir.graph import Graph, Node

@@ -11,7 +11,10 @@ import re
 import numpy as np
 import pytest
 
-from compiler import blas_kernels, codegen_kernels, compile, matmul_kernels
+from compiler import compile
+from compiler.codegen import loops as codegen_kernels
+from compiler.kernels import blas as blas_kernels
+from compiler.kernels import matmul as matmul_kernels
 from compiler.passes.gemm_epilogue import fuse_gemm_epilogues
 from compiler.pipeline import lower
 from ir.interpreter import evaluate

@@ -1,10 +1,13 @@
-"""compiler/matmul_kernels.py: matmuls shared out between Numba's threads (pooled drivers)."""
+"""compiler/kernels/matmul.py: matmuls shared out between Numba's threads (pooled drivers)."""
 
 import numba
 import numpy as np
 import pytest
 
-from compiler import codegen_kernels, codegen_ops, compile, matmul_kernels, value_and_grad
+from compiler import compile, value_and_grad
+from compiler.codegen import loops as codegen_kernels
+from compiler.codegen import ops as codegen_ops
+from compiler.kernels import matmul as matmul_kernels
 
 RNG = np.random.default_rng(11)
 
@@ -119,7 +122,7 @@ def test_a_small_driver_keeps_np_dot_on_blas_threads():
 
     x, w = RNG.standard_normal((4, 5)).astype(np.float32), RNG.standard_normal((5, 3))
     source = _pooled_source_and_check(fn, x, w.astype(np.float32))
-    assert "np.dot(" in source and "from compiler.matmul_kernels" not in source
+    assert "np.dot(" in source and "from compiler.kernels.matmul" not in source
 
 
 def test_without_blas_thread_control_a_pooled_driver_keeps_np_dot(monkeypatch):

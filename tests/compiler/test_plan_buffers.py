@@ -1,4 +1,4 @@
-"""Buffer planning (compiler/passes/plan_buffers.py, the plan the generated driver uses):
+"""Buffer planning (compiler/codegen/plan.py, the plan the generated driver uses):
 which values get a work buffer, their live ranges through views, and that buffers alive at
 the same time never share memory while dead ones' memory is reused; on small graphs, an MLP
 training step and hypothesis random graphs."""
@@ -9,7 +9,8 @@ import numpy as np
 from hypothesis import given
 
 from compiler import compile, value_and_grad
-from compiler.passes.plan_buffers import ALIGN, BufferPlan, live_ranges, plan_buffers
+from compiler.codegen import plan_buffers
+from compiler.codegen.plan import ALIGN, BufferPlan, live_ranges
 from compiler.pipeline import lower
 from ir.graph import Graph
 from ir.ops import Op

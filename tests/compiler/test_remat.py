@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from compiler import compile, nn, value_and_grad
+from compiler.codegen import plan_buffers
 from compiler.passes.fuse import fuse_elementwise
-from compiler.passes.plan_buffers import plan_buffers
 from compiler.passes.prefuse import prepare_for_fusion
 from compiler.passes.remat import (
     RECOMPUTED_NOTE,

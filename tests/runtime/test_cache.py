@@ -148,7 +148,7 @@ def test_dump_dir_gets_every_stage_and_the_source(tmp_path, monkeypatch):
 
 
 def test_cache_index_damaged_entry_or_new_codegen_setting_rebuilds(fresh_cache, monkeypatch):
-    from compiler import codegen_kernels
+    from compiler.codegen import loops as codegen_kernels
 
     def fn(x):
         return np.exp(x) * 3.0

@@ -11,7 +11,7 @@ by the parts after it.
 Why: Numba and LLVM take time that grows faster than linearly with the size of one function
 (Numba's liveness and reaching-definition analyses, LLVM's function passes): the transformer
 training step, ~2,000 lines in one driver, compiled in 70 s of CPU, in 35 s as 11 parts. And
-in one long function LLVM stops inlining the float32 maths of compiler/fastmath.py: each
+in one long function LLVM stops inlining the float32 maths of compiler/kernels/fastmath.py: each
 call's error check is a branch weighted unlikely, so the block frequency decays along the
 function until later call sites count as cold (below 2% of the entry frequency) and stay
 calls, and their loops do not vectorise (the transformer's GELU loop ran 10x slower). So a
@@ -146,7 +146,7 @@ def split_driver(source: str, part_lines: int = PART_LINES) -> str:
     if sum(_size(b) for b in blocks) < MIN_PARTS * part_lines:
         return source
     fast = {alias.asname or alias.name for n in tree.body if isinstance(n, ast.ImportFrom)
-            and n.module == "compiler.fastmath" for alias in n.names}
+            and n.module == "compiler.kernels.fastmath" for alias in n.names}
     parts = _group(blocks, fast, part_lines)
     names = [_names(part) for part in parts]
     # what each part must return: the names read after it that it writes

@@ -15,8 +15,8 @@ beside OpenBLAS's matmuls: 109 ms instead of 38).
   (op transposes when its flag is set); each thread takes whole batch items.
 
 Blocks are taken from an atomic counter, not split statically: with a core taken by another
-process, the running thread takes the late one's blocks (see compiler/conv_kernels.py). Each
-block is one BLAS call on the operands' data in place (compiler/blas_kernels.py), so nothing
+process, the running thread takes the late one's blocks (see compiler/kernels/conv.py). Each
+block is one BLAS call on the operands' data in place (compiler/kernels/blas.py), so nothing
 is copied.
 """
 
@@ -26,9 +26,9 @@ import numba
 import numpy as np
 from numba.core import types
 
-from compiler.blas_kernels import FLOATS, operand, signatures
-from compiler.blas_kernels import gemm_on_this_thread as _gemm
-from compiler.parallel import fetch_add, launch_thread_pool, parallel_options
+from compiler.kernels.blas import FLOATS, operand, signatures
+from compiler.kernels.blas import gemm_on_this_thread as _gemm
+from compiler.kernels.parallel import fetch_add, launch_thread_pool, parallel_options
 
 launch_thread_pool()  # which registers `get_num_threads`
 # declared as Numba's parfor lowering declares it (intp), as both may sit in one LLVM module

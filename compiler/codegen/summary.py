@@ -5,14 +5,15 @@ Bytes are the sizes of the arrays a kernel reads plus those it writes, the memor
 every array is touched once (broadcast inputs count at their small size, since the loop reads
 them in place). Constants are not kernels and are left out; movement ops are listed, marked
 as views where codegen can make them without a copy. Below the table, the driver's work-buffer
-plan (compiler/passes/plan_buffers.py): how many buffers, the arena bytes they share, what they
+plan (compiler/codegen/plan.py): how many buffers, the arena bytes they share, what they
 would take without reuse, and each buffer's elements, slot and live range (kernel rows; "out"
 for the driver's end, where returned values are copied out).
 """
 
 from __future__ import annotations
 
-from compiler.passes.plan_buffers import BufferPlan, plan_buffers
+from compiler.codegen.driver import plan_buffers
+from compiler.codegen.plan import BufferPlan
 from ir.graph import Graph, Node
 from ir.ops import Op
 from ir.printer import Namer

@@ -1,6 +1,6 @@
 """Buffer planning: where every intermediate array of a fused graph lives. ONE liveness analysis
-and ONE slot assignment, used by codegen (compiler/codegen.py through codegen_buffers.py) to
-build the driver's work-buffer plan; `plan_buffers(graph)` is that same plan, what
+and ONE slot assignment, used by codegen (compiler/codegen/buffers.py) to build the driver's
+work-buffer plan; `compiler.codegen.plan_buffers(graph)` is that same plan, what
 `kernel_summary` prints and the rematerialisation pass measures.
 
 Liveness (`live_ranges`): values of ops outside `FRESH_OPS` (reshape, transpose, broadcast,
@@ -177,21 +177,3 @@ def plan_slots(buffers: list[Buffer]) -> BufferPlan:
 
 def aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def plan_buffers(graph: Graph, donate: dict[int, int] | None = None,
-                 guard: int | None = None) -> BufferPlan:
-    """The work-buffer plan of the driver codegen builds for `graph` (text only: no compile).
-
-    >>> import numpy as np
-    >>> from compiler import compile
-    >>> from compiler.pipeline import lower
-    >>> f = compile(lambda x, w: np.tanh(x @ w) @ w.T)
-    >>> g = lower(f.trace(np.ones((8, 8), "f4"), np.ones((8, 8), "f4")).graph)
-    >>> plan = plan_buffers(g)
-    >>> [(b.offset, b.size, b.start, b.end) for b in plan.buffers]
-    [(0, 64, 0, 1), (64, 64, 1, 3)]
-    """
-    from compiler.codegen import generate
-
-    return generate(graph, donate, guard).plan

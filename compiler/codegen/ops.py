@@ -1,11 +1,11 @@
 """Codegen for the ops that are not loop kernels: constants, movement, indexing, matmul, random.
 
-Completes `EMIT_RULES` (op -> emitter `(gen, node) -> None`), which compiler/codegen.py walks
+Completes `EMIT_RULES` (op -> emitter `(gen, node) -> None`), which compiler/codegen/driver.py walks
 in graph order. Movement ops become views where possible (see `Value`); matmul is BLAS
 through `np.dot(a, b, out)`, or in a driver on Numba's threads the kernels of
-compiler/matmul_kernels.py; a FUSED gemm kernel (a product accumulated into a donated input,
+compiler/kernels/matmul.py; a FUSED gemm kernel (a product accumulated into a donated input,
 compiler/passes/gemm_epilogue.py) is one BLAS call with alpha and beta
-(compiler/blas_kernels.py, or the threaded kernels); gather/scatter_add bounds-check every
+(compiler/kernels/blas.py, or the threaded kernels); gather/scatter_add bounds-check every
 index (negative indices wrap as in NumPy) and raise IndexError naming the node instead of
 reading stray memory;
 random_uniform reproduces ir/interpreter.py's splitmix64 bits exactly (uint64 wraps).
@@ -13,15 +13,15 @@ random_uniform reproduces ir/interpreter.py's splitmix64 bits exactly (uint64 wr
 
 from __future__ import annotations
 
-from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
-from compiler.codegen_conv import emit_conv2d
-from compiler.codegen_kernels import broadcast_view, comment_body, emit_fused, emit_single
+from compiler.codegen.conv import emit_conv2d
+from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
+from compiler.codegen.loops import broadcast_view, comment_body, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node, Var
 from ir.ops import Op
 
-MATMUL_KERNELS = "compiler.matmul_kernels"
-BLAS_KERNELS = "compiler.blas_kernels"
+MATMUL_KERNELS = "compiler.kernels.matmul"
+BLAS_KERNELS = "compiler.kernels.blas"
 
 
 def emit_constant(gen: CodeGen, node: Node) -> None:
@@ -248,7 +248,7 @@ def _product(gen: CodeGen, a: str, b: str, out: str, alpha: float | str = 1.0,
 
 def emit_matmul(gen: CodeGen, node: Node) -> None:
     """`np.dot` on BLAS's threads, or in a pooled driver the kernels of
-    compiler/matmul_kernels.py, which share the product out between Numba's threads."""
+    compiler/kernels/matmul.py, which share the product out between Numba's threads."""
     x, w = node.inputs
     out = node.out
     gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
@@ -364,7 +364,7 @@ EMIT_RULES = {
     Op.GATHER: emit_gather,
     Op.SCATTER_ADD: emit_scatter_add,
     Op.MATMUL: emit_matmul,
-    Op.CONV2D: emit_conv2d,  # compiler/codegen_conv.py
+    Op.CONV2D: emit_conv2d,  # compiler/codegen/conv.py
     Op.RANDOM_UNIFORM: emit_random_uniform,
     Op.FUSED: emit_fused_node,  # loop kernels; gemm kernels above
 }

@@ -7,7 +7,7 @@ into a kernel loop the loop vectorises (8 x float32 per AVX2 register).
 
 Usage from generated kernels::
 
-    from compiler.fastmath import tanh_f32          # or: FAST_F32["tanh"]
+    from compiler.kernels.fastmath import tanh_f32          # or: FAST_F32["tanh"]
 
     @numba.njit(cache=True, error_model="numpy")    # fastmath flag: either value works
     def kernel(x, out):

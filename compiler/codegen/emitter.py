@@ -1,26 +1,8 @@
-"""Codegen: a lowered graph -> readable Python source for Numba, with ONE driver function.
+"""Codegen's emitter state: how generated code reads each IR value, and the helpers per-op
+emitters call (names, lines, sizes, buffers, loops, constants).
 
-Takes the "fused" graph (FUSED nodes or single primitives, both handled) and gives a
-`Generated`: the module source and the plan of the driver's arguments. The driver is one
-`@numba.njit(cache=True)` function, so a call crosses from Python into machine code once:
-
-    def driver(<graph inputs>, <array constants>, <packed 0-d constants>, <work buffers>):
-        ...one block per node, each under the IR lines it came from...
-        return (<outputs>,)
-
-(A long driver's body is then cut into `driver_part<k>` functions it calls in order, which
-compile sooner and keep LLVM inlining fastmath: compiler/codegen_split.py.)
-
-Choices that keep one compiled artefact serving many batch sizes (see `resolve_dim`):
-sizes are read from the input arrays (`x.shape[0]`), constants are driver arguments (so the
-1/N of a mean is not in the source), and work buffers are arguments allocated by the
-executable. The source text is therefore the cache key (runtime/cache.py).
-
-Movement ops are views where possible: broadcast_to, slice and N-d transpose are index maps
-applied when a loop reads them (no copy), 2-D transpose is `.T`, reshape of a C array is
-`.reshape`. A view is copied into a C buffer only where an op needs an array (matmul,
-reshape, returning it). The per-op code lives in compiler/codegen_kernels.py (loop nests) and
-compiler/codegen_ops.py (movement, indexing, matmul, random; the `EMIT_RULES` table).
+`CodeGen` is the state of one driver being written; compiler/codegen/driver.py walks the graph
+and calls the per-op emitters (compiler/codegen/loops.py, ops.py, conv.py) with it.
 """
 
 from __future__ import annotations
@@ -32,20 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.codegen_buffers import (
-    Buffer,
-    BufferPlan,
-    alias_roots,
-    direct_donations,
-    live_ranges,
-    plan_slots,
-    plannable,
-    prologue,
-    view_expr,
-)
-from compiler.codegen_split import split_driver
+from compiler.codegen.buffers import Buffer, BufferPlan, plannable
 from ir.graph import Graph, Node, Var
-from ir.printer import Namer, format_graph, format_node, node_comment
+from ir.printer import Namer, format_node, node_comment
 from ir.types import DTYPES
 
 # Names the generated module uses itself: IR names equal to these get a trailing "_".
@@ -112,7 +83,7 @@ class Generated:
     guard: int | None = None  # donated writes only when this 0-d output is finite
     refs: list[int] = field(default_factory=list)  # 0-d inputs passed as 0-d arrays
     # the driver runs its work on Numba's threads (convolutions, matmuls, large loop kernels;
-    # codegen_kernels.pooled): BLAS is held to one thread while it runs (runtime/blas.py)
+    # loops.pooled): BLAS is held to one thread while it runs (runtime/blas.py)
     threads: bool = False
 
 
@@ -298,209 +269,3 @@ class CodeGen:
         return fn_name
 
 
-def generate(graph: Graph, donate: dict[int, int] | None = None,
-             guard: int | None = None) -> Generated:
-    """Generate the Numba module for `graph` (no Numba import, no compile: text only).
-
-    `donate` maps output index -> input index whose memory receives that output (see
-    compiler/codegen_buffers.py); with `guard` (the index of a 0-d output) those writes are
-    made only when that output is finite: a direct write whose kernel runs after the guard
-    is known goes to the input or, when the guard is not finite, to a work buffer; the
-    others are deferred to the driver's end, under the guard."""
-    from compiler.codegen_kernels import pooled
-    from compiler.codegen_ops import EMIT_RULES
-
-    donate = dict(donate or {})
-    gen = CodeGen(graph)
-    gen.threads = pooled(graph)
-    input_names = [gen.name(v) for v in graph.inputs]
-    # donated 0-d inputs come as 0-d arrays (`<name>_ref`), read once, written at the end
-    refs = sorted({i for i in donate.values() if graph.inputs[i].ndim == 0})
-    for var, name in zip(graph.inputs, input_names):
-        gen.top_names.add(name)
-        if var.ndim == 0:
-            gen.values[var] = Value("scalar", name)
-            gen.set_dims(var, ())
-            continue
-        gen.values[var] = Value("array", name, "C", owned=False)
-        gen.set_dims(var, [f"{name}.shape[{k}]" for k in range(var.ndim)])
-        for k, size in enumerate(var.shape):
-            gen.dim_by_value.setdefault(size, f"{name}.shape[{k}]")
-    gen.guard = None if guard is None else graph.outputs[guard]
-    gen.direct = direct_donations(graph, donate, gen.guard)
-    gen.deferred = {graph.outputs[o] for o, i in donate.items()
-                    if graph.outputs[o] not in gen.direct
-                    and graph.outputs[o].type == graph.inputs[i].type
-                    and graph.outputs[o] is not graph.inputs[i]}
-    for i in refs:
-        gen.line(f"{input_names[i]} = {input_names[i]}_ref[()]")
-        input_names[i] += "_ref"
-        gen.refs.add(graph.inputs[i])
-    for k, node in enumerate(graph.nodes):
-        gen.node_index = k
-        gen.line("")
-        gen.comment_node(node)
-        EMIT_RULES[node.op](gen, node)
-    modes = _donation_modes(gen, graph, donate)
-    returned = [i for i in range(len(graph.outputs))
-                if i not in modes or modes[i][1] == "python"]
-    names = [emit_output(gen, graph.outputs[i]) for i in returned]
-    _emit_deferred(gen, graph, modes, guard)
-    ranges, bases = live_ranges(graph)  # a buffer lives as long as its value's alias class
-    for buf in gen.buffers:
-        buf.end = max(buf.start, ranges[bases.get(buf.var, buf.var)][1])
-    gen.line("")
-    gen.line(f"return ({''.join(r + ', ' for r in names)})")
-    plan = plan_slots(gen.buffers)
-    _place_buffers(gen, plan)
-    return Generated(
-        source=split_driver(render_module(gen, input_names)),
-        input_names=input_names,
-        extra_args=gen.extra,
-        out_scalar=[v.ndim == 0 for v in graph.outputs],
-        out_types=[v.type for v in graph.outputs],
-        returned=returned,
-        donation=modes,
-        plan=plan,
-        guard=guard if modes else None,
-        refs=[i for i, v in enumerate(graph.inputs) if v in gen.refs],
-        threads=gen.threads,
-    )
-
-
-def _donation_modes(gen: CodeGen, graph: Graph, donate: dict[int, int]) -> dict:
-    roots = alias_roots(graph)
-    modes: dict[int, tuple[int, str]] = {}
-    written = {graph.inputs[i] for o, i in donate.items()
-               if graph.outputs[o] in gen.direct or graph.outputs[o] in gen.deferred}
-    for o, i in donate.items():
-        out, x = graph.outputs[o], graph.inputs[i]
-        value = gen.values[out]
-        if out is x:
-            modes[o] = (i, "same")
-        elif out in gen.direct and value.kind == "array" and value.name == gen.name(out):
-            modes[o] = (i, "direct")
-        elif out in gen.deferred and not (roots.get(out, frozenset()) & written):
-            modes[o] = (i, "deferred")
-        else:
-            modes[o] = (i, "python")
-    for o, (_, mode) in modes.items():
-        if mode == "python" and graph.outputs[o] in gen.direct:
-            raise AssertionError("a direct donation was not written in place")
-    return modes
-
-
-def _emit_deferred(gen: CodeGen, graph: Graph, modes: dict, guard: int | None) -> None:
-    """Copy deferred donated outputs into their inputs, after every read of the inputs."""
-    todo = [(graph.outputs[o], graph.inputs[i]) for o, (i, m) in modes.items()
-            if m == "deferred"]
-    if not todo:
-        return
-    gen.line("")
-    gen.line("# donated outputs: written into their inputs after every read")
-    if guard is not None:
-        gen.line(f"if np.isfinite({gen.read(graph.outputs[guard], [])}):")
-        gen.depth += 1
-    for out, x in todo:
-        if x in gen.refs:
-            gen.line(f"{gen.name(x)}_ref[()] = {gen.read(out, [])}")
-            continue
-        idx = gen.open_loops(gen.dims[out])
-        gen.line(f"{gen.name(x)}[{', '.join(idx)}] = {gen.read(out, idx)}")
-        gen.close_loops(len(idx))
-    if guard is not None:
-        gen.depth -= 1
-
-
-def _place_buffers(gen: CodeGen, plan: BufferPlan) -> None:
-    """Replace the buffer placeholders by workspace views; add the workspaces and prologue."""
-    views = {f"@@ws{b.id}@@": view_expr(b) for b in gen.buffers}
-    if views:
-        gen.lines = [_substitute(line, views) if "@@ws" in line else line
-                     for line in gen.lines]
-        gen.lines[:0] = ["    " + line for line in prologue(plan)]
-    for dtype, total in plan.totals.items():
-        gen.extra.append(ArgSpec("workspace", f"ws_{DTYPES[dtype]}", shape=(total,),
-                                 dtype=dtype))
-
-
-def _substitute(line: str, views: dict[str, str]) -> str:
-    start = line.index("@@ws")
-    stop = line.index("@@", start + 4) + 2
-    return line[:start] + views[line[start:stop]] + line[stop:]
-
-
-def emit_output(gen: CodeGen, var: Var) -> str:
-    """A returned value must be fresh memory: copy inputs, views and work buffers."""
-    value = gen.values[var]
-    if (value.kind == "scalar" and var.ndim == 0) or (value.kind == "array" and value.owned):
-        return value.name
-    name = gen.fresh("out_")
-    dims = gen.dims[var]
-    gen.line(f"{name} = np.empty(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
-             f"{NUMPY_DTYPE_NAMES[var.dtype]})")
-    idx = gen.open_loops(dims)
-    gen.line(f"{name}[{', '.join(idx)}] = {value.read(idx)}")
-    gen.close_loops(len(idx))
-    return name
-
-
-def render_module(gen: CodeGen, input_names: list[str]) -> str:
-    from runtime.cache import environment_stamp, kernel_source_hash
-
-    packs = []
-    for dtype in sorted(gen.packs, key=lambda d: DTYPES[d]):
-        name = f"consts_{DTYPES[dtype]}"
-        packs.append(ArgSpec("pack", name, value=np.array(gen.packs[dtype], dtype=dtype)))
-    consts = [a for a in gen.extra if a.kind == "const"]
-    buffers = [a for a in gen.extra if a.kind in ("buffer", "workspace")]
-    gen.extra = consts + packs + buffers
-    params = input_names + [a.name for a in gen.extra]
-    ir_text = "\n".join(f"# {line}" for line in format_graph(gen.graph).splitlines())
-    head = [
-        '"""chainjit generated module (edit nothing: the file name is a hash of this text)."""',
-        f"# {environment_stamp()}",
-        "# The graph (stage 'fused'):",
-        ir_text,
-        "import numpy as np",
-        "import numba",
-    ]
-    by_module: dict[str, list[str]] = {}  # fast_imports: "name" (fastmath) or "module:name"
-    for item in sorted(gen.fast_imports):
-        module, _, fn = item.rpartition(":")
-        by_module.setdefault(module or "compiler.fastmath", []).append(fn)
-    # each import carries its module's source hash: the driver's machine code links it in
-    head += [f"from {m} import {', '.join(fns)}  # source {kernel_source_hash(m)}"
-             for m, fns in sorted(by_module.items())]
-    head += [
-        "",
-        "",
-        f"@numba.njit({jit_decorator_args(gen.jit_options)})",
-        f"def driver({', '.join(params)}):",
-    ]
-    body = [line.rstrip() for line in gen.lines]
-    while body and not body[0].strip():
-        body.pop(0)
-    return "\n".join(head + body) + "\n"
-
-
-def jit_decorator_args(options: dict[str, object]) -> str:
-    """`cache=True, error_model="numpy"` plus the options kernels asked for, sorted."""
-    extra = "".join(f", {key}={value!r}" for key, value in sorted(options.items()))
-    return f'cache=True, error_model="numpy"{extra}'
-
-
-def _build_numba(traced_graph: Graph, lower: Callable[[], Graph], donate: dict[int, int],
-                 guard: int | None):
-    from runtime.executable import build_numba_indexed
-
-    return build_numba_indexed(traced_graph, lower, donate, guard)
-
-
-def _register() -> None:
-    from compiler.api import BACKENDS
-
-    BACKENDS["numba"] = _build_numba
-
-
-_register()

@@ -2,11 +2,11 @@
 
 `SCALAR_EXPR` gives the scalar Python expression of an elementwise op (float32 stays float32:
 operands and constants are typed, and the transcendental float32 functions come from
-compiler/fastmath.py so loops vectorise). `EMIT_RULES` maps each op to a function
+compiler/kernels/fastmath.py so loops vectorise). `EMIT_RULES` maps each op to a function
 `(gen: CodeGen, node) -> None` that appends lines and records the output's `Value`.
 
 Elementwise nodes, reductions and FUSED loop kernels all go through `emit_kernel` (FUSED
-gemm kernels are BLAS calls, compiler/codegen_ops.py): one loop nest
+gemm kernels are BLAS calls, compiler/codegen/ops.py): one loop nest
 over the iteration shape, 0-d constants hoisted, broadcast inputs read through index maps,
 reduction outputs as accumulators (a scalar per output row when the reduced axes are the
 innermost ones, else an accumulator array indexed by the kept axes). The nest is planned
@@ -25,15 +25,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
-from compiler.parallel import parallel_options
+from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
+from compiler.kernels.parallel import parallel_options
 from ir import ops
 from ir.graph import Graph, Node, Var
 from ir.ops import Op
 from ir.printer import Namer
 from ir.types import is_float
 
-# op -> name in compiler.fastmath.FAST_F32, used for float32 operands.
+# op -> name in compiler.kernels.fastmath.FAST_F32, used for float32 operands.
 FAST_F32_NAMES = {Op.EXP: "exp_f32", Op.EXPM1: "expm1_f32", Op.LOG: "log_f32",
                   Op.LOG1P: "log1p_f32", Op.TANH: "tanh_f32", Op.LOGISTIC: "sigmoid_f32"}
 NUMPY_UNARY = {Op.EXP: "np.exp", Op.LOG: "np.log", Op.LOG1P: "np.log1p", Op.EXPM1: "np.expm1",
@@ -270,7 +270,7 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], inputs: dict[Var, Var],
     # A donated output written in place reads its input's old values through its own array:
     # LLVM vectorises `y[i] = y[i] - c * g[i]`, but not `y[i] = x[i] - c * g[i]` with y and x
     # two names for one memory (its runtime alias check fails exactly when in place). (Such an
-    # output is never a reduction's: codegen_buffers.direct_donations takes loop kernels.)
+    # output is never a reduction's: buffers.direct_donations takes loop kernels.)
     in_place = {}
     for _, out in outputs:
         if out in gen.direct:
@@ -410,7 +410,7 @@ def pooled(graph: Graph) -> bool:
     """Whether the driver runs all its work on Numba's thread pool (`Generated.threads`):
     it calls the convolution kernels, or its loop kernels do enough work to share out
     (PARALLEL_MIN_SIZE elements in all). Its matmuls then run on the same threads
-    (compiler/matmul_kernels.py) with BLAS held to one thread, and its kernels of
+    (compiler/kernels/matmul.py) with BLAS held to one thread, and its kernels of
     POOLED_PARALLEL_MIN_SIZE elements or more use prange. Other drivers leave threads to BLAS:
     an MLP step's work is in its matmuls, and BLAS's own threads run them best."""
     loop_work = 0

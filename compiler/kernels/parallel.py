@@ -1,13 +1,13 @@
 """What chainjit's threaded code shares: the parfor options of its prange loops, the launch of
 Numba's thread pool, and the atomic counter its threaded kernels hand work out with.
 
-Used by the generated drivers (compiler/codegen_kernels.py renders `parallel_options()` into their
-decorator) and by the cached kernel modules (compiler/conv_kernels.py,
-compiler/matmul_kernels.py). Numba's disk cache of a kernel module checks only that module's
+Used by the generated drivers (compiler/codegen/loops.py renders `parallel_options()` into their
+decorator) and by the cached kernel modules (compiler/kernels/conv.py,
+compiler/kernels/matmul.py). Numba's disk cache of a kernel module checks only that module's
 own file, so machine code built with `fetch_add` is not rebuilt when this file changes: after
 changing it, touch the kernel modules (or clear `compiler/__pycache__`). Generated drivers do
 not have this problem: their imports carry a hash of every chainjit module the kernels import
-(runtime/cache.py, `kernel_source_hash`).
+(compiler/codegen/driver.py, `kernel_source_hash`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Numba kernels for CONV2D, compiled once and cached on disk, called by generated drivers.
 
-compiler/codegen_conv.py emits one call per CONV2D node (`from compiler.conv_kernels import
+compiler/codegen/conv.py emits one call per CONV2D node (`from compiler.kernels.conv import
 ...` at the top of the generated module), so a graph's cold compile does not re-compile the
 convolution loops: they are compiled once per dtype and reused by every graph and process.
 
@@ -40,7 +40,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from compiler.parallel import fetch_add, launch_thread_pool, parallel_options
+from compiler.kernels.parallel import fetch_add, launch_thread_pool, parallel_options
 
 # Float sums may be reassociated (SIMD partial sums in a dot product) and contracted (FMA).
 FASTMATH = {"reassoc", "contract"}

@@ -8,7 +8,7 @@ transposes of them (F order), row slices and column blocks, as `np.dot` takes th
 - `gemm(a, b, out, alpha, beta)`: one call on BLAS's own threads, for drivers that leave
   threads to BLAS (an SGD update accumulated into its weights, compiler/passes/gemm_epilogue.py).
 - `gemm_on_this_thread(...)`: the same call, made by whichever thread runs it; the threaded
-  kernels of compiler/matmul_kernels.py call it on blocks of a product, with BLAS held to one
+  kernels of compiler/kernels/matmul.py call it on blocks of a product, with BLAS held to one
   thread (runtime/blas.py).
 
 Both keep NaNs as the sum would: with alpha 0, where BLAS skips the product, the product is
@@ -16,8 +16,8 @@ still computed, so that 0 (a @ b) is NaN where a @ b is (a learning-rate schedul
 and codegen passes the rate in alpha).
 
 A small module on purpose: a driver that imports `gemm` does not compile the threaded kernels
-(about 12 s on a cold cache). Numba's disk cache of compiler/matmul_kernels.py checks only its
-own file: after changing this one, touch it (see compiler/parallel.py).
+(about 12 s on a cold cache). Numba's disk cache of compiler/kernels/matmul.py checks only its
+own file: after changing this one, touch it (see compiler/kernels/parallel.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Codegen for CONV2D: one call of a cached Numba kernel from compiler/conv_kernels.py.
+"""Codegen for CONV2D: one call of a cached Numba kernel from compiler/kernels/conv.py.
 
-Registered in compiler/codegen_ops.py's `EMIT_RULES`. The loops live in
-compiler/conv_kernels.py, compiled once per dtype and cached on disk, so no graph's cold
+Registered in compiler/codegen/ops.py's `EMIT_RULES`. The loops live in
+compiler/kernels/conv.py, compiled once per dtype and cached on disk, so no graph's cold
 compile pays for them again (the inline version cost about 9 loop nests per conv).
 
 Two kernels. A CONV2D of two batch<->channel transposes, CONV2D(xᵀ, gᵀ), is the weight
@@ -13,11 +13,11 @@ operands (a view, such as the cotangent of a sum broadcast to the output, is cop
 
 from __future__ import annotations
 
-from compiler.codegen import CodeGen
+from compiler.codegen.emitter import CodeGen
 from ir.graph import Node, Var
 from ir.ops import Op
 
-KERNELS_MODULE = "compiler.conv_kernels"
+KERNELS_MODULE = "compiler.kernels.conv"
 BATCH_CHANNEL_SWAP = (1, 0, 2, 3)
 
 

@@ -1,10 +1,10 @@
 """Codegen, memory: the driver's work buffers, and donated (in-place) outputs.
 
-compiler/codegen.py calls into this module while it builds the driver:
+compiler/codegen/driver.py calls into this module while it builds the driver:
 
 - Every intermediate array that is not returned (a "work buffer") is a view carved out of one
   flat workspace argument per dtype (``ws_f32``). Which buffers share a slot comes from the
-  one liveness analysis and slot assignment, compiler/passes/plan_buffers.py; here, the
+  one liveness analysis and slot assignment, compiler/codegen/plan.py; here, the
   driver's side: the prologue computing each slot's offset from the input shapes (so one
   compiled artefact still serves every batch size) and the views into the workspaces. The
   executable allocates the workspaces once; a call allocates nothing but its results.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from compiler.passes.plan_buffers import (  # noqa: F401 (codegen.py imports them from here)
+from compiler.codegen.plan import (  # noqa: F401 (codegen.py imports them from here)
     ALIGN,
     FRESH_OPS,
     Buffer,
