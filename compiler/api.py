@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.backend import build_numba_indexed
+from compiler.backend import build_numba_indexed, load_indexed
 from compiler.errors import TraceError
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
@@ -24,6 +24,7 @@ from ir.graph import Graph
 from ir.interpreter import evaluate
 from ir.printer import format_graph, to_dot
 from ir.types import DTYPES, TensorType, is_python_scalar
+from runtime.background import BackgroundBuild, wait_requested
 from runtime.executable import NoFastPath, signature_key
 
 _PY_SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64),
@@ -101,9 +102,10 @@ class Compiled:
 
     def __init__(self, fn: Callable, static_argnums: Sequence[int] = (),
                  backend: str | None = None, donate_argnums: Sequence[int] = (),
-                 donate_guard: int | None = None):
+                 donate_guard: int | None = None, wait: bool | None = True):
         functools.update_wrapper(self, fn)
         self.fn = fn
+        self.wait = wait  # False: first calls on the interpreter while compiling (background)
         self.static_argnums = tuple(sorted(static_argnums))
         self.donate_argnums = tuple(sorted(donate_argnums))
         self.donate_guard = donate_guard
@@ -228,7 +230,10 @@ class Compiled:
         traced = self.trace(*args)
         _, leaves, *_ = self.signature(args)
         if traced.executable is None:
-            traced.executable = build_executable(self, traced)
+            traced.executable = build_executable(self, traced, leaves)
+        if isinstance(traced.executable, BackgroundBuild) and traced.executable.ready:
+            building, traced.executable = traced.executable, traced.executable.wait()
+            building.announce()
         outputs = traced.executable(leaves)
         outputs = [out if i in traced.donate or np.ndim(out) else out[()]
                    for i, out in enumerate(outputs)]
@@ -236,6 +241,12 @@ class Compiled:
             self._fast[fast_key] = traced.executable.entry(traced.out_tree, leaves,
                                                            tree_unflatten)
         return tree_unflatten(traced.out_tree, outputs)
+
+    def building(self, *args) -> bool:
+        """Whether these arguments' code is still compiling in the background (its calls run
+        on the interpreter meanwhile: runtime/background.py)."""
+        traced = self.trace(*args)
+        return isinstance(traced.executable, BackgroundBuild) and not traced.executable.ready
 
     def _fast_key(self, args: tuple) -> tuple[Any, list]:
         """One-pass flatten + signature key for the direct call path (None: not eligible)."""
@@ -253,7 +264,8 @@ class Compiled:
         from compiler.codegen import generate
 
         traced = self.trace(*args)
-        return generate(self.lowered(traced, "fused"), traced.donate, self.donate_guard).source
+        generated = generate(self.lowered(traced, "fused"), traced.donate, self.donate_guard)
+        return generated.listing()
 
     def ir(self, *args, stage: str = "traced") -> str:
         """The IR at a stage: "traced", "joint", "optimized" or "fused", as text.
@@ -320,10 +332,19 @@ BACKENDS: dict[str, Builder] = {
 }
 
 
-def build_executable(compiled: Compiled, traced: Traced):
+def build_executable(compiled: Compiled, traced: Traced, leaves: list | None = None):
+    """The executable for one trace; with `compiled.wait` false (and code not yet in the disk
+    cache) a `BackgroundBuild` answering on the interpreter until the compiled one is ready."""
     backend = compiled.backend if compiled.backend in BACKENDS else "interpreter"
-    executable = BACKENDS[backend](traced.graph, lambda: compiled.lowered(traced, "fused"),
-                                   traced.donate, compiled.donate_guard)
+    if backend == "numba" and leaves is not None and not wait_requested(compiled.wait):
+        return _build_in_background(compiled, traced, leaves)
+    return _build(compiled, traced, backend)
+
+
+def _build(compiled: Compiled, traced: Traced, backend: str, executable=None):
+    if executable is None:
+        executable = BACKENDS[backend](traced.graph, lambda: compiled.lowered(traced, "fused"),
+                                       traced.donate, compiled.donate_guard)
     if hasattr(executable, "paths"):  # argument errors name the user's pytree paths
         executable.paths = list(traced.in_paths)
     if os.environ.get("CHAINJIT_DUMP_DIR"):
@@ -336,9 +357,29 @@ def build_executable(compiled: Compiled, traced: Traced):
     return executable
 
 
+def _build_in_background(compiled: Compiled, traced: Traced, leaves: list):
+    """The compiled executable at once when the disk cache holds all of it; else a
+    `BackgroundBuild`: the passes, codegen and Numba on a thread, the traced graph on the
+    reference interpreter meanwhile (no passes stand before the first result)."""
+    found = load_indexed(traced.graph, traced.donate, compiled.donate_guard)
+    if found is not None and found.prepare(found.argument_types(leaves), load_only=True):
+        return _build(compiled, traced, "numba", found)
+    # stand-ins of the leaves' types: the interpreter may write the real ones (donation)
+    example = [np.empty_like(x) if isinstance(x, np.ndarray) else x for x in leaves]
+
+    def build():
+        executable = _build(compiled, traced, "numba")
+        executable.prepare(executable.argument_types(example))
+        return executable
+
+    fallback = _interpreter_executable(traced.graph, lambda: traced.graph, traced.donate,
+                                       compiled.donate_guard)
+    return BackgroundBuild(compiled.__name__, build, fallback)
+
+
 def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
             backend: str | None = None, donate_argnums: int | Sequence[int] = (),
-            donate_guard: int | None = None):
+            donate_guard: int | None = None, wait: bool | None = True):
     """Compile `fn`: trace once per input signature and run the lowered graph.
 
     Use as `@compile`, `@compile(static_argnums=(1,))` or `compile(fn)`.
@@ -352,6 +393,11 @@ def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] =
     when it is finite (the writes are then made at the end of the call). A donated array
     must not share memory with another argument (as in JAX).
 
+    `wait=False`: a call whose code is not compiled yet starts the compile on a thread and
+    runs on the reference interpreter (the same graph in NumPy, donation included) until the
+    compiled code is ready (runtime/background.py); `None` waits only if CHAINJIT_WAIT=1.
+    `train_step` and `fit` pass None: a training loop starts at once.
+
     >>> import numpy as np
     >>> f = compile(lambda x, w: np.maximum(x @ w, 0.0))
     >>> f(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)).shape
@@ -361,7 +407,7 @@ def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] =
         static_argnums = (static_argnums,)
     if isinstance(donate_argnums, int):
         donate_argnums = (donate_argnums,)
-    options = {"donate_argnums": donate_argnums, "donate_guard": donate_guard}
+    options = {"donate_argnums": donate_argnums, "donate_guard": donate_guard, "wait": wait}
     if fn is None:
         return lambda f: Compiled(f, static_argnums, backend, **options)
     return Compiled(fn, static_argnums, backend, **options)

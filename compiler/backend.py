@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ir.graph import Graph
-from runtime.cache import environment_stamp, load_generated, load_module, store_generated
+from runtime.cache import (
+    KERNEL_PREFIX,
+    environment_stamp,
+    load_generated,
+    load_module,
+    store_generated,
+)
 from runtime.executable import Executable
 
 
@@ -74,15 +80,32 @@ def build_numba_indexed(traced_graph: Graph, lower: Callable[[], Graph],
                         donate: dict[int, int], guard: int | None) -> Executable:
     """BACKENDS["numba"]: as `build_numba`, but a graph traced before (in any process, same
     chainjit code) skips the passes and codegen: the module is found through the cache index."""
-    key = graph_key(traced_graph, sorted(donate.items()), guard)
-    generated = load_generated(key)
-    if generated is None:
-        from compiler.codegen import generate
+    found = load_indexed(traced_graph, donate, guard)
+    if found is not None:
+        return found
+    from compiler.codegen import generate
 
-        generated = generate(lower(), donate, guard)
-        store_generated(key, generated)
+    generated = generate(lower(), donate, guard)
+    store_generated(index_key(traced_graph, donate, guard), generated)
     return _load(traced_graph, generated)
 
 
+def load_indexed(traced_graph: Graph, donate: dict[int, int],
+                 guard: int | None) -> Executable | None:
+    """The executable of a graph traced before (its modules loaded, nothing compiled yet), or
+    None when the cache index does not have it."""
+    generated = load_generated(index_key(traced_graph, donate, guard))
+    return None if generated is None else _load(traced_graph, generated)
+
+
+def index_key(traced_graph: Graph, donate: dict[int, int], guard: int | None) -> str:
+    return graph_key(traced_graph, sorted(donate.items()), guard)
+
+
 def _load(graph: Graph, generated) -> Executable:
+    """Import the kernel modules, then the driver that calls them (runtime/linking.py)."""
+    for name, text in generated.kernels.items():
+        module = load_module(text, KERNEL_PREFIX)
+        if module.__name__ != name:
+            raise AssertionError(f"kernel {name} was loaded as {module.__name__}")
     return Executable(graph, generated, load_module(generated.source).driver)

@@ -11,8 +11,9 @@ NUMBA_CACHE_DIR), so a new process loads it instead of compiling.
 The folder is `CHAINJIT_CACHE_DIR` when set, else ``~/.cache/chainjit``. Faults are survived
 with a warning: an unwritable folder (a temporary folder is used), a module file with other
 content (corrupt, truncated or from another version: rewritten), an unreadable Numba index
-or data file (runtime/linking.py: `ensure_compiled` flushes it and compiles). `CHAINJIT_DUMP_DIR` makes every
-build write its IR stages and generated source there (`dump_build`).
+or data file (runtime/linking.py: `ensure_compiled` flushes it and compiles).
+`CHAINJIT_DUMP_DIR` makes every build write its IR stages and generated source there
+(`dump_build`).
 
 A new process with a warm cache also skips the passes and codegen: `load_generated(key)`
 finds the generated module and its argument plan (a pickled `Generated`) by a hash of the

@@ -75,10 +75,14 @@ class Executable:
 
     def __init__(self, graph: Graph, generated, driver):
         self.driver = driver  # the Numba dispatcher
+        from runtime.linking import protect
+
+        protect(driver)  # its cached machine code loads only with its kernels registered
         # what calls it: with BLAS held to one thread if the driver runs Numba threads
         threads = getattr(generated, "threads", False)
         self.call_driver = with_one_blas_thread(driver) if threads else driver
-        self.source = generated.source
+        self.source = generated.listing()  # the driver and its kernels
+        self.kernel_modules = sorted(getattr(generated, "kernels", {}))  # loaded first
         self.in_types: list[TensorType] = [v.type for v in graph.inputs]
         self.paths = [f"argument leaf {k}" for k in range(len(graph.inputs))]
         self.out_convert = [t.dtype.type if s else None
@@ -96,6 +100,12 @@ class Executable:
                                 for spec in generated.extra_args
                                 if spec.kind in ("buffer", "workspace"))
         self._ready = False
+
+    def kernels(self) -> list:
+        """The Numba dispatchers of the kernels the driver calls (runtime/linking.py)."""
+        import sys
+
+        return [sys.modules[name].kernel for name in self.kernel_modules]
 
     def __call__(self, leaves: list) -> list:
         args = self.check(leaves)
@@ -125,6 +135,20 @@ class Executable:
             ensure_compiled(self.driver, (*args, *self.extra))
             self._ready = True
         return self.call_driver(*args, *self.extra)
+
+    def argument_types(self, leaves: list) -> tuple:
+        """The Numba types the driver is compiled for, for these argument leaves."""
+        from numba import typeof
+
+        return tuple(typeof(a) for a in (*self.check(leaves), *self.extra))
+
+    def prepare(self, types: tuple, load_only: bool = False) -> bool:
+        """Compile the driver (and its kernels) for `types`, or with `load_only` only load it
+        from the disk cache; whether it is ready to run."""
+        from runtime.linking import ensure_compiled
+
+        self._ready = ensure_compiled(self.driver, types, typed=True, load_only=load_only)
+        return self._ready
 
     def _assemble(self, outs: tuple, leaves: list, args: list) -> list:
         result: list[Any] = [None] * len(self.out_convert)

@@ -15,7 +15,7 @@ intrinsic's typer compiles or loads the kernel for the argument types). A driver
 the disk cache is not typed again, so after each compile the kernels it calls and their
 argument types are written beside its module (``<module>.<signature hash>.links``), and
 `ensure_compiled` registers them before it lets Numba load the driver; without that file the
-driver is compiled (with the cache's load step turned off), never loaded blind.
+driver is compiled, never loaded blind (`protect` puts the same check in Numba's own loads).
 """
 
 from __future__ import annotations
@@ -43,11 +43,13 @@ class KernelCall:
     def dispatcher(self):
         return sys.modules[self.module_name].kernel
 
-    def bind(self, argtypes: tuple):
-        """Compile or load the kernel for `argtypes`, register its symbol; its compile result."""
+    def bind(self, argtypes: tuple, load_only: bool = False):
+        """Compile or load the kernel for `argtypes`, register its symbol; its compile result
+        (None when `load_only` and it is not in the disk cache)."""
         dispatcher = self.dispatcher()
         if argtypes not in dispatcher.overloads:
-            ensure_compiled(dispatcher, argtypes, typed=True)
+            if not ensure_compiled(dispatcher, argtypes, typed=True, load_only=load_only):
+                return None
         cres = dispatcher.overloads[argtypes]
         name = symbol(self.module_name, argtypes)
         if name not in _BOUND:
@@ -67,9 +69,7 @@ def symbol(module_name: str, argtypes: tuple) -> str:
 
 def kernel_call(module_name: str, arity: int) -> Callable:
     """The intrinsic a generated driver calls a kernel module with (`arity` arguments)."""
-    call = KernelCall(module_name, arity)
-    call.intrinsic._chainjit_call = call  # how ensure_compiled finds a driver's kernels
-    return call.intrinsic
+    return KernelCall(module_name, arity).intrinsic  # ensure_compiled finds `_chainjit_call`
 
 
 def _make_intrinsic(call: KernelCall, arity: int):
@@ -99,13 +99,32 @@ def _make_intrinsic(call: KernelCall, arity: int):
     # an intrinsic's typer takes its arguments by name (Numba folds no *args into it)
     exec(f"def call(typingctx, {names}):\n    return typer(typingctx, {names})", namespace)
     namespace["call"].__name__ = f"kernel_{call.module_name}"
-    return intrinsic(namespace["call"])
+    made = intrinsic(namespace["call"])
+    made.__class__ = _make_python_callable(type(made))
+    made._chainjit_call = call
+    return made
+
+
+_PYTHON_CALLABLE: dict[type, type] = {}
+
+
+def _make_python_callable(base: type) -> type:
+    """The intrinsic's class, callable from Python too (the kernel's Python function), so a
+    driver runs as plain Python under NUMBA_DISABLE_JIT or through its `py_func`."""
+    if base not in _PYTHON_CALLABLE:
+        def __call__(self, *args):
+            return self._chainjit_call.dispatcher().py_func(*args)
+
+        _PYTHON_CALLABLE[base] = type(f"Python{base.__name__}", (base,), {"__call__": __call__})
+    return _PYTHON_CALLABLE[base]
 
 
 # -- compiling and loading -------------------------------------------------------------------
-def ensure_compiled(dispatcher, args: tuple, typed: bool = False) -> None:
+def ensure_compiled(dispatcher, args: tuple, typed: bool = False,
+                    load_only: bool = False) -> bool:
     """Compile (or load from Numba's disk cache) `dispatcher` for `args`' types (or, with
-    `typed`, for `args` as Numba types).
+    `typed`, for `args` as Numba types). With `load_only`, nothing is compiled: False when
+    the code (the driver, or a kernel it calls) is not in the disk cache; else True.
 
     A driver that calls kernels loads from the cache only once the kernels named by its links
     file are registered (see the module docstring). A corrupt or truncated Numba index/data
@@ -119,17 +138,19 @@ def ensure_compiled(dispatcher, args: tuple, typed: bool = False) -> None:
 
         signature = tuple(typeof(a) for a in args)
     if signature in dispatcher.overloads:
-        return
-    calls = _kernel_calls(dispatcher)
+        return True
+    calls = protect(dispatcher)
     try:
-        if calls and not _bind_links(dispatcher, signature, calls):
-            _compile_fresh(dispatcher, signature)
-        elif not load_cached(dispatcher, signature):
-            dispatcher.compile(signature)
-        if calls:
-            _write_links(dispatcher, signature, calls)
-        return
+        if (not calls or _bind_links(dispatcher, signature, calls, load_only)) and \
+                load_cached(dispatcher, signature):
+            return True
+        if load_only:
+            return False
+        dispatcher.compile(signature)  # protected: loads a cached driver only once bound
+        return True
     except Exception as error:  # noqa: BLE001 - retried below; a real error raises again
+        if load_only:
+            return False
         first = error
     try:
         dispatcher._cache.flush()
@@ -144,10 +165,9 @@ def ensure_compiled(dispatcher, args: tuple, typed: bool = False) -> None:
         except Exception:  # noqa: BLE001 - the first error is the one to show
             raise first from None
         what = "is unusable; compiled without the disk cache"
-    if calls:
-        _write_links(dispatcher, signature, calls)
     warnings.warn(f"chainjit: Numba's cache for {dispatcher.py_func.__module__} {what} "
                   f"({type(first).__name__}: {first})", CacheWarning, stacklevel=3)
+    return True
 
 
 def load_cached(dispatcher, signature: tuple) -> bool:
@@ -180,18 +200,30 @@ def load_cached(dispatcher, signature: tuple) -> bool:
     return True
 
 
-def _compile_fresh(dispatcher, signature: tuple) -> None:
-    """Compile without looking in the disk cache (a cached driver whose kernels are not
-    registered must not be loaded); the result is still saved there."""
+def protect(dispatcher) -> list[KernelCall]:
+    """Make every load of `dispatcher`'s (a driver's) machine code from Numba's disk cache go
+    through its links file, Numba's own loads included (a call with new argument types, such
+    as a read-only array, compiles or loads through the dispatcher): a cached driver is
+    loaded only once the kernels it calls are registered, else it is compiled; and each save
+    writes the links file. Returns the driver's kernel calls (none: nothing to protect)."""
+    calls = _kernel_calls(dispatcher)
     cache = getattr(dispatcher, "_cache", None)
-    if cache is None or not hasattr(cache, "load_overload"):
-        dispatcher.compile(signature)
-        return
-    cache.load_overload = lambda *args, **kwargs: None
-    try:
-        dispatcher.compile(signature)
-    finally:
-        del cache.load_overload  # the class's method again
+    if not calls or cache is None or getattr(cache, "_chainjit_protected", False):
+        return calls
+    load, save = cache.load_overload, cache.save_overload
+
+    def load_overload(signature, target_context):
+        if not _bind_links(dispatcher, tuple(signature), calls):
+            return None
+        return load(signature, target_context)
+
+    def save_overload(signature, data):
+        save(signature, data)
+        _write_links(dispatcher, tuple(signature), calls)
+
+    cache.load_overload, cache.save_overload = load_overload, save_overload
+    cache._chainjit_protected = True
+    return calls
 
 
 def _kernel_calls(dispatcher) -> list[KernelCall]:
@@ -205,8 +237,10 @@ def _links_path(dispatcher, signature: tuple):
     return cache_dir() / f"{dispatcher.py_func.__module__}.{digest}.links"
 
 
-def _bind_links(dispatcher, signature: tuple, calls: list[KernelCall]) -> bool:
-    """Register the kernels a cached driver of `signature` calls; False if unknown."""
+def _bind_links(dispatcher, signature: tuple, calls: list[KernelCall],
+                load_only: bool = False) -> bool:
+    """Register the kernels a cached driver of `signature` calls; False if unknown (or, with
+    `load_only`, if one of them is not in the disk cache)."""
     try:
         with open(_links_path(dispatcher, signature), "rb") as f:
             links = pickle.load(f)
@@ -220,7 +254,8 @@ def _bind_links(dispatcher, signature: tuple, calls: list[KernelCall]) -> bool:
     if not all(name in by_name for name, _ in links):
         return False
     for name, argtypes in links:
-        by_name[name].bind(argtypes)
+        if by_name[name].bind(argtypes, load_only) is None:
+            return False
     return True
 
 

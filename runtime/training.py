@@ -89,7 +89,7 @@ class TrainStep:
 
     def __init__(self, loss_fn: Callable, optimizer: Optimizer, has_aux: bool = False,
                  check_finite: bool = True, check_batch: bool = True,
-                 backend: str | None = None):
+                 backend: str | None = None, wait: bool | None = None):
         self.loss_fn = _uncompiled(loss_fn)
         self.optimizer = optimizer
         self.has_aux = has_aux
@@ -111,8 +111,10 @@ class TrainStep:
         train_step_fn.__name__ = f"train_step_{getattr(self.loss_fn, '__name__', 'loss')}"
         # params and state are updated in place by the compiled call (only when the loss,
         # output leaf 0, is finite if check_finite: else they are left as they were)
+        # a new step's first calls run on the interpreter while it compiles, unless `wait`
+        # (or CHAINJIT_WAIT=1): runtime/background.py
         self.compiled = compile(train_step_fn, backend=backend, donate_argnums=(0, 1),
-                                donate_guard=0 if check_finite else None)
+                                donate_guard=0 if check_finite else None, wait=wait)
 
     @property
     def signatures(self) -> int:
@@ -176,8 +178,8 @@ class TrainStep:
         value, new_params, new_state = self.compiled(*args)
         in_place = _same_leaves(params, new_params) and _same_leaves(self.state, new_state)
         self._finish(value, params, batch, new_params, new_state, in_place)
-        if key is not None:
-            self._remember(key, params, batch, args, in_place)
+        if key is not None and not self.compiled.building(*args):  # checked each call while
+            self._remember(key, params, batch, args, in_place)  # the interpreter serves it
         return value
 
     def _finish(self, value, params, batch: Sequence, new_params, new_state,
@@ -290,7 +292,8 @@ def _first(value):
     return value[0] if isinstance(value, tuple) else value  # a has_aux loss: (value, aux)
 
 
-def compile_metrics(metrics: Mapping[str, Callable], backend: str | None = None) -> Compiled:
+def compile_metrics(metrics: Mapping[str, Callable], backend: str | None = None,
+                    wait: bool | None = True) -> Compiled:
     """All metrics `name -> fn(params, *data)` as ONE compiled function returning a dict, so
     evaluation costs one compile and one call."""
     fns = {name: _uncompiled(fn) for name, fn in metrics.items()}
@@ -298,7 +301,7 @@ def compile_metrics(metrics: Mapping[str, Callable], backend: str | None = None)
     def evaluate_metrics(params, *data):
         return {name: _first(fn(params, *data)) for name, fn in fns.items()}
 
-    return compile(evaluate_metrics, backend=backend)
+    return compile(evaluate_metrics, backend=backend, wait=wait)
 
 
 def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs: int = 1,
@@ -306,7 +309,8 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         metrics: Mapping[str, Callable] | None = None, progress: bool = True,
         has_aux: bool = False, shuffle: bool = True, step: TrainStep | None = None,
         state: Any = None,
-        checkpoint: str | None = None, stream=None, backend: str | None = None) -> History:
+        checkpoint: str | None = None, stream=None, backend: str | None = None,
+        wait: bool | None = None) -> History:
     """Train `params` in place on `data` = (inputs, labels, ...) arrays sharing axis 0.
 
     Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs
@@ -315,8 +319,9 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     signature. Metrics `name -> fn(params, *eval_data)` and the loss run on the whole
     `eval_data` in one compiled call (one signature: no partial batches there either).
     `step`/`state` continue an earlier run (a TrainStep, or an optimiser state from
-    `checkpoint.load`); `checkpoint` is a path saved after every epoch. `backend` is passed
-    to `compile`. Returns a History.
+    `checkpoint.load`); `checkpoint` is a path saved after every epoch. `backend` and `wait`
+    are passed to `compile`: by default the first steps (and the first evaluation) run on the
+    reference interpreter while their code compiles in the background. Returns a History.
     """
     from runtime import checkpoint as ckpt
 
@@ -324,7 +329,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     n = _batch_size_of(data, "training data")
     batch_size = min(batch_size, n)
     batches = n // batch_size
-    step = step or train_step(loss_fn, optimizer, has_aux, backend=backend)
+    step = step or train_step(loss_fn, optimizer, has_aux, backend=backend, wait=wait)
     if state is not None:
         step.state = step.optimizer.init(params)
         commit(step.state, state)
@@ -332,7 +337,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     if eval_data is not None:
         eval_data = _as_tuple(eval_data)
         _batch_size_of(eval_data, "evaluation data")
-        eval_fn = compile_metrics({"loss": loss_fn, **(metrics or {})}, backend)
+        eval_fn = compile_metrics({"loss": loss_fn, **(metrics or {})}, backend, wait)
     history = History(loss=[], epoch_time=[], samples_per_sec=[])
     history.step = step
     history.eval_fn = eval_fn

@@ -1,5 +1,6 @@
 """Test-session set-up: one Numba/chainjit cache folder shared by the whole session (so each
-kernel compiles once per run), and a derandomized hypothesis profile for CI."""
+kernel compiles once per run), compiled code from the first call, and a derandomized
+hypothesis profile for CI."""
 
 import os
 import tempfile
@@ -7,6 +8,10 @@ import tempfile
 _CACHE = os.environ.get("CHAINJIT_TEST_CACHE") or tempfile.mkdtemp(prefix="chainjit-test-cache-")
 os.environ.setdefault("CHAINJIT_CACHE_DIR", _CACHE)
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_CACHE, "numba"))
+# Tests compare compiled code against the interpreter: a train step must not answer its first
+# calls on the interpreter while it compiles (runtime/background.py). The tests of that path
+# ask for it with wait=False.
+os.environ.setdefault("CHAINJIT_WAIT", "1")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 

@@ -7,7 +7,7 @@
     conv.py      conv2d as calls of the kernels in compiler/kernels/conv.py
     buffers.py   the driver's work buffers and donated (in-place) outputs
     plan.py      liveness and slot assignment behind the buffer plan
-    split.py     a long driver body cut into part functions
+    outline.py   each block that does work becomes a kernel module of its own
     summary.py   `kernel_summary`, what `Compiled.summary` prints
 
 The Numba libraries the generated code calls (fast maths, BLAS, convolutions) are in

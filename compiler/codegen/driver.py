@@ -8,8 +8,9 @@ Takes the "fused" graph (FUSED nodes or single primitives, both handled) and giv
         ...one block per node, each under the IR lines it came from...
         return (<outputs>,)
 
-(A long driver's body is then cut into `driver_part<k>` functions it calls in order, which
-compile sooner and keep LLVM inlining fastmath: compiler/codegen/split.py.)
+Then each block that does work (a loop nest, a BLAS call, a convolution) is outlined into a
+kernel module of its own, which the driver calls (compiler/codegen/outline.py): kernels are
+compiled once per machine and shared by every model, and the driver keeps only glue.
 
 Choices that keep one compiled artefact serving many batch sizes (see `resolve_dim`):
 sizes are read from the input arrays (`x.shape[0]`), constants are driver arguments (so the
@@ -42,15 +43,19 @@ from compiler.codegen.buffers import (
     view_expr,
 )
 from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, ArgSpec, CodeGen, Generated, Value
-from compiler.codegen.split import split_driver
+from compiler.codegen.outline import outline_kernels
 from ir.graph import Graph, Var
 from ir.printer import format_graph
 from ir.types import DTYPES
+from runtime.cache import environment_stamp
 
 
 def generate(graph: Graph, donate: dict[int, int] | None = None,
-             guard: int | None = None) -> Generated:
+             guard: int | None = None, outline: bool = True) -> Generated:
     """Generate the Numba module for `graph` (no Numba import, no compile: text only).
+
+    With `outline=False` only the driver's emission runs, for its buffer plan (the modules
+    are neither rendered nor outlined: `plan_buffers`, which the remat pass calls twice).
 
     `donate` maps output index -> input index whose memory receives that output (see
     compiler/codegen/buffers.py); with `guard` (the index of a 0-d output) those writes are
@@ -102,9 +107,16 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
     gen.line("")
     gen.line(f"return ({''.join(r + ', ' for r in names)})")
     plan = plan_slots(gen.buffers)
+    if not outline:  # the buffer plan is all that is wanted (plan_buffers)
+        return Generated(source="", input_names=input_names, extra_args=gen.extra,
+                         out_scalar=[], plan=plan)
     _place_buffers(gen, plan)
+    source, kernels = outline_kernels(render_module(gen, input_names), environment_stamp(),
+                                      KERNEL_OPTIONS)
+    source = _driver_options(source, gen.jit_options)
     return Generated(
-        source=split_driver(render_module(gen, input_names)),
+        source=source,
+        kernels={name: k.text for name, k in kernels.items()},
         input_names=input_names,
         extra_args=gen.extra,
         out_scalar=[v.ndim == 0 for v in graph.outputs],
@@ -196,8 +208,6 @@ def emit_output(gen: CodeGen, var: Var) -> str:
 
 
 def render_module(gen: CodeGen, input_names: list[str]) -> str:
-    from runtime.cache import environment_stamp
-
     packs = []
     for dtype in sorted(gen.packs, key=lambda d: DTYPES[d]):
         name = f"consts_{DTYPES[dtype]}"
@@ -228,10 +238,29 @@ def render_module(gen: CodeGen, input_names: list[str]) -> str:
         f"@numba.njit({jit_decorator_args(gen.jit_options)})",
         f"def driver({', '.join(params)}):",
     ]
+    # a blank line before each node's block, the first too: compiler/codegen/outline.py finds
+    # the blocks by them (what precedes the first is the prologue)
     body = [line.rstrip() for line in gen.lines]
-    while body and not body[0].strip():
-        body.pop(0)
     return "\n".join(head + body) + "\n"
+
+
+# Kernels are called only from drivers' machine code (runtime/linking.py): no Python wrapper.
+KERNEL_OPTIONS = ('cache=True, error_model="numpy", no_cpython_wrapper=True, '
+                  'no_cfunc_wrapper=True')
+
+
+def _driver_options(source: str, options: dict[str, object]) -> str:
+    """The driver's decorator once its work is in kernels: `parallel` only if a prange loop
+    and `fastmath` only if a loop stayed in it (each costs compile time)."""
+    head, _, body = source.partition("\ndef driver(")
+    kept = dict(options)
+    if "prange" not in body:
+        kept.pop("parallel", None)
+    if "for " not in body:
+        kept.pop("fastmath", None)
+    lines = head.splitlines()
+    lines[-1] = f"@numba.njit({jit_decorator_args(kept)})"
+    return "\n".join(lines) + "\ndef driver(" + body
 
 
 def jit_decorator_args(options: dict[str, object]) -> str:
@@ -253,7 +282,7 @@ def plan_buffers(graph: Graph, donate: dict[int, int] | None = None,
     >>> [(b.offset, b.size, b.start, b.end) for b in plan.buffers]
     [(0, 64, 0, 1), (64, 64, 1, 3)]
     """
-    return generate(graph, donate, guard).plan
+    return generate(graph, donate, guard, outline=False).plan
 
 
 @functools.lru_cache(maxsize=None)

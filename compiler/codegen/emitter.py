@@ -85,6 +85,17 @@ class Generated:
     # the driver runs its work on Numba's threads (convolutions, matmuls, large loop kernels;
     # loops.pooled): BLAS is held to one thread while it runs (runtime/blas.py)
     threads: bool = False
+    # kernel module name -> its text (compiler/codegen/outline.py); loaded before the driver
+    kernels: dict[str, str] = field(default_factory=dict)
+
+    def listing(self) -> str:
+        """What runs: the driver module, then each kernel module it calls (under a line naming
+        the caller the driver calls it by, `kern_<hash>`)."""
+        parts = [self.source]
+        for name, text in sorted(self.kernels.items()):
+            caller = "kern_" + name.removeprefix("chainjit_k_")[:10]
+            parts.append(f"# ---- kernel module {name}: the driver's {caller} ----\n{text}")
+        return "\n\n".join(parts)
 
 
 class CodeGen:

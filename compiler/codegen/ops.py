@@ -13,12 +13,15 @@ random_uniform reproduces ir/interpreter.py's splitmix64 bits exactly (uint64 wr
 
 from __future__ import annotations
 
+import numpy as np
+
 from compiler.codegen.conv import emit_conv2d
 from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.codegen.loops import broadcast_view, comment_body, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node, Var
 from ir.ops import Op
+from ir.types import DTYPES
 
 MATMUL_KERNELS = "compiler.kernels.matmul"
 BLAS_KERNELS = "compiler.kernels.blas"
@@ -230,20 +233,23 @@ def _on_numba_threads(gen: CodeGen) -> bool:
     return gen.threads and blas_thread_controls() is not None
 
 
-def _product(gen: CodeGen, a: str, b: str, out: str, alpha: float | str = 1.0,
+def _product(gen: CodeGen, a: str, b: str, out: str, dtype, alpha: float | str = 1.0,
              beta: float = 0.0) -> None:
     """out = alpha a @ b + beta out for 2-D arrays: in a pooled driver the threaded kernel;
     else `np.dot` for a plain product, one BLAS call with alpha and beta for the rest. alpha
     is a number or the name of a local holding one."""
+    may_be_zero = isinstance(alpha, str) or alpha == 0  # a run-time rate: see blas.gemm_any
     alpha = alpha if isinstance(alpha, str) else repr(alpha)
     if _on_numba_threads(gen):
-        gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul")
-        gen.line(f"matmul({a}, {b}, {out}, {alpha}, {beta!r})")
+        entry = f"matmul{'_any' if may_be_zero else ''}_{DTYPES[np.dtype(dtype)]}"
+        gen.fast_imports.add(f"{MATMUL_KERNELS}:{entry}")
+        gen.line(f"{entry}({a}, {b}, {out}, {alpha}, {beta!r})")
     elif (alpha, beta) == ("1.0", 0.0):
         gen.line(f"np.dot({a}, {b}, {out})")
     else:
-        gen.fast_imports.add(f"{BLAS_KERNELS}:gemm")
-        gen.line(f"gemm({a}, {b}, {out}, {alpha}, {beta!r})")
+        entry = "gemm_any" if may_be_zero else "gemm"
+        gen.fast_imports.add(f"{BLAS_KERNELS}:{entry}")
+        gen.line(f"{entry}({a}, {b}, {out}, {alpha}, {beta!r})")
 
 
 def emit_matmul(gen: CodeGen, node: Node) -> None:
@@ -254,7 +260,7 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
     gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
     if out.ndim == 2:
         a, b = gen.array(x, "CF"), gen.array(w, "CF")
-        _product(gen, a, b, gen.alloc(out))
+        _product(gen, a, b, gen.alloc(out), out.dtype)
         return
     on_threads = _on_numba_threads(gen)
     batch = " * ".join(gen.dims[out][:-2])
@@ -263,8 +269,9 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
     m, n = gen.dims[x][-2], gen.dims[w][-1]
     out3 = f"{name}.reshape(({batch}, {m}, {n}))"
     if on_threads:
-        gen.fast_imports.add(f"{MATMUL_KERNELS}:matmul_batched")
-        gen.line(f"matmul_batched({a}, {ta}, {b}, {tb}, {out3})")
+        entry = f"matmul_batched_{DTYPES[np.dtype(out.dtype)]}"
+        gen.fast_imports.add(f"{MATMUL_KERNELS}:{entry}")
+        gen.line(f"{entry}({a}, {ta}, {b}, {tb}, {out3})")
         return
     gen.line(f"for i0 in range({batch}):")
     # operands as locals: a `.T` inside np.dot's arguments left Numba's type inference
@@ -292,7 +299,7 @@ def emit_gemm(gen: CodeGen, node: Node) -> None:
     if scale:  # a rate known at run time (0 too: the kernels keep the product's NaNs)
         alpha, coefficient = gen.fresh("alpha_"), alpha
         gen.line(f"{alpha} = {coefficient!r} * {gen.read(scale[0], [])}")
-    _product(gen, a, b, name, alpha, beta)
+    _product(gen, a, b, name, out.dtype, alpha, beta)
 
 
 def emit_fused_node(gen: CodeGen, node: Node) -> None:

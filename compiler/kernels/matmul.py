@@ -7,12 +7,15 @@ threads and Numba's both busy-wait after a job, and on 2 cores each pool's work 
 the other's spinning threads (the transformer step with its loop kernels on Numba's threads
 beside OpenBLAS's matmuls: 109 ms instead of 38).
 
-- `matmul(a, b, out, alpha, beta)`: out (M, N) = alpha a (M, K) @ b (K, N) + beta out (a
-  plain product is alpha 1, beta 0; an SGD update accumulates into the weights,
-  compiler/passes/gemm_epilogue.py). The rows (or, when N > M, the columns) of out are cut
-  into one block per thread.
-- `matmul_batched(a, ta, b, tb, out)`: out[i] = op(a[i]) @ op(b[i]) for each i of a batch
-  (op transposes when its flag is set); each thread takes whole batch items.
+- `matmul_<dtype>(a, b, out, alpha, beta)`: out (M, N) = alpha a (M, K) @ b (K, N) + beta
+  out (a plain product is alpha 1, beta 0; an SGD update accumulates into the weights,
+  compiler/passes/gemm_epilogue.py); `matmul_any_<dtype>` where alpha may be 0 (a run-time
+  rate). The rows (or, when N > M, the columns) of out are cut into one block per thread.
+- `matmul_batched_<dtype>(a, ta, b, tb, out)`: out[i] = op(a[i]) @ op(b[i]) for each i of a
+  batch (op transposes when its flag is set); each thread takes whole batch items.
+
+Each entry is compiled for its one dtype when its name is first imported (module
+`__getattr__`), so a model compiles only the entries it calls.
 
 Blocks are taken from an atomic counter, not split statically: with a core taken by another
 process, the running thread takes the late one's blocks (see compiler/kernels/conv.py). Each
@@ -26,11 +29,11 @@ import numba
 import numpy as np
 from numba.core import types
 
-from compiler.kernels.blas import FLOATS, operand, signatures
-from compiler.kernels.blas import gemm_on_this_thread as _gemm
+from compiler.kernels.blas import FLOATS, gemm, gemm_any, load_blas_functions, operand, signatures
 from compiler.kernels.parallel import fetch_add, launch_thread_pool, parallel_options
 
 launch_thread_pool()  # which registers `get_num_threads`
+load_blas_functions()  # before any thread of a parallel region calls BLAS
 # declared as Numba's parfor lowering declares it (intp), as both may sit in one LLVM module
 _num_threads = types.ExternalFunction("get_num_threads", types.intp())
 # A block of less than this many multiply-adds is not split further (thread start-up and a
@@ -47,15 +50,14 @@ def _blocks(work, units):
     return max(1, min(_num_threads(), units, work // MIN_BLOCK))
 
 
-@numba.njit(signatures(types.float64, types.float64), parallel=parallel_options(), **_JIT)
-def matmul(a, b, out, alpha, beta):
-    """out (M, N) = alpha a (M, K) @ b (K, N) + beta out, the longer of M and N cut into one
-    block per thread."""
+def _matmul(a, b, out, alpha, beta):
+    """out (M, N) = alpha a (M, K) @ b (K, N) + beta out, alpha nonzero; the longer of M and N
+    cut into one block per thread."""
     m, n, k = a.shape[0], b.shape[1], a.shape[1]
     rows = m >= n
     blocks = _blocks(m * n * k, m if rows else n)
     if blocks == 1:
-        _gemm(a, b, out, alpha, beta)
+        gemm(a, b, out, alpha, beta)
         return
     taken = np.zeros(1, np.int64)
     for _ in numba.prange(blocks):
@@ -63,16 +65,35 @@ def matmul(a, b, out, alpha, beta):
         while t < blocks:
             if rows:
                 lo, hi = t * m // blocks, (t + 1) * m // blocks
-                _gemm(a[lo:hi], b, out[lo:hi], alpha, beta)
+                gemm(a[lo:hi], b, out[lo:hi], alpha, beta)
             else:
                 lo, hi = t * n // blocks, (t + 1) * n // blocks
-                _gemm(a, b[:, lo:hi], out[:, lo:hi], alpha, beta)
+                gemm(a, b[:, lo:hi], out[:, lo:hi], alpha, beta)
             t = fetch_add(taken)
 
 
-@numba.njit([types.void(operand(t, 3), types.boolean, operand(t, 3), types.boolean,
-                        t[:, :, :]) for t in FLOATS], parallel=parallel_options(), **_JIT)
-def matmul_batched(a, ta, b, tb, out):
+def _matmul_any(a, b, out, alpha, beta):
+    """`_matmul` for an alpha that may be 0 (a run-time rate): compiler/kernels/blas.gemm_any."""
+    m, n, k = a.shape[0], b.shape[1], a.shape[1]
+    rows = m >= n
+    blocks = _blocks(m * n * k, m if rows else n)
+    if blocks == 1:
+        gemm_any(a, b, out, alpha, beta)
+        return
+    taken = np.zeros(1, np.int64)
+    for _ in numba.prange(blocks):
+        t = fetch_add(taken)
+        while t < blocks:
+            if rows:
+                lo, hi = t * m // blocks, (t + 1) * m // blocks
+                gemm_any(a[lo:hi], b, out[lo:hi], alpha, beta)
+            else:
+                lo, hi = t * n // blocks, (t + 1) * n // blocks
+                gemm_any(a, b[:, lo:hi], out[:, lo:hi], alpha, beta)
+            t = fetch_add(taken)
+
+
+def _matmul_batched(a, ta, b, tb, out):
     """out[i] = op(a[i]) @ op(b[i]) for each i of the batch, where op(x) is x.T when its flag
     is set; each thread takes whole batch items."""
     batch = out.shape[0]
@@ -83,7 +104,33 @@ def matmul_batched(a, ta, b, tb, out):
         while t < batch:
             x = a[t].T if ta else a[t]
             y = b[t].T if tb else b[t]
-            _gemm(x, y, out[t], 1.0, 0.0)
+            gemm(x, y, out[t], 1.0, 0.0)
             t = fetch_add(taken)
 
 
+# entry name -> (Python function, signature for one float dtype). Each entry is compiled for
+# the one dtype its name says, on first import of that name (a float32 model compiles no
+# float64 kernels: each of these took 3-6 s to compile).
+_ENTRIES = {
+    "matmul": (_matmul, lambda t: signatures(types.float64, types.float64)[FLOATS.index(t)]),
+    "matmul_any": (_matmul_any,
+                   lambda t: signatures(types.float64, types.float64)[FLOATS.index(t)]),
+    "matmul_batched": (_matmul_batched, lambda t: types.void(
+        operand(t, 3), types.boolean, operand(t, 3), types.boolean, t[:, :, :])),
+}
+_DTYPES = {"f32": numba.float32, "f64": numba.float64}
+
+
+def entry_name(kind: str, dtype_tag: str) -> str:
+    """The importable name of an entry for a dtype: `matmul_f32`, `matmul_batched_f64`."""
+    return f"{kind}_{dtype_tag}"
+
+
+def __getattr__(name: str):
+    kind, _, tag = name.rpartition("_")
+    if kind not in _ENTRIES or tag not in _DTYPES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    fn, signature = _ENTRIES[kind]
+    dispatcher = numba.njit([signature(_DTYPES[tag])], parallel=parallel_options(), **_JIT)(fn)
+    globals()[name] = dispatcher
+    return dispatcher

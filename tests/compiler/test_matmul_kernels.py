@@ -8,6 +8,8 @@ from compiler import compile, value_and_grad
 from compiler.codegen import loops as codegen_kernels
 from compiler.codegen import ops as codegen_ops
 from compiler.kernels import matmul as matmul_kernels
+from ir.types import DTYPES
+from tests.compiler.listing import expanded
 
 RNG = np.random.default_rng(11)
 
@@ -23,6 +25,11 @@ SHAPES = [  # (m, k, n): rows split, columns split (n > m), single block, empty 
     (300, 40, 70), (20, 64, 900), (3, 5, 4), (1, 7, 1), (0, 3, 4), (5, 0, 6), (4, 3, 0)]
 
 
+def matmul_entry(kind: str, dtype):
+    """The matmul kernel entry for one dtype (each is compiled on first use of its name)."""
+    return getattr(matmul_kernels, f"{kind}_{DTYPES[np.dtype(dtype)]}")
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_matches_numpy_for_every_layout_and_thread_count(dtype, threads):
@@ -34,7 +41,7 @@ def test_matmul_matches_numpy_for_every_layout_and_thread_count(dtype, threads):
                 for tb in (False, True):
                     a, b = _operand(m, k, dtype, ta), _operand(k, n, dtype, tb)
                     out = np.full((m, n), np.nan, dtype)
-                    matmul_kernels.matmul(a, b, out, 1.0, 0.0)
+                    matmul_entry("matmul", dtype)(a, b, out, 1.0, 0.0)
                     tol = 1e-4 if dtype == np.float32 else 1e-12
                     np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol,
                                                err_msg=f"{(m, k, n, ta, tb)}")
@@ -48,12 +55,12 @@ def test_matmul_reads_strided_views_in_place():
     a = RNG.standard_normal((40, 30)).astype(np.float32)[::2, 3:20]  # (20, 17), row stride 60
     b = RNG.standard_normal((17, 50)).astype(np.float32)
     out = np.zeros((20, 70), np.float32)
-    matmul_kernels.matmul(a, b, out[:, 10:60], 1.0, 0.0)
+    matmul_entry("matmul", np.float32)(a, b, out[:, 10:60], 1.0, 0.0)
     np.testing.assert_allclose(out[:, 10:60], a @ b, rtol=1e-4, atol=1e-4)
     assert not out[:, :10].any() and not out[:, 60:].any()
     # no unit stride anywhere (codegen never passes these): copied, still right
     a2, b2, out2 = a[:, ::2], b[::2, ::5], np.zeros((20, 20), np.float32)  # (20, 9) @ (9, 10)
-    matmul_kernels.matmul(a2, b2, out2[:, ::2], 1.0, 0.0)
+    matmul_entry("matmul", np.float32)(a2, b2, out2[:, ::2], 1.0, 0.0)
     np.testing.assert_allclose(out2[:, ::2], a2 @ b2, rtol=1e-4, atol=1e-4)
     assert not out2[:, 1::2].any()
 
@@ -72,7 +79,7 @@ def test_matmul_batched_matches_numpy(threads):
                     x = opx.transpose(0, 2, 1).copy() if ta else opx
                     y = opy.transpose(0, 2, 1).copy() if tb else opy
                     out = np.full((batch, 6, 3), np.nan)
-                    matmul_kernels.matmul_batched(x, ta, y, tb, out)
+                    matmul_entry("matmul_batched", np.float64)(x, ta, y, tb, out)
                     np.testing.assert_allclose(out, opx @ opy, rtol=1e-12, atol=1e-12)
     finally:
         numba.set_num_threads(before)
@@ -106,10 +113,10 @@ def test_a_pooled_driver_runs_its_matmuls_and_large_kernels_on_numba_threads(mon
     q, k = RNG.standard_normal((3, 4, 5)), RNG.standard_normal((3, 4, 5))
     v, w = RNG.standard_normal((3, 4, 6)), RNG.standard_normal((6, 7))
     args = [a.astype(np.float32) for a in (q, k, v, w)]
-    source = _pooled_source_and_check(fn, *args)
+    source = expanded(_pooled_source_and_check(fn, *args))  # each kernel under each call
     assert "np.dot(" not in source
-    assert source.count("matmul_batched(") >= 3 and ", True, " in source  # k read transposed
-    assert "matmul(" in source and "numba.prange(" in source
+    assert source.count("matmul_batched_f32(") >= 3 and ", True, " in source  # k transposed
+    assert "matmul_f32(" in source and "numba.prange(" in source
     plain = compile(fn)
     plain(*args)
     executable = plain.trace(*args).executable
@@ -139,11 +146,11 @@ def test_without_blas_thread_control_a_pooled_driver_keeps_np_dot(monkeypatch):
     x, w = RNG.standard_normal((8, 5)).astype(np.float32), np.ones((5, 4), np.float32)
     f = compile(fn)
     lowered = f.lowered(f.trace(x, w), "fused")
-    assert f"from {codegen_ops.MATMUL_KERNELS} import matmul" in generate(lowered).source
+    assert f"from {codegen_ops.MATMUL_KERNELS} import matmul_f32" in generate(lowered).listing()
     monkeypatch.setattr(blas, "blas_thread_controls", lambda: None)
     generated = generate(lowered)
-    assert generated.threads and "np.dot(" in generated.source
-    assert codegen_ops.MATMUL_KERNELS not in generated.source
+    assert generated.threads and "np.dot(" in generated.listing()
+    assert codegen_ops.MATMUL_KERNELS not in generated.listing()
 
 
 def test_a_pooled_driver_takes_read_only_inputs(monkeypatch):
@@ -160,7 +167,7 @@ def test_a_pooled_driver_takes_read_only_inputs(monkeypatch):
         a.flags.writeable = False
     f = compile(fn)
     got = f(*args)
-    assert f"from {codegen_ops.MATMUL_KERNELS} import matmul" in f.source(*args)
+    assert f"from {codegen_ops.MATMUL_KERNELS} import matmul" in f.source(*args)  # _f32, ...
     want = compile(fn, backend="interpreter")(*args)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
