@@ -158,11 +158,21 @@ class CodeGen:
         """A literal size as an expression of the input shapes when one matches its value.
 
         Sizes 0 and 1 stay literal (they decide broadcasting); other sizes take the first
-        input dimension of equal value, so a new batch size gives the same source text.
+        input dimension of equal value, else the first product of two (a flattened batch x
+        classes: `z[np.arange(n), y]`'s gather), so a new batch size gives the same source
+        text. (An expression found by coincidence is still right: the text is made for one
+        trace's shapes, and code is reused only by a trace that generated the same text.)
         """
         if size in (0, 1):
             return str(size)
-        return self.dim_by_value.get(size, str(size))
+        if size in self.dim_by_value:
+            return self.dim_by_value[size]
+        dims = [(v, e) for v, e in self.dim_by_value.items() if v > 1]
+        for k, (v1, e1) in enumerate(dims):
+            for v2, e2 in dims[k:]:
+                if v1 * v2 == size:
+                    return f"({e1} * {e2})"
+        return str(size)
 
     def resolve_shape(self, shape, like: tuple[Var, ...] = ()) -> tuple[str, ...]:
         """Dims for `shape`, preferring the dims of a var of exactly that shape."""

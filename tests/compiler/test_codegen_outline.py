@@ -134,3 +134,50 @@ def test_outlined_numba_build_matches_interpreter():
     got = build_numba(graph)([np.array(leaf, copy=True) for leaf in leaves])
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+
+
+class _Compiles:
+    """Counts Numba compiles (each function compiled or loaded through the compiler)."""
+
+    def __init__(self):
+        from numba.core import event
+
+        counter = self
+
+        class Listener(event.Listener):
+            def on_start(self, e):
+                pass
+
+            def on_end(self, e):
+                counter.count += 1
+
+        self.count = 0
+        self.listener = Listener()
+        self.event = event
+
+    def __enter__(self):
+        self.event.register("numba:compile", self.listener)
+        return self
+
+    def __exit__(self, *exc):
+        self.event.unregister("numba:compile", self.listener)
+
+
+def test_a_new_batch_size_compiles_nothing():
+    """`z[np.arange(n), y]` (a gather over the flattened batch x classes) once baked n * C
+    into the code as a literal: a new batch size compiled again."""
+    def loss(p, x, y):
+        z = np.maximum(x @ p["w"], 0.0) @ p["v"]
+        logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+        return -np.mean(logp[np.arange(z.shape[0]), y])
+
+    params = {"w": RNG.standard_normal((7, 6)).astype(F32),
+              "v": RNG.standard_normal((6, 5)).astype(F32)}
+    step = train_step(loss, optim.SGD(0.1))
+    for batch in (24, 18):
+        x = RNG.standard_normal((batch, 7)).astype(F32)
+        y = RNG.integers(0, 5, batch)
+        with _Compiles() as compiles:
+            step(params, x, y)
+        if batch == 18:
+            assert compiles.count == 0
