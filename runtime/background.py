@@ -25,6 +25,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from runtime.blas import with_one_numpy_blas_thread
+
 _RUNNING: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -40,7 +42,7 @@ class BackgroundBuild:
 
     def __init__(self, name: str, build: Callable[[], Any], fallback: Callable[[list], list]):
         self.name = name
-        self.fallback = fallback
+        self.fallback = with_one_numpy_blas_thread(fallback)  # the other core compiles
         self.result: Any = None
         self.error: BaseException | None = None
         self.served = 0  # calls the fallback answered

@@ -38,9 +38,24 @@ def blas_thread_controls() -> tuple[Callable[[], int], Callable[[int], None]] | 
     """(get, set) of the thread count of the BLAS that Numba's matmuls call, or None."""
     try:
         import scipy.linalg.cython_blas as cython_blas
+    except ImportError:
+        return None
+    return _controls_in(cython_blas.__file__)
 
-        library = ctypes.CDLL(cython_blas.__file__)  # dlsym searches its dependencies too
-    except (ImportError, OSError):
+
+@functools.lru_cache(maxsize=1)
+def numpy_blas_thread_controls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """(get, set) of the thread count of NumPy's own BLAS (the reference interpreter's), or
+    None; NumPy's wheels bundle an OpenBLAS of their own, apart from SciPy's."""
+    import numpy._core._multiarray_umath as umath
+
+    return _controls_in(umath.__file__)
+
+
+def _controls_in(path: str) -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    try:
+        library = ctypes.CDLL(path)  # dlsym searches its dependencies too
+    except OSError:
         return None
     for get_name, set_name in _CONTROLS:
         try:
@@ -83,6 +98,27 @@ class _Hold:
 def _hold() -> _Hold | None:
     controls = blas_thread_controls()
     return None if controls is None else _Hold(*controls)
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy_hold() -> _Hold | None:
+    controls = numpy_blas_thread_controls()
+    return None if controls is None else _Hold(*controls)
+
+
+def with_one_numpy_blas_thread(fn: Callable) -> Callable:
+    """`fn` run with NumPy's BLAS held to one thread: while a compile keeps one core busy
+    (runtime/background.py), two-thread BLAS calls wait on a thread that has no core and ran
+    10-30x slower; `fn` itself when NumPy's BLAS has no control chainjit knows."""
+    hold = _numpy_hold()
+    if hold is None:
+        return fn
+
+    def call(*args):
+        with hold:
+            return fn(*args)
+
+    return call
 
 
 def with_one_blas_thread(driver: Callable) -> Callable:
