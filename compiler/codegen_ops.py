@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from compiler.codegen import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.codegen_conv import emit_conv2d
+from compiler.codegen_extra_ops import EXTRA_EMIT_RULES
 from compiler.codegen_kernels import broadcast_view, comment_body, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node, Var
@@ -367,4 +368,5 @@ EMIT_RULES = {
     Op.CONV2D: emit_conv2d,  # compiler/codegen_conv.py
     Op.RANDOM_UNIFORM: emit_random_uniform,
     Op.FUSED: emit_fused_node,  # loop kernels; gemm kernels above
+    **EXTRA_EMIT_RULES,  # library ops: compiler/codegen_extra_ops.py
 }
