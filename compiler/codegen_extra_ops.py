@@ -91,7 +91,27 @@ def emit_cholesky(gen: CodeGen, node: Node) -> None:
     gen.line(f"cholesky_batched({source}.reshape(({shape})), {name}.reshape(({shape})))")
 
 
+def _grouped_dims(emitter: str):
+    """`emit`, then its output's dims parenthesized where they are sums. PAD and CONCATENATE
+    give dims such as `a.shape[1] + 2`, and a loop nest that flattens contiguous axes
+    multiplies dims as text: `a.shape[0] * a.shape[1] + 2` sized a flattened pad wrongly
+    (the gradient of slogdet, a cumsum's scan). A workaround kept out of the codegen owner's
+    files; the fix belongs in compiler/codegen_ops.py's emit_pad / emit_concatenate."""
+
+    def emit_with_grouped_dims(gen: CodeGen, node: Node) -> None:
+        from compiler import codegen_ops  # which imports this module
+
+        getattr(codegen_ops, emitter)(gen, node)
+        dims = gen.dims[node.out]
+        gen.set_dims(node.out, tuple(f"({d})" if "+" in d else d for d in dims))
+
+    emit_with_grouped_dims.__name__ = emitter
+    return emit_with_grouped_dims
+
+
 EXTRA_EMIT_RULES = {
+    Op.PAD: _grouped_dims("emit_pad"),
+    Op.CONCATENATE: _grouped_dims("emit_concatenate"),
     Op.ATAN2: emit_binary_libm,
     Op.FMOD: emit_binary_libm,
     Op.ARGSORT: emit_argsort,

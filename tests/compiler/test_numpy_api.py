@@ -13,8 +13,7 @@ import pytest
 
 from compiler import compile, grad, value_and_grad, vjp
 from compiler.errors import TracerConversionError, UnsupportedError
-from tests.compiler.op_specs import OP_SPECS, make_inputs
-from tests.compiler.numpy_specs import NUMPY_SPECS
+from tests.compiler.op_specs import NUMPY_SPECS, OP_SPECS, make_inputs
 from tests.compiler.test_vjp_rules import assert_close, central_difference, inner
 
 SPECS = {spec.name: spec for spec in NUMPY_SPECS}
