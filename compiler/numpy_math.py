@@ -326,7 +326,7 @@ FUNCTIONS = {
     np.nan_to_num: nan_to_num,
 }
 TRACER_METHODS = {
-    "round": round_,
+    "round": round_, "__round__": lambda x, ndigits=None: round_(x, ndigits or 0),
     "__and__": bitwise_and, "__rand__": lambda x, y: bitwise_and(y, x),
     "__or__": bitwise_or, "__ror__": lambda x, y: bitwise_or(y, x),
     "__xor__": bitwise_xor, "__rxor__": lambda x, y: bitwise_xor(y, x),

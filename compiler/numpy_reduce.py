@@ -168,6 +168,8 @@ def argsort(x, axis=-1, kind=None, order=None, stable=None):
     if axis is None:
         x, axis = N.ravel(x), 0
     axis = _axis(axis, x.ndim)
+    if x.dtype == np.bool_:
+        x = F.astype(x, np.int32)  # False before True
     moved = N.moveaxis(F.stop_gradient(x), axis, -1)
     return N.moveaxis(E.argsort(moved), -1, axis)
 

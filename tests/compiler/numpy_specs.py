@@ -1,15 +1,13 @@
 """The NumPy API of issue 17, one `OpSpec` per function (or variant), merged into
 tests/compiler/op_specs.py's `OP_SPECS`: each is run forward against NumPy there
 (tests/compiler/test_trace_ops.py), and its VJP against central differences and its Numba
-build against NumPy in tests/compiler/test_numpy_api.py.
-
-Import tests.compiler.op_specs, not this module directly (it is merged there)."""
+build against NumPy in tests/compiler/test_numpy_api.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tests.compiler.op_specs import OpSpec
+from tests.compiler.spec_type import OpSpec
 
 S = (3, 4)
 SQ = (2, 3, 3)

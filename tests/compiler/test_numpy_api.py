@@ -187,6 +187,27 @@ def test_integer_floor_division_and_remainder_follow_python_signs():
         np.testing.assert_array_equal(got, want)
 
 
+def test_padded_and_concatenated_values_in_flattened_loops():
+    """Regression: a PAD or CONCATENATE output read by a flattened loop was sized
+    `a.shape[0] * a.shape[1] + 2` (compiler/codegen_extra_ops.py's _grouped_dims)."""
+    x = np.arange(12.0, dtype=np.float32).reshape(3, 4)
+    f = compile(lambda x: (np.pad(x, ((0, 0), (1, 1))) * 2.0,
+                           np.concatenate([x, x], axis=1) + 1.0))
+    padded, joined = f(x)
+    np.testing.assert_array_equal(padded, np.pad(x, ((0, 0), (1, 1))) * 2.0)
+    np.testing.assert_array_equal(joined, np.concatenate([x, x], axis=1) + 1.0)
+
+
+def test_round_builtin_and_bool_sort():
+    f = compile(lambda x: (round(x * 3), np.sort(x > 0), np.argsort(x > 0)),
+                backend="interpreter")
+    x = np.array([0.3, -1.2, 0.5, 2.0])
+    got = f(x)
+    np.testing.assert_array_equal(got[0], np.round(x * 3))
+    np.testing.assert_array_equal(got[1], np.sort(x > 0))
+    np.testing.assert_array_equal(got[2], np.argsort(x > 0, kind="stable"))
+
+
 def test_np_array_is_numpys_own_outside_a_trace():
     numpy_array = np.array
     compile(lambda x: np.array([x, x]), backend="interpreter")(np.ones(2))
