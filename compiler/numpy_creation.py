@@ -81,6 +81,7 @@ def stack_traced(obj, dtype=None, ndmin: int = 0):
 
 
 def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, like=None):  # noqa: A002
+    """np.array while tracing: stacks traced values, else NumPy's own np.array."""
     if _holds_tracer(object):
         return stack_traced(object, dtype, ndmin)
     kwargs = {"copy": copy, "order": order, "subok": subok, "ndmin": ndmin}
@@ -90,12 +91,14 @@ def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, lik
 
 
 def asarray(a, dtype=None, order=None, **kwargs):
+    """np.asarray while tracing: a traced value (or a list of them) stays traced."""
     if _holds_tracer(a):
         return stack_traced(a, dtype)
     return _NUMPY_ASARRAY(a, dtype, order, **kwargs)
 
 
 def full(shape, fill_value, dtype=None, order="C", **kwargs):
+    """np.full while tracing: a traced fill value is broadcast to the shape."""
     if _holds_tracer(fill_value):
         value = stack_traced(fill_value, dtype)
         shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
@@ -103,9 +106,6 @@ def full(shape, fill_value, dtype=None, order="C", **kwargs):
     return _NUMPY_FULL(shape, fill_value, dtype, order, **kwargs)
 
 
-full.__doc__ = _NUMPY_FULL.__doc__
-array.__doc__ = _NUMPY_ARRAY.__doc__
-asarray.__doc__ = _NUMPY_ASARRAY.__doc__
 
 
 @contextlib.contextmanager
