@@ -18,6 +18,7 @@ import numpy as np
 
 from compiler.backend import build_numba_indexed, load_indexed
 from compiler.errors import TraceError
+from compiler.numpy_creation import tracing_numpy
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
 from ir.graph import Graph
@@ -145,7 +146,8 @@ class Compiled:
         rebuilt = list(tree_unflatten(in_tree, tracers))
         for i in self.static_argnums:
             rebuilt[i] = args[i]
-        out = self.fn(*rebuilt)
+        with tracing_numpy():  # np.array([x, y]) of tracers stacks them
+            out = self.fn(*rebuilt)
         out_leaves, out_tree = tree_flatten(out)
         out_vars = [self._output_var(trace, leaf) for leaf in out_leaves]
         graph = trace.to_graph(out_vars)

@@ -1,8 +1,12 @@
-"""np.einsum lowered to primitives: each operand's private indices are summed out, then pairs
-of operands are contracted by one batched MATMUL (batch, free-left, contracted) x
-(batch, contracted, free-right), and the result is transposed into the output order."""
+"""np.einsum lowered to primitives: `...` becomes letters of its own (broadcast between
+operands), a repeated index within a term reads that diagonal (a GATHER), each operand's
+private indices are summed out, then pairs of operands (left to right, any number) are
+contracted by one batched MATMUL (batch, free-left, contracted) x (batch, contracted,
+free-right), and the result is transposed into the output order."""
 
 from __future__ import annotations
+
+import string
 
 import numpy as np
 
@@ -10,42 +14,95 @@ from compiler import frontend as F
 from compiler.errors import UnsupportedError
 
 
-def parse(subscripts: str, count: int) -> tuple[list[str], str]:
+def parse(subscripts: str, count: int, ndims=None) -> tuple[list[str], str]:
+    """Terms and output letters; `...` becomes letters of their own (ndims: the operands'
+    ranks, needed when there is an ellipsis)."""
     subscripts = subscripts.replace(" ", "")
-    if "." in subscripts:
-        raise UnsupportedError("einsum with '...' is not supported",
-                               fix="write the batch axes out as letters")
     if "->" in subscripts:
         lhs, out = subscripts.split("->")
     else:
-        lhs = subscripts
-        letters = lhs.replace(",", "")
-        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+        lhs, out = subscripts, None
     terms = lhs.split(",")
     if len(terms) != count:
         raise UnsupportedError(f"einsum '{subscripts}' names {len(terms)} operands, got {count}")
-    for term in terms:
-        if len(set(term)) != len(term):
-            raise UnsupportedError(f"einsum term '{term}' repeats an index (diagonals)")
+    if "." in subscripts:
+        terms, out = _expand_ellipsis(subscripts, terms, out, ndims)
+    if out is None:
+        letters = "".join(terms)
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    for c in out:
+        if c not in "".join(terms):
+            raise UnsupportedError(f"einsum output index '{c}' appears in no operand")
+    if len(set(out)) != len(out):
+        raise UnsupportedError(f"einsum output '{out}' repeats an index")
     return terms, out
 
 
-def einsum(subscripts: str, *operands):
-    terms, out = parse(subscripts, len(operands))
+def _expand_ellipsis(subscripts, terms, out, ndims):
+    used = set(subscripts)
+    spare = [c for c in string.ascii_letters if c not in used]
+    counts = []
+    for term, ndim in zip(terms, ndims):
+        if term.count("...") > 1 or term.replace("...", "").count("."):
+            raise UnsupportedError(f"einsum term '{term}' has a malformed ellipsis")
+        counts.append(ndim - len(term.replace("...", "")) if "..." in term else 0)
+    width = max(counts)
+    ellipsis = "".join(spare[:width])
+    terms = [t.replace("...", ellipsis[width - k:]) for t, k in zip(terms, counts)]
+    if out is None:
+        letters = "".join(t for t in terms)
+        rest = sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ellipsis)
+        return terms, ellipsis + "".join(rest)
+    return terms, out.replace("...", ellipsis)
+
+
+def einsum(subscripts: str, *operands, optimize=False, dtype=None, out=None, casting="safe"):
+    if out is not None:
+        raise UnsupportedError("einsum(..., out=...) writes in place", fix="drop out=")
+    terms, out_term = parse(subscripts, len(operands), [len(F.shape_of(x)) for x in operands])
     for term, x in zip(terms, operands):
         if len(term) != F.shape_of(x).__len__():
             raise UnsupportedError(f"einsum term '{term}' does not match an operand of rank "
                                    f"{len(F.shape_of(x))}")
-    terms, operands = list(terms), list(operands)
+    operands = [_diagonals(x, t) for x, t in zip(operands, terms)]
+    terms = [t for _, t in operands]
+    operands = _broadcast_sizes([x for x, _ in operands], terms)
     while len(operands) > 1:
-        keep = set(out).union(*terms[2:])
+        keep = set(out_term).union(*terms[2:])
         a, b = operands.pop(0), operands.pop(0)
         ta, tb = terms.pop(0), terms.pop(0)
         result, term = _contract(a, ta, b, tb, keep)
         operands.insert(0, result)
         terms.insert(0, term)
-    x, term = _sum_private(operands[0], terms[0], set(out))
-    return F.transpose(x, [term.index(c) for c in out])
+    x, term = _sum_private(operands[0], terms[0], set(out_term))
+    result = F.transpose(x, [term.index(c) for c in out_term])
+    return F.astype(result, dtype) if dtype is not None else result
+
+
+def _diagonals(x, term: str):
+    """A term that repeats an index ('ii', 'iij') reads a diagonal: one axis per letter."""
+    while len(set(term)) != len(term):
+        c = next(c for c in term if term.count(c) > 1)
+        i = term.index(c)
+        j = term.index(c, i + 1)
+        shape = F.shape_of(x)
+        if shape[i] != shape[j]:
+            raise UnsupportedError(f"einsum index '{c}' has two different sizes")
+        rest = [k for k in range(len(term)) if k not in (i, j)]
+        n = shape[i]
+        flat = F.reshape(F.transpose(x, rest + [i, j]), [shape[k] for k in rest] + [n * n])
+        x = F.gather(flat, np.arange(n, dtype=np.int64) * (n + 1), len(rest))
+        term = "".join(term[k] for k in rest) + c
+    return x, term
+
+
+def _broadcast_sizes(operands, terms):
+    """Indices of size 1 in one operand and n in another (broadcast ellipsis dims) grow to n."""
+    size: dict[str, int] = {}
+    for x, t in zip(operands, terms):
+        for c, d in zip(t, F.shape_of(x)):
+            size[c] = max(size.get(c, 1), d)
+    return [F.broadcast_to(x, [size[c] for c in t]) for x, t in zip(operands, terms)]
 
 
 def _sum_private(x, term: str, keep: set[str]):

@@ -418,3 +418,8 @@ def array_function(self, func, types, args, kwargs):
 
 def _raise(error: Exception):
     raise error
+
+
+from compiler import numpy_registry  # noqa: E402  (compiler/numpy_*.py: the rest of NumPy)
+
+numpy_registry.register(UFUNCS, FUNCTIONS, TRACER_METHODS)

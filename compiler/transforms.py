@@ -24,6 +24,7 @@ import numpy as np
 from compiler import autodiff
 from compiler import frontend as F
 from compiler.autodiff import AutodiffError, CustomVjp
+from compiler.numpy_creation import tracing_numpy
 from compiler.pytree import tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
 from ir.graph import Graph, Source
@@ -96,7 +97,8 @@ def _run_eagerly(body: Callable[[Trace, tuple], Any], args: tuple) -> Any:
     trace = Trace()
     tracers = [trace.new_input(leaf_spec(leaf, f"leaf {k}", "").type, is_python_scalar(leaf))
                for k, leaf in enumerate(leaves)]
-    result = body(trace, tree_unflatten(in_tree, tracers))
+    with tracing_numpy():  # np.array([x, y]) of tracers stacks them
+        result = body(trace, tree_unflatten(in_tree, tracers))
     return _evaluate_leaves(trace, result, leaves)
 
 

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import numpy as np
 
 from compiler import frontend as F
+from compiler import frontend_extra as E
 from ir.ops import Op
 
 VjpRule = Callable[..., tuple]
@@ -48,7 +49,7 @@ VJP_RULES: dict[Op, VjpRule] = {}
 
 NON_DIFFERENTIABLE = frozenset(
     {Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.SIGN, Op.STOP_GRADIENT, Op.RANDOM_UNIFORM,
-     Op.CONSTANT}
+     Op.CONSTANT, Op.ARGSORT}
 )
 
 
@@ -340,6 +341,58 @@ def _conv2d_vjp(g, out, x, w, *, strides, padding, dilation):
         F.conv2d_primitive(gd, wf, (1, 1), pad_x, dilation),  # dX = conv(g, flip(Wᵀ))
         F.transpose(dw, (1, 0, 2, 3)),  # dW = conv(Xᵀ, Gᵀ)ᵀ
     )
+
+
+# -- library ops (ir/ops.py's LIBRARY group) -----------------------------------------------
+
+
+@vjp_rule(Op.ATAN2)
+def _atan2_vjp(g, out, y, x):
+    r2 = y * y + x * x
+    return (g * x / r2, F.negative(g * y / r2))  # dy = g x / (x² + y²), dx = -g y / (x² + y²)
+
+
+@vjp_rule(Op.FMOD)
+def _fmod_vjp(g, out, x, y):
+    return (g, F.negative(g * E.trunc(x / y)))  # dx = g, dy = -g trunc(x / y)
+
+
+def _eye_like(a):
+    n = a.shape[-1]
+    return F.broadcast_to(np.eye(n, dtype=a.dtype), a.shape)
+
+
+def _tril_mask(n, k=0):
+    return np.tril(np.ones((n, n), dtype=bool), k)
+
+
+@vjp_rule(Op.SOLVE)
+def _solve_vjp(g, out, a, b):
+    db = E.solve(_swap_last(a), g)
+    return (F.negative(F.matmul_primitive(db, _swap_last(out))), db)  # dA = -dB Xᵀ, dB = A⁻ᵀ G
+
+
+@vjp_rule(Op.SLOGDET)
+def _slogdet_vjp(g, out, a):
+    n = g.ndim
+    g_log = F.slice_(g, (0,) * (n - 1) + (1,), g.shape, (1,) * n)  # the sign has no gradient
+    inv_t = E.solve(_swap_last(a), _eye_like(a))
+    g_log = F.broadcast_to(F.reshape(g_log, g.shape[:-1] + (1, 1)), a.shape)
+    return (g_log * inv_t,)  # dA = g A⁻ᵀ (d log|det A| = tr(A⁻¹ dA))
+
+
+@vjp_rule(Op.CHOLESKY)
+def _cholesky_vjp(g, out, a):
+    # Murray (2016): S = L⁻ᵀ Φ(Lᵀ Ḡ) L⁻¹, Φ = lower triangle with a halved diagonal. NumPy
+    # reads only a's lower triangle (a = tril(a) + tril(a, -1)ᵀ), hence tril(S + Sᵀ) - diag S.
+    n = a.shape[-1]
+    lower, strict = _tril_mask(n), _tril_mask(n, -1)
+    lt = _swap_last(out)
+    phi = F.matmul_primitive(lt, g)
+    phi = F.where(strict, phi, F.where(lower, 0.5 * phi, 0.0))
+    s = _swap_last(E.solve(lt, _swap_last(E.solve(lt, phi))))
+    sym = s + _swap_last(s)
+    return (F.where(strict, sym, F.where(lower, s, 0.0)),)  # dA = tril(S + Sᵀ) - diag(S)
 
 
 @vjp_rule(Op.FUSED)

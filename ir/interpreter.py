@@ -119,6 +119,23 @@ def _fused(*xs, body, **_):  # kind and shape guide codegen only
     return tuple(evaluate(body, xs))
 
 
+def _fmod(x, y):
+    if x.dtype.kind == "f":
+        return np.fmod(x, y)
+    return np.where(y == 0, 0, np.fmod(x, np.where(y == 0, 1, y)))  # NumPy's 0, no warning
+
+
+def _slogdet(a):
+    sign, logabsdet = np.linalg.slogdet(a)
+    return np.stack([sign, logabsdet], axis=-1)
+
+
+EVAL_RULES[Op.ATAN2] = np.arctan2
+EVAL_RULES[Op.FMOD] = _fmod
+EVAL_RULES[Op.ARGSORT] = lambda x: np.argsort(x, axis=-1, kind="stable").astype(np.int64)
+EVAL_RULES[Op.SOLVE] = np.linalg.solve
+EVAL_RULES[Op.SLOGDET] = _slogdet
+EVAL_RULES[Op.CHOLESKY] = np.linalg.cholesky
 EVAL_RULES[Op.PAD] = _pad
 EVAL_RULES[Op.CONV2D] = _conv2d
 EVAL_RULES[Op.SCATTER_ADD] = _scatter_add

@@ -65,6 +65,14 @@ class Op(Enum):
     CONV2D = "conv2d"  # [strides, padding, dilation]: NCHW cross-correlation, w (O, C, kh, kw)
     # random numbers: counter-based, a pure function of (key, element index)
     RANDOM_UNIFORM = "random_uniform"  # [shape, dtype]: key i64[] -> uniform [0, 1)
+    # library ops: one call per node (libm, a sort, LAPACK through Numba's np.linalg), never
+    # fused; elementwise ones take operands of one shape, as ADD does
+    ATAN2 = "atan2"  # np.arctan2(y, x): no exact composition from the other primitives
+    FMOD = "fmod"  # np.fmod(x, y) (C's remainder, sign of x); x - trunc(x/y) y is inexact
+    ARGSORT = "argsort"  # stable argsort along the last axis -> i64 (sort gathers through it)
+    SOLVE = "solve"  # np.linalg.solve(a (..., n, n), b (..., n, k)) with equal batch dims
+    SLOGDET = "slogdet"  # a (..., n, n) -> (..., 2): [sign, log|det|] of np.linalg.slogdet
+    CHOLESKY = "cholesky"  # np.linalg.cholesky: lower L, L Lᵀ = a (reads a's lower triangle)
     # a fused kernel: [body] is a sub-graph (see compiler/passes)
     FUSED = "fused"
 
@@ -85,6 +93,7 @@ MOVEMENT = frozenset(
 )
 INDEXING = frozenset({Op.GATHER, Op.SCATTER_ADD})
 CONTRACTION = frozenset({Op.MATMUL, Op.CONV2D})
+LIBRARY = frozenset({Op.ATAN2, Op.FMOD, Op.ARGSORT, Op.SOLVE, Op.SLOGDET, Op.CHOLESKY})
 OTHER = frozenset({Op.CONSTANT, Op.RANDOM_UNIFORM, Op.FUSED})
 
 # Every op belongs to exactly one group (tests/ir/test_tables.py checks it).
@@ -94,5 +103,6 @@ GROUPS = {
     "movement": MOVEMENT,
     "indexing": INDEXING,
     "contraction": CONTRACTION,
+    "library": LIBRARY,
     "other": OTHER,
 }

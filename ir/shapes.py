@@ -222,6 +222,46 @@ def _conv2d_shape(x, w, *, strides, padding, dilation):
     return (TensorType((x.shape[0], w.shape[0]) + out, x.dtype),)
 
 
+@shape_rule(Op.ATAN2, Op.FMOD)
+def _library_binary_shape(x, y):
+    shape = _same_shapes((x, y), "an elementwise op")
+    if x.dtype != y.dtype or x.dtype == np.bool_:
+        raise ShapeError(f"elementwise operands must share a numeric dtype, got {x} and {y}")
+    return (TensorType(shape, x.dtype),)
+
+
+@shape_rule(Op.ARGSORT)
+def _argsort_shape(x):
+    if x.ndim == 0 or x.dtype == np.bool_:
+        raise ShapeError(f"argsort needs a numeric operand of rank >= 1, got {x}")
+    return (TensorType(x.shape, np.int64),)
+
+
+def _square_float(a: TensorType, what: str) -> None:
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2] or not is_float(a.dtype):
+        raise ShapeError(f"{what} needs float (..., n, n) matrices, got {a}")
+
+
+@shape_rule(Op.SOLVE)
+def _solve_shape(a, b):
+    _square_float(a, "solve")
+    if b.ndim != a.ndim or b.shape[:-1] != a.shape[:-1] or b.dtype != a.dtype:
+        raise ShapeError(f"solve needs b (..., n, k) with a's batch dims and dtype: {a}, {b}")
+    return (b,)
+
+
+@shape_rule(Op.SLOGDET)
+def _slogdet_shape(a):
+    _square_float(a, "slogdet")
+    return (TensorType(a.shape[:-2] + (2,), a.dtype),)
+
+
+@shape_rule(Op.CHOLESKY)
+def _cholesky_shape(a):
+    _square_float(a, "cholesky")
+    return (a,)
+
+
 @shape_rule(Op.RANDOM_UNIFORM)
 def _random_shape(key, *, shape, dtype):
     if key.shape != () or key.dtype.kind != "i":

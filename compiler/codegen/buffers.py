@@ -61,10 +61,11 @@ def prologue(plan: BufferPlan) -> list[str]:
 
 
 def view_expr(buf: Buffer) -> str:
+    """The buffer as a view of its workspace (compiler/kernels/views.py's c_view, which the
+    driver module imports when it has buffers)."""
     tag = DTYPES[buf.dtype]
-    off = f"wo_{tag}_{buf.slot}"
     shape = ", ".join(buf.dims) + ("," if len(buf.dims) == 1 else "")
-    return f"ws_{tag}[{off}:{off} + {buf.size_expr}].reshape(({shape}))"
+    return f"c_view(ws_{tag}, wo_{tag}_{buf.slot}, ({shape}))"
 
 
 # -- donation --------------------------------------------------------------------------------

@@ -42,7 +42,14 @@ from compiler.codegen.buffers import (
     prologue,
     view_expr,
 )
-from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, ArgSpec, CodeGen, Generated, Value
+from compiler.codegen.emitter import (
+    NUMPY_DTYPE_NAMES,
+    VIEWS,
+    ArgSpec,
+    CodeGen,
+    Generated,
+    Value,
+)
 from compiler.codegen.outline import outline_kernels
 from ir.graph import Graph, Var
 from ir.printer import format_graph
@@ -178,6 +185,7 @@ def _place_buffers(gen: CodeGen, plan: BufferPlan) -> None:
     """Replace the buffer placeholders by workspace views; add the workspaces and prologue."""
     views = {f"@@ws{b.id}@@": view_expr(b) for b in gen.buffers}
     if views:
+        gen.fast_imports.add(f"{VIEWS}:c_view")
         gen.lines = [_substitute(line, views) if "@@ws" in line else line
                      for line in gen.lines]
         gen.lines[:0] = ["    " + line for line in prologue(plan)]

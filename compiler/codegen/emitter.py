@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from ir.graph import Graph, Node, Var
 from ir.printer import Namer, format_node, node_comment
 from ir.types import DTYPES
 
+VIEWS = "compiler.kernels.views"  # c_view: a C array over another's memory
 # Names the generated module uses itself: IR names equal to these get a trailing "_".
 RESERVED = frozenset({"np", "numba", "math", "driver"}) | frozenset(dir(builtins))
 NUMPY_DTYPE_NAMES = {
@@ -182,7 +184,10 @@ class CodeGen:
         return tuple(self.resolve_dim(d) for d in shape)
 
     def set_dims(self, var: Var, dims) -> None:
-        self.dims[var] = tuple(dims)
+        """Record `var`'s sizes as expressions; a compound one (`a.shape[1] + 2`, a pad's or a
+        concatenation's) in parentheses, since sizes are combined as text (a flattened loop's
+        `n0 * n1`: without them a pad's flat size was `n0 * a.shape[1] + 2`)."""
+        self.dims[var] = tuple(_grouped(d) for d in dims)
 
     # -- values --------------------------------------------------------------------------
     def read(self, var: Var, idx: list[str]) -> str:
@@ -285,8 +290,36 @@ class CodeGen:
         self.values[var] = Value("array", name, "C", owned=False)
         self.set_dims(var, [f"{name}.shape[{k}]" for k in range(value.ndim)])
 
+    def c_reshape(self, name: str, dims, offset: str = "0") -> str:
+        """The expression of a C array of shape `dims` over the C array `name`'s elements from
+        `offset` on (compiler/kernels/views.py: no reshape routine to compile)."""
+        self.fast_imports.add(f"{VIEWS}:c_view")
+        dims = list(dims)
+        return f"c_view({name}, {offset}, ({', '.join(dims)}{',' if len(dims) == 1 else ''}))"
+
     def fast_function(self, fn_name: str) -> str:
         self.fast_imports.add(fn_name)
         return fn_name
 
 
+_ATOM = re.compile(r"[A-Za-z_][A-Za-z_0-9]*(\.shape\[\d+\])?|\d+")
+
+
+def _grouped(dim: str) -> str:
+    """`dim` as one operand: an atom as it is, anything else in parentheses (kept when they
+    already enclose the whole expression)."""
+    dim = str(dim)
+    if _ATOM.fullmatch(dim) or _enclosed(dim):
+        return dim
+    return f"({dim})"
+
+
+def _enclosed(text: str) -> bool:
+    if not (text.startswith("(") and text.endswith(")")):
+        return False
+    depth = 0
+    for k, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and k < len(text) - 1:
+            return False
+    return True

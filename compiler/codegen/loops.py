@@ -217,7 +217,7 @@ class Nest:
             sizes = [" * ".join(f"{base.name}.shape[{k - bmap.lead}]" for k in self.groups[g])
                      for g in present]
             name = self.gen.fresh(f"{base.name}_f")
-            self.gen.line(f"{name} = {base.name}.reshape(({', '.join(sizes)},))")
+            self.gen.line(f"{name} = {self.gen.c_reshape(base.name, sizes)}")
         return Value("view", name, base=Value("array", name),
                      index_map=lambda gidx: [gidx[g] for g in present])
 
@@ -227,8 +227,7 @@ class Nest:
         key = (name, tuple(groups))
         if key not in self.reshaped:
             self.reshaped[key] = flat = self.gen.fresh(f"{name}_f")
-            sizes = ", ".join(self.sizes[g] for g in groups)
-            self.gen.line(f"{flat} = {name}.reshape(({sizes},))")
+            self.gen.line(f"{flat} = {self.gen.c_reshape(name, [self.sizes[g] for g in groups])}")
         return self.reshaped[key]
 
     def target(self, name: str, kept_axes: list[int], ndim: int) -> tuple[str, list[str]]:

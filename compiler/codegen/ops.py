@@ -17,6 +17,7 @@ import numpy as np
 
 from compiler.codegen.conv import emit_conv2d
 from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
+from compiler.codegen.extra_ops import EXTRA_EMIT_RULES
 from compiler.codegen.loops import broadcast_view, comment_body, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node, Var
@@ -126,7 +127,7 @@ def emit_reshape(gen: CodeGen, node: Node) -> None:
         rest = " * ".join(d for k, d in enumerate(dims) if k != literal[0]) or "1"
         dims[literal[0]] = f"({size} // ({rest}))"
     gen.set_dims(out, dims)
-    gen.line(f"{name} = {source}.reshape(({', '.join(dims)},))")
+    gen.line(f"{name} = {gen.c_reshape(source, gen.dims[out])}")
     gen.values[out] = Value("array", name, "C", gen.values[x].owned)
 
 
@@ -267,7 +268,7 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
     (a, ta), (b, tb) = _batch_operand(gen, x, batch), _batch_operand(gen, w, batch)
     name = gen.alloc(out)
     m, n = gen.dims[x][-2], gen.dims[w][-1]
-    out3 = f"{name}.reshape(({batch}, {m}, {n}))"
+    out3 = gen.c_reshape(name, [batch, m, n])
     if on_threads:
         entry = f"matmul_batched_{DTYPES[np.dtype(out.dtype)]}"
         gen.fast_imports.add(f"{MATMUL_KERNELS}:{entry}")
@@ -322,9 +323,9 @@ def _batch_operand(gen: CodeGen, var: Var, batch: str) -> tuple[str, bool]:
         if tuple(producer.params["perm"]) == last_two and value.kind == "array" \
                 and value.layout == "C":
             rows, cols = gen.dims[source][-2:]
-            return f"{value.name}.reshape(({batch}, {rows}, {cols}))", True
+            return gen.c_reshape(value.name, [batch, rows, cols]), True
     rows, cols = gen.dims[var][-2:]
-    return f"{gen.array(var, 'C')}.reshape(({batch}, {rows}, {cols}))", False
+    return gen.c_reshape(gen.array(var, "C"), [batch, rows, cols]), False
 
 
 SPLITMIX = ("0x9E3779B97F4A7C15", "0xBF58476D1CE4E5B9", "0x94D049BB133111EB")
@@ -374,4 +375,5 @@ EMIT_RULES = {
     Op.CONV2D: emit_conv2d,  # compiler/codegen/conv.py
     Op.RANDOM_UNIFORM: emit_random_uniform,
     Op.FUSED: emit_fused_node,  # loop kernels; gemm kernels above
+    **EXTRA_EMIT_RULES,  # library ops: compiler/codegen/extra_ops.py
 }

@@ -39,7 +39,7 @@ from ir.types import TensorType
 ALIGN = 16  # slot sizes are rounded up to this many elements (64 bytes of f32)
 # Ops whose outputs are fresh storage in codegen; any other op may alias its input.
 FRESH_OPS = (ops.ELEMENTWISE | ops.REDUCTION | ops.INDEXING | ops.CONTRACTION
-             | {Op.FUSED, Op.CONSTANT, Op.RANDOM_UNIFORM, Op.CONCATENATE, Op.PAD}) \
+             | ops.LIBRARY | {Op.FUSED, Op.CONSTANT, Op.RANDOM_UNIFORM, Op.CONCATENATE, Op.PAD}) \
     - {Op.STOP_GRADIENT, Op.CAST}
 
 

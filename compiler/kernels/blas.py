@@ -13,6 +13,9 @@ transposes of them (F order), row slices and column blocks, as `np.dot` takes th
   NaNs as the sum would (where BLAS skips the product, the product is still computed, so
   that 0 (a @ b) is NaN where a @ b is; a learning-rate schedule can reach 0).
 
+- `gemm_strided(...)`: for operands BLAS cannot read in place (copied first); generated code
+  passes none.
+
 The BLAS entry is called with raw pointers (`_data`, `_address_of`): Numba's `.ctypes`
 objects and a 2-element alpha/beta array took most of this module's compile time.
 
@@ -125,29 +128,39 @@ def gemm_any(a, b, out, alpha, beta):
 @numba.njit(**_JIT)
 def _call(a, b, out, alpha, beta):
     """The BLAS call (m, n, k > 0). Row-major out = a @ b is column-major outᵀ = bᵀ @ aᵀ, so
-    b goes first."""
+    b goes first. Operands are C arrays or transposes of them (or row or column blocks of
+    those) and out has a unit column stride: what codegen passes. Anything else raises;
+    `gemm_strided` copies it first (the copies cost a second of compile time here)."""
     m, k = a.shape
     n = b.shape[1]
-    # Operands or an output without unit stride (codegen passes none of these) are copied.
-    # The copies are loops: np.ascontiguousarray and slice assignment here took ~8 s of this
-    # module's compile time.
+    if not (_blas_readable(a) and _blas_readable(b)) or (
+            out.strides[1] != out.itemsize and n > 1):
+        raise ValueError("chainjit: a BLAS operand without a unit stride (use gemm_strided)")
+    ta, lda = _blas_view(a)
+    tb, ldb = _blas_view(b)
+    ldc = out.strides[0] // out.itemsize
+    ldc = ldc if ldc > n else (n if n > 1 else 1)
+    kind = _S if out.itemsize == 4 else _D
+    _XXGEMM(kind, tb, ta, n, m, k, _address_of(alpha, out), _data(b), ldb, _data(a), lda,
+            _address_of(beta, out), _data(out), ldc)
+
+
+@numba.njit(**_JIT)
+def gemm_strided(a, b, out, alpha, beta):
+    """`gemm_any` for operands and an output of any strides: those BLAS cannot read in place
+    are copied (loops: np.ascontiguousarray and slice assignment took ~8 s of compile)."""
     if not _blas_readable(a):
         a = _copy(a)
     if not _blas_readable(b):
         b = _copy(b)
-    staged = out.strides[1] != out.itemsize and n > 1
-    c = _copy(out) if staged else out
-    ta, lda = _blas_view(a)
-    tb, ldb = _blas_view(b)
-    ldc = c.strides[0] // c.itemsize
-    ldc = ldc if ldc > n else (n if n > 1 else 1)
-    kind = _S if c.itemsize == 4 else _D
-    _XXGEMM(kind, tb, ta, n, m, k, _address_of(alpha, c), _data(b), ldb, _data(a), lda,
-            _address_of(beta, c), _data(c), ldc)
-    if staged:
-        for i in range(m):
-            for j in range(n):
-                out[i, j] = c[i, j]
+    if out.strides[1] == out.itemsize or out.shape[1] <= 1:
+        gemm_any(a, b, out, alpha, beta)
+        return
+    staged = _copy(out)
+    gemm_any(a, b, staged, alpha, beta)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = staged[i, j]
 
 
 @numba.njit(**_JIT)

@@ -8,23 +8,26 @@ hypothesis may draw broadcastable shapes for it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class OpSpec:
-    name: str
-    fn: Callable
-    shapes: tuple[tuple[int, ...], ...]
-    domain: str = "real"  # "real", "positive", "unit" (-1, 1)
-    broadcasts: bool = False
-    int_inputs: tuple[int, ...] = ()  # positions taking integer arrays (indices)
+from tests.compiler.spec_type import OpSpec
 
 
 def _draw(rng, shape, domain, dtype):
+    square = len(shape) >= 2 and shape[-1] == shape[-2]
+    if domain in ("wellcond", "spd") and not square:  # the right-hand sides of a solve
+        return rng.normal(size=shape).astype(dtype)
+    if domain in ("wellcond", "spd"):  # square matrices in the last two axes
+        a = rng.uniform(-0.4, 0.4, shape)
+        if domain == "spd":
+            a = a @ np.swapaxes(a, -1, -2)
+        return (a + np.eye(shape[-1])).astype(dtype)
+    if domain == "away":  # |x| in [0.5, 2]: away from kinks at 0
+        return (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape)).astype(dtype)
+    if domain == "above1":
+        return rng.uniform(1.2, 3.0, shape).astype(dtype)
+    if domain == "distinct":  # no ties, far apart (sorts, extremes)
+        return (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.37 - 1).astype(dtype)
     if domain == "positive":
         return rng.uniform(0.5, 2.0, shape).astype(dtype)
     if domain == "unit":
@@ -54,7 +57,9 @@ BINARY = [
     ("greater_equal", np.greater_equal), ("equal", np.equal), ("not_equal", np.not_equal),
 ]
 
-OP_SPECS = (
+from tests.compiler.numpy_specs import NUMPY_SPECS  # noqa: E402  (issue 17's NumPy API)
+
+OP_SPECS = NUMPY_SPECS + (
     [OpSpec(name, fn, ((3, 4),), domain) for name, fn, domain in UNARY]
     + [OpSpec(name, fn, ((3, 4), (4,)), broadcasts=True) for name, fn in BINARY]
     + [

@@ -34,6 +34,10 @@ class Builder:
             value = RNG.random(shape) > 0.5
         elif kind == "int":
             value = RNG.integers(-50, 50, shape)
+        elif kind in ("wellcond", "spd"):  # square matrices in the last two axes
+            a = RNG.uniform(-0.3, 0.3, shape)
+            value = a @ np.swapaxes(a, -1, -2) if kind == "spd" else a
+            value = value + np.eye(shape[-1])
         else:
             value = RNG.uniform(-2.0, 2.0, shape)
         self.inputs.append(var)
@@ -134,6 +138,15 @@ OP_TABLE = {
                                    strides=(2, 1), padding=((1, 0), (1, -1)), dilation=(1, 2)),
     "random_uniform": lambda b, dt: b.emit(Op.RANDOM_UNIFORM, [b.input((), np.int64, "int")],
                                            shape=(3, 5), dtype=np.dtype(dt)),
+    "atan2": lambda b, dt: b.emit(Op.ATAN2, [b.input((3, 4), dt), b.input((3, 4), dt)]),
+    "fmod": lambda b, dt: b.emit(Op.FMOD, [b.input((3, 4), dt), b.input((3, 4), dt, "positive")]),
+    "fmod_i64": lambda b, dt: b.emit(Op.FMOD, [b.input((6,), np.int64, "int"),
+                                               b.input((6,), np.int64, "index")]),
+    "argsort": lambda b, dt: b.emit(Op.ARGSORT, [b.input((2, 3, 5), dt)]),
+    "solve": lambda b, dt: b.emit(Op.SOLVE, [b.input((2, 3, 3), dt, "wellcond"),
+                                             b.input((2, 3, 2), dt)]),
+    "slogdet": lambda b, dt: b.emit(Op.SLOGDET, [b.input((2, 3, 3), dt)]),
+    "cholesky": lambda b, dt: b.emit(Op.CHOLESKY, [b.input((3, 3), dt, "spd")]),
     "constant_array": lambda b, dt: b.emit(Op.ADD, [
         b.emit(Op.CONSTANT, [], value=np.arange(6, dtype=dt).reshape(2, 3)), b.input((2, 3), dt)]),
     "constant_scalar": lambda b, dt: b.emit(Op.MUL, [b.emit(Op.BROADCAST_TO, [

@@ -150,8 +150,12 @@ class _Compiles:
 
             def on_end(self, e):
                 counter.count += 1
+                dispatcher = e.data.get("dispatcher") if isinstance(e.data, dict) else None
+                module = getattr(getattr(dispatcher, "py_func", None), "__module__", "")
+                counter.modules.append(module)
 
         self.count = 0
+        self.modules: list[str] = []
         self.listener = Listener()
         self.event = event
 

@@ -188,17 +188,21 @@ def test_gemm_kernel_entry_points_match_numpy():
             want = 0.5 * c - 2.0 * (a @ b)
             tol = 1e-4 if dtype == np.float32 else 1e-12
             pooled = getattr(matmul_kernels, f"matmul_{'f32' if dtype == np.float32 else 'f64'}")
-            for entry in (blas_kernels.gemm, blas_kernels.gemm_any, pooled):
+            for entry in (blas_kernels.gemm, blas_kernels.gemm_any, blas_kernels.gemm_strided,
+                          pooled):
                 out = c.copy()
                 entry(a, b, out, -2.0, 0.5)
                 np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
-                wide = np.repeat(c, 2, axis=1)  # out without unit stride: staged, C kept
-                entry(a, b, wide[:, ::2], -2.0, 0.5)
-                np.testing.assert_allclose(wide[:, ::2], want, rtol=tol, atol=tol)
-                np.testing.assert_array_equal(wide[:, 1::2], c)
                 empty_k = c.copy()  # K = 0: beta out, as BLAS
                 entry(a[:, :0], b[:0], empty_k, -2.0, 0.5)
                 np.testing.assert_allclose(empty_k, 0.5 * c, rtol=tol)
+            wide = np.repeat(c, 2, axis=1)  # out without unit stride: staged, C kept
+            blas_kernels.gemm_strided(a, b, wide[:, ::2], -2.0, 0.5)
+            np.testing.assert_allclose(wide[:, ::2], want, rtol=tol, atol=tol)
+            np.testing.assert_array_equal(wide[:, 1::2], c)
+            for entry in (blas_kernels.gemm, pooled):  # what codegen never passes: an error
+                with pytest.raises(ValueError, match="gemm_strided"):
+                    entry(a, b, wide[:, ::2], -2.0, 0.5)
 
 
 def _mlp_loss(params, x, y):

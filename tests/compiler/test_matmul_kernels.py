@@ -7,6 +7,7 @@ import pytest
 from compiler import compile, value_and_grad
 from compiler.codegen import loops as codegen_kernels
 from compiler.codegen import ops as codegen_ops
+from compiler.kernels import blas
 from compiler.kernels import matmul as matmul_kernels
 from ir.types import DTYPES
 from tests.compiler.listing import expanded
@@ -58,9 +59,12 @@ def test_matmul_reads_strided_views_in_place():
     matmul_entry("matmul", np.float32)(a, b, out[:, 10:60], 1.0, 0.0)
     np.testing.assert_allclose(out[:, 10:60], a @ b, rtol=1e-4, atol=1e-4)
     assert not out[:, :10].any() and not out[:, 60:].any()
-    # no unit stride anywhere (codegen never passes these): copied, still right
+    # no unit stride anywhere (codegen never passes these): a clear error; gemm_strided
+    # copies them and is right
     a2, b2, out2 = a[:, ::2], b[::2, ::5], np.zeros((20, 20), np.float32)  # (20, 9) @ (9, 10)
-    matmul_entry("matmul", np.float32)(a2, b2, out2[:, ::2], 1.0, 0.0)
+    with pytest.raises(ValueError, match="gemm_strided"):
+        matmul_entry("matmul", np.float32)(a2, b2, out2[:, ::2], 1.0, 0.0)
+    blas.gemm_strided(a2, b2, out2[:, ::2], 1.0, 0.0)
     np.testing.assert_allclose(out2[:, ::2], a2 @ b2, rtol=1e-4, atol=1e-4)
     assert not out2[:, 1::2].any()
 

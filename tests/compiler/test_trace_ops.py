@@ -27,7 +27,7 @@ def test_op_forward_matches_numpy(name, dtype):
     expected, got = run_both(spec.fn, args)
     assert got.shape == expected.shape
     assert got.dtype == expected.dtype, f"{name}: {got.dtype} != NumPy's {expected.dtype}"
-    tol = 1e-5 if dtype == np.float32 else 1e-12
+    tol = spec.tol if dtype == np.float32 else spec.tol64
     np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
 
 

@@ -84,6 +84,18 @@ PRIM_SPECS = [
              ((3, 2, 2),)),
     PrimSpec("matmul", Op.MATMUL, lambda x, w: x @ w, 2, ((3, 4), (4, 2))),
     PrimSpec("matmul_batched", Op.MATMUL, lambda x, w: x @ w, 2, ((2, 3, 4), (2, 4, 5))),
+    PrimSpec("atan2", Op.ATAN2, np.arctan2, 2, "broadcast", domain="away"),
+    PrimSpec("fmod", Op.FMOD, lambda x, y: np.fmod(3 * x, y), 2, "broadcast", domain="away",
+             second_order=False),  # kinks where x / y crosses an integer
+    PrimSpec("solve", Op.SOLVE, lambda a, b: np.linalg.solve(a + 3 * np.eye(3), b), 2,
+             ((2, 3, 3), (2, 3, 2))),
+    PrimSpec("slogdet", Op.SLOGDET, lambda a: np.linalg.slogdet(a + 3 * np.eye(3))[1], 1,
+             ((2, 3, 3),)),
+    PrimSpec("cholesky", Op.CHOLESKY,
+             lambda a: np.linalg.cholesky(a @ np.swapaxes(a, -1, -2) + np.eye(3)), 1,
+             ((2, 3, 3),)),
+    PrimSpec("cholesky_lower_triangle", Op.CHOLESKY,  # NumPy reads only the lower triangle
+             lambda a: np.linalg.cholesky(a + 4 * np.eye(3)), 1, ((3, 3),)),
     PrimSpec("conv2d", Op.CONV2D, lambda x, w: F.conv2d_primitive(
         x, w, (2, 1), ((1, 0), (1, 1)), (1, 2)), 2, ((2, 2, 5, 6), (3, 2, 2, 2))),
 ]

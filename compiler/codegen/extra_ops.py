@@ -1,0 +1,101 @@
+"""Codegen for the library ops (ir/ops.py's LIBRARY group), registered in
+compiler/codegen/ops.py's `EMIT_RULES` through `EXTRA_EMIT_RULES`.
+
+ATAN2 and FMOD are one loop nest each (`np.arctan2`, `np.fmod`: scalar libm calls, never
+fused: compiler/codegen/loops.py has no scalar expression for them). ARGSORT, SOLVE, SLOGDET
+and CHOLESKY are one call of a cached kernel from compiler/kernels/library.py over
+C-contiguous operands with their batch dims flattened, so no graph's cold compile pays for
+Numba's sort or LAPACK bindings again.
+"""
+
+from __future__ import annotations
+
+from compiler.codegen.emitter import CodeGen, Value
+from ir.graph import Node
+from ir.ops import Op
+
+KERNELS_MODULE = "compiler.kernels.library"
+
+
+def emit_binary_libm(gen: CodeGen, node: Node) -> None:
+    x, y = node.inputs
+    out = node.out
+    gen.set_dims(out, gen.dims[x])
+    if out.ndim == 0:
+        name = gen.name(out)
+        gen.line(f"{name} = {_scalar(node, gen.read(x, []), gen.read(y, []))}")
+        gen.values[out] = Value("scalar", name)
+        return
+    name = gen.alloc(out)
+    idx = gen.open_loops(gen.dims[out])
+    gen.line(f"{name}[{', '.join(idx)}] = {_scalar(node, gen.read(x, idx), gen.read(y, idx))}")
+    gen.close_loops(len(idx))
+
+
+def _scalar(node: Node, a: str, b: str) -> str:
+    if node.op == Op.ATAN2:
+        return f"np.arctan2({a}, {b})"
+    if node.out.dtype.kind == "f":
+        return f"np.fmod({a}, {b})"
+    # Integers: Numba's np.fmod was wrong for negative divisors (fmod(7, -2) gave 7), so C's
+    # remainder is Python's floor modulo moved to a's sign; 0 for y == 0, as NumPy
+    r = f"({a} % {b})"
+    return f"(0 if {b} == 0 else ({r} - {b} if ({r} != 0) and (({r} < 0) != ({a} < 0)) else {r}))"
+
+
+def _rows(gen: CodeGen, var, keep: int) -> str:
+    """`var`'s dims as a product over the leading ones and the last `keep` ones."""
+    dims = gen.dims[var]
+    lead = " * ".join(f"({d})" for d in dims[: len(dims) - keep]) or "1"
+    return ", ".join([lead, *dims[len(dims) - keep :]])
+
+
+def emit_argsort(gen: CodeGen, node: Node) -> None:
+    (x,) = node.inputs
+    gen.set_dims(node.out, gen.dims[x])
+    source = gen.array(x, "C")
+    name = gen.alloc(node.out)
+    shape = _rows(gen, x, 1)
+    gen.fast_imports.add(f"{KERNELS_MODULE}:argsort_rows")
+    gen.line(f"argsort_rows({source}.reshape(({shape})), {name}.reshape(({shape})))")
+
+
+def emit_solve(gen: CodeGen, node: Node) -> None:
+    a, b = node.inputs
+    gen.set_dims(node.out, gen.dims[b])
+    ma, mb = gen.array(a, "C"), gen.array(b, "C")
+    name = gen.alloc(node.out)
+    shape_b = _rows(gen, b, 2)
+    gen.fast_imports.add(f"{KERNELS_MODULE}:solve_batched")
+    gen.line(f"solve_batched({ma}.reshape(({_rows(gen, a, 2)})), {mb}.reshape(({shape_b})), "
+             f"{name}.reshape(({shape_b})))")
+
+
+def emit_slogdet(gen: CodeGen, node: Node) -> None:
+    (a,) = node.inputs
+    gen.set_dims(node.out, (*gen.dims[a][:-2], "2"))
+    source = gen.array(a, "C")
+    name = gen.alloc(node.out)
+    gen.fast_imports.add(f"{KERNELS_MODULE}:slogdet_batched")
+    gen.line(f"slogdet_batched({source}.reshape(({_rows(gen, a, 2)})), "
+             f"{name}.reshape(({_rows(gen, node.out, 1)})))")
+
+
+def emit_cholesky(gen: CodeGen, node: Node) -> None:
+    (a,) = node.inputs
+    gen.set_dims(node.out, gen.dims[a])
+    source = gen.array(a, "C")
+    name = gen.alloc(node.out)
+    shape = _rows(gen, a, 2)
+    gen.fast_imports.add(f"{KERNELS_MODULE}:cholesky_batched")
+    gen.line(f"cholesky_batched({source}.reshape(({shape})), {name}.reshape(({shape})))")
+
+
+EXTRA_EMIT_RULES = {
+    Op.ATAN2: emit_binary_libm,
+    Op.FMOD: emit_binary_libm,
+    Op.ARGSORT: emit_argsort,
+    Op.SOLVE: emit_solve,
+    Op.SLOGDET: emit_slogdet,
+    Op.CHOLESKY: emit_cholesky,
+}
