@@ -9,13 +9,16 @@ checks. `c_view` builds the array record directly: the data pointer `offset` ele
 what the reshape checked, that the view lies inside `x` (ValueError otherwise).
 
 `x` must be C-contiguous (codegen passes workspaces and C arrays only; a non-C `x` does not
-type-check).
+type-check). The view is registered as an alias of `x` for Numba's parallel passes (without
+it, a prange loop writing only through the view was removed as dead code), and it runs as
+plain Python too (a driver run without Numba, as tests do).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import cgutils, ir_utils, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
@@ -69,3 +72,27 @@ def c_view(typingctx, x, offset, shape):
         return out
 
     return result(x, offset, shape), codegen
+
+
+def _python_c_view(x, offset, shape):
+    shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    if not 0 <= offset <= x.size - size:
+        raise ValueError("chainjit: a view outside its buffer (internal error)")
+    return x.reshape(-1)[offset:offset + size].reshape(shape)
+
+
+class _PythonCallable(type(c_view)):
+    def __call__(self, *args):
+        return _python_c_view(*args)
+
+
+c_view.__class__ = _PythonCallable
+c_view.__module__ = __name__
+
+
+def _alias_of_source(lhs, args, alias_map, arg_aliases):
+    ir_utils._add_alias(lhs, args[0].name, alias_map, arg_aliases)
+
+
+ir_utils.alias_func_extensions[("c_view", __name__)] = _alias_of_source
