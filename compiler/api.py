@@ -18,7 +18,7 @@ import numpy as np
 
 from compiler.errors import TraceError
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
-from compiler.tracing import Trace, Tracer
+from compiler.tracing import ACTIVE_TRACES, Trace, Tracer, recording
 from ir.graph import Graph
 from ir.interpreter import evaluate
 from ir.printer import format_graph, to_dot
@@ -53,6 +53,8 @@ class Traced:
     lowered: dict[str, Graph] = field(default_factory=dict)
     executable: Any = None
     donate: dict[int, int] = field(default_factory=dict)  # output leaf -> input leaf
+    # (input leaf, number of classes, path) of each argument nn.cross_entropy used as labels
+    labels: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 def leaf_paths(tree: Any, prefix: str) -> list[str]:
@@ -109,6 +111,7 @@ class Compiled:
         self.backend = backend or os.environ.get("CHAINJIT_BACKEND", "numba")
         self._traces: dict[tuple, Traced] = {}
         self._fast: dict[Any, Callable] = {}  # signature key -> direct call (runtime/executable)
+        self._unchecked: dict[Any, Callable] = {}  # the same, without label range checks
 
     # -- tracing ------------------------------------------------------------------------
     def _split(self, args: tuple) -> tuple[tuple, tuple]:
@@ -142,12 +145,17 @@ class Compiled:
         rebuilt = list(tree_unflatten(in_tree, tracers))
         for i in self.static_argnums:
             rebuilt[i] = args[i]
-        out = self.fn(*rebuilt)
+        with recording(trace):
+            out = self.fn(*rebuilt)
         out_leaves, out_tree = tree_flatten(out)
         out_vars = [self._output_var(trace, leaf) for leaf in out_leaves]
         graph = trace.to_graph(out_vars)
+        from compiler.nn import LABEL_BOUNDS
+
+        labels = [(i, LABEL_BOUNDS[var.id], paths[i]) for i, var in enumerate(graph.inputs)
+                  if var.id in LABEL_BOUNDS]
         traced = Traced(graph, in_tree, specs, tuple(paths), out_tree,
-                        donate=self._donation(args, out, specs, graph))
+                        donate=self._donation(args, out, specs, graph), labels=labels)
         self._traces[key] = traced
         return traced
 
@@ -217,24 +225,33 @@ class Compiled:
         return traced.lowered[stage]
 
     def __call__(self, *args):
+        if ACTIVE_TRACES:  # called while another function is traced: record into its trace
+            return self.fn(*args)
         # the fast path: one pass over the arguments, one dict lookup, one driver call
         fast_key, leaves = self._fast_key(args)
         entry = self._fast.get(fast_key) if fast_key is not None else None
         if entry is not None:
             return entry(leaves)
         if any(isinstance(leaf, Tracer) for leaf in tree_flatten(args)[0]):
-            return self.fn(*args)  # called inside another trace (grad, compile): inline it
+            return self.fn(*args)  # a tracer escaped into a call: record into its trace
         traced = self.trace(*args)
         _, leaves, *_ = self.signature(args)
+        _check_labels(traced.labels, leaves)
         if traced.executable is None:
             traced.executable = build_executable(self, traced)
         outputs = traced.executable(leaves)
         outputs = [out if i in traced.donate or np.ndim(out) else out[()]
                    for i, out in enumerate(outputs)]
         if fast_key is not None and hasattr(traced.executable, "entry"):
-            self._fast[fast_key] = traced.executable.entry(traced.out_tree, leaves,
-                                                           tree_unflatten)
+            entry = traced.executable.entry(traced.out_tree, leaves, tree_unflatten)
+            self._unchecked[fast_key] = entry
+            self._fast[fast_key] = _with_label_checks(entry, traced.labels)
         return tree_unflatten(traced.out_tree, outputs)
+
+    def unchecked_entry(self, fast_key) -> Callable | None:
+        """The direct call for a signature key without the label range checks (for a caller
+        that makes them itself, as train_step does)."""
+        return self._unchecked.get(fast_key)
 
     def _fast_key(self, args: tuple) -> tuple[Any, list]:
         """One-pass flatten + signature key for the direct call path (None: not eligible)."""
@@ -286,6 +303,27 @@ class Compiled:
 
     def __repr__(self) -> str:
         return f"<compiled {self.__name__} ({len(self._traces)} signatures traced)>"
+
+
+def _check_labels(labels: list[tuple[int, int, str]], leaves: list) -> None:
+    """LabelRangeError for a label argument of nn.cross_entropy outside [0, classes): the
+    compiled code cannot raise, it would read another class's score."""
+    if labels:
+        from compiler.nn import check_labels
+
+        for index, classes, path in labels:
+            check_labels(leaves[index], classes, f"labels {path}")
+
+
+def _with_label_checks(entry: Callable, labels: list[tuple[int, int, str]]) -> Callable:
+    if not labels:
+        return entry
+
+    def call(leaves: list):
+        _check_labels(labels, leaves)
+        return entry(leaves)
+
+    return call
 
 
 def _interpreter_executable(traced_graph: Graph, lower: Callable[[], Graph],

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -190,7 +191,7 @@ class CodeGen:
         return tuple(self.resolve_dim(d) for d in shape)
 
     def set_dims(self, var: Var, dims) -> None:
-        self.dims[var] = tuple(dims)
+        self.dims[var] = tuple(dim_atom(d) for d in dims)
 
     # -- values --------------------------------------------------------------------------
     def read(self, var: Var, idx: list[str]) -> str:
@@ -296,6 +297,28 @@ class CodeGen:
     def fast_function(self, fn_name: str) -> str:
         self.fast_imports.add(fn_name)
         return fn_name
+
+
+_ATOM = re.compile(r"[\w.]+(\[\d+\])?")
+
+
+def dim_atom(expr: str) -> str:
+    """A size expression safe to compose: `a.shape[0] + b.shape[0]` becomes `(a.shape[0] +
+    b.shape[0])`, so `x * <dim>` and `<dim> // y` built from it keep their meaning."""
+    expr = str(expr).strip()
+    if _ATOM.fullmatch(expr) or (expr.startswith("(") and _balanced_inside(expr)):
+        return expr
+    return f"({expr})"
+
+
+def _balanced_inside(expr: str) -> bool:
+    """Whether `expr`'s opening parenthesis closes at its last character."""
+    depth = 0
+    for k, ch in enumerate(expr):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0:
+            return k == len(expr) - 1
+    return False
 
 
 def generate(graph: Graph, donate: dict[int, int] | None = None,

@@ -119,7 +119,13 @@ def reshape(x, *shape, order="C", newshape=None):
     return F.reshape(x, shape)
 
 
-def transpose(x, *axes):
+def transpose(x, *axes, **kwargs):
+    if "axes" in kwargs:  # np.transpose(x, axes=...)
+        if axes:
+            raise TypeError("transpose() got multiple values for argument 'axes'")
+        axes = (kwargs.pop("axes"),)
+    if kwargs:
+        raise TypeError(f"transpose() got an unexpected keyword argument {next(iter(kwargs))!r}")
     if len(axes) == 1 and axes[0] is not None and not isinstance(axes[0], int):
         axes = tuple(axes[0])
     if not axes or axes == (None,):
@@ -279,10 +285,16 @@ def matmul(x, w, out=None, **_):
     x, w = F.astype(x, dtype), F.astype(w, dtype)
     x = _lift(x, [x, w])
     w = _lift(w, [x, w])
-    if len(sx) == 1:
-        return F.reshape(matmul(F.reshape(x, (1, sx[0])), w), sw[:-2] + sw[-1:])
-    if len(sw) == 1:
-        return F.reshape(matmul(x, F.reshape(w, (sw[0], 1))), sx[:-1])
+    if len(sx) == 1 or len(sw) == 1:  # NumPy: a vector is a matrix, its added axis dropped
+        x2 = F.reshape(x, (1, sx[0])) if len(sx) == 1 else x
+        w2 = F.reshape(w, (sw[0], 1)) if len(sw) == 1 else w
+        out = matmul(x2, w2)
+        shape = list(out.shape)
+        if len(sw) == 1:
+            del shape[-1]
+        if len(sx) == 1:
+            del shape[-1 if len(sw) == 1 else -2]
+        return F.reshape(out, shape)
     if sx[-1] != sw[-2]:
         raise ShapeMismatchError(
             f"matmul: inner dimensions differ: {x.ir_var.type} @ {w.ir_var.type} "

@@ -20,6 +20,27 @@ from ir.shapes import ShapeError, infer
 from ir.types import TensorType
 
 
+# The traces being recorded now, innermost last: the trace levels. A compiled function or a
+# transformation called inside another function's trace, on constants only, records into the
+# innermost one (as JAX traces nested calls at the enclosing level), so a function that
+# closes over a value of the enclosing trace can be called with constants.
+ACTIVE_TRACES: list[Trace] = []
+
+
+@contextlib.contextmanager
+def recording(trace: Trace):
+    """Make `trace` the innermost trace level while the block runs."""
+    ACTIVE_TRACES.append(trace)
+    try:
+        yield trace
+    finally:
+        ACTIVE_TRACES.pop()
+
+
+def innermost_trace() -> Trace | None:
+    return ACTIVE_TRACES[-1] if ACTIVE_TRACES else None
+
+
 class Trace:
     """A growing graph: inputs, and nodes in the order the user's code produced them."""
 
