@@ -289,6 +289,27 @@ class Compiled:
         graph = self.lowered(traced, "fused")
         return kernel_summary(graph, plan_buffers(graph, traced.donate, self.donate_guard))
 
+    def compare(self, *args, rtol: float | None = None):
+        """Run the compiled code and the interpreter side by side on these arguments and
+        name the first kernel, IR node and source line whose output differs beyond `rtol`
+        (relative to the value's largest magnitude; by default 1e-4 for float32, 1e-9 for
+        float64), with both values' statistics (compiler/compare.py says how). Donated
+        arguments are not updated."""
+        from compiler.compare import compare_graph
+
+        traced = self.trace(*args)
+        graph = self.lowered(traced, "fused")
+        leaves = self.signature(args)[1]
+
+        def run(wide: Graph, leaves: list) -> list:
+            if self.backend not in BACKENDS or self.backend == "interpreter":
+                return evaluate(wide, leaves)
+            from runtime.executable import build_numba
+
+            return build_numba(wide)(leaves)
+
+        return compare_graph(graph, leaves, run, rtol, self.backend)
+
     def dot(self, *args, stage: str = "traced") -> str:
         """The IR at a stage as Graphviz DOT text (render with `dot -Tsvg`)."""
         return to_dot(self._stage_graph(args, stage), self.__name__)
