@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import TraceError
+from compiler.errors import TraceError, traceback_source
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import ACTIVE_TRACES, Trace, Tracer, recording
 from ir.graph import Graph
@@ -72,6 +72,8 @@ def leaf_paths(tree: Any, prefix: str) -> list[str]:
 
 def arg_names(fn: Callable, count: int) -> list[str]:
     """The names of `fn`'s first `count` positional parameters (``args[i]`` past them)."""
+    while getattr(fn, "__chainjit_wrapped__", None) is not None:  # grad(f): f's names
+        fn = fn.__chainjit_wrapped__
     code = getattr(fn, "__code__", None)
     names = list(code.co_varnames[: code.co_argcount]) if code else []
     return [names[i] if i < len(names) else f"args[{i}]" for i in range(count)]
@@ -145,8 +147,14 @@ class Compiled:
         rebuilt = list(tree_unflatten(in_tree, tracers))
         for i in self.static_argnums:
             rebuilt[i] = args[i]
-        with recording(trace):
-            out = self.fn(*rebuilt)
+        try:
+            with recording(trace):
+                out = self.fn(*rebuilt)
+        except KeyError as error:
+            missing = self._missing_key(error, args)
+            if missing is None:
+                raise
+            raise missing from None
         out_leaves, out_tree = tree_flatten(out)
         out_vars = [self._output_var(trace, leaf) for leaf in out_leaves]
         graph = trace.to_graph(out_vars)
@@ -158,6 +166,31 @@ class Compiled:
                         donate=self._donation(args, out, specs, graph), labels=labels)
         self._traces[key] = traced
         return traced
+
+    def _missing_key(self, error: KeyError, args: tuple) -> TraceError | None:
+        """A KeyError raised while tracing, for a key some dict argument lacks: a TraceError
+        naming the argument, the key and the structure expected (an earlier call's)."""
+        if len(error.args) != 1:
+            return None
+        key = error.args[0]
+        names = arg_names(self.fn, len(args))
+        for i, arg in enumerate(args):
+            if i in self.static_argnums:
+                continue
+            path = _dict_without(arg, key, names[i])
+            if path is None:
+                continue
+            expected = [describe_tree(tree_unflatten(t[0], _leaf_types(t))[i])
+                        for t in self._traces if len(t[0].children) > i
+                        and t[0].children[i] != tree_flatten(arg)[1]]
+            shown = f"; an earlier call passed {expected[0]}" if expected else ""
+            return TraceError(
+                source=traceback_source(error.__traceback__),
+                message=f"argument {names[i]} has no key {key!r}, which {self.__name__} reads: "
+                f"{path} is {describe_tree(_sub_tree(arg, path, names[i]))}{shown}",
+                fix=f"pass {path} with a {key!r} entry (the structure {self.__name__} "
+                "expects), or read it with .get() and a default")
+        return None
 
     def _donation(self, args: tuple, out: Any, specs: tuple, graph: Graph) -> dict[int, int]:
         """Output leaf -> input leaf for `donate_argnums`: each donated argument is matched
@@ -326,6 +359,54 @@ class Compiled:
         return f"<compiled {self.__name__} ({len(self._traces)} signatures traced)>"
 
 
+def _dict_without(tree: Any, key: Any, prefix: str) -> str | None:
+    """The path of the first dict in `tree` that lacks `key` (None: every dict has it)."""
+    if isinstance(tree, dict):
+        if key not in tree:
+            return prefix
+        children = [(tree[k], f"{prefix}[{k!r}]") for k in sorted(tree, key=repr)]
+    elif isinstance(tree, (list, tuple)):
+        children = [(c, f"{prefix}[{i}]") for i, c in enumerate(tree)]
+    else:
+        return None
+    for child, path in children:
+        found = _dict_without(child, key, path)
+        if found is not None:
+            return found
+    return None
+
+
+def _sub_tree(tree: Any, path: str, prefix: str) -> Any:
+    """The subtree of `tree` at `path` (as `_dict_without` spells it)."""
+    if path == prefix:
+        return tree
+    for key, child in (tree.items() if isinstance(tree, dict) else enumerate(tree)):
+        step = f"{prefix}[{key!r}]" if isinstance(tree, dict) else f"{prefix}[{key}]"
+        if path.startswith(step):
+            return _sub_tree(child, path, step)
+    return tree
+
+
+def _leaf_types(key: tuple) -> list[str]:
+    return [str(spec.type) for spec in key[1]]
+
+
+def describe_tree(tree: Any) -> str:
+    """A pytree's structure with each leaf's type: ``{'b': f64[2], 'w': f64[3,2]}``."""
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{k!r}: {describe_tree(tree[k])}" for k in sorted(tree, key=repr)) \
+            + "}"
+    if isinstance(tree, list):
+        return "[" + ", ".join(describe_tree(c) for c in tree) + "]"
+    if isinstance(tree, tuple):
+        return "(" + "".join(describe_tree(c) + ", " for c in tree) + ")"
+    if isinstance(tree, str):
+        return tree
+    if isinstance(tree, (np.ndarray, np.generic)):
+        return str(TensorType(tree.shape, tree.dtype)) if tree.dtype in DTYPES else str(tree.dtype)
+    return type(tree).__name__
+
+
 def _check_labels(labels: list[tuple[int, int, str]], leaves: list) -> None:
     """LabelRangeError for a label argument of nn.cross_entropy outside [0, classes): the
     compiled code cannot raise, it would read another class's score."""
@@ -379,6 +460,10 @@ BACKENDS: dict[str, Builder] = {
 
 def build_executable(compiled: Compiled, traced: Traced):
     backend = compiled.backend if compiled.backend in BACKENDS else "interpreter"
+    from compiler.memory_check import check_allocations
+
+    check_allocations(traced.graph, lambda: compiled.lowered(traced, "fused"),
+                      compiled.__name__, traced.donate, compiled.donate_guard)
     executable = BACKENDS[backend](traced.graph, lambda: compiled.lowered(traced, "fused"),
                                    traced.donate, compiled.donate_guard)
     if hasattr(executable, "paths"):  # argument errors name the user's pytree paths
