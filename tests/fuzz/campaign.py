@@ -3,8 +3,9 @@
     python -m tests.fuzz.campaign [--programs 2000] [--batch 8] [--seed S] [--numba/--no-numba]
 
 Programs are drawn by hypothesis in batches (one Numba build per batch). A batch with a
-mismatch or a crash is shrunk by hypothesis to a minimal program, which is printed (paste it
-into tests/fuzz/test_fuzz_regressions.py); the campaign then goes on with the next seed
+mismatch or a crash is shrunk by hypothesis (its other programs shrink to one statement, the
+failing one to a minimal program), and the failing programs are printed (paste them into
+tests/fuzz/test_fuzz_regressions.py); the campaign then goes on with the next seed
 until it has run its budget. The summary lists programs run, passed, skipped by unsupported
 function, mismatches, crashes, how many gradient checks had a finite-difference reference,
 the wall time and the seed (rerun with --seed to reproduce). Exit status 1 on any failure.
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         @settings(max_examples=batches, database=None, deadline=None, derandomize=False,
                   phases=[Phase.generate, Phase.shrink], print_blob=False,
                   suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
-        @given(st.lists(programs(max_statements=args.max_statements), min_size=1,
+        @given(st.lists(programs(max_statements=args.max_statements), min_size=args.batch,
                         max_size=args.batch))
         def campaign(batch):
             outcomes = check_batch(batch, numba=not args.no_numba)

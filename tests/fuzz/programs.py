@@ -450,3 +450,18 @@ def programs(draw, max_statements: int = 6, hvp_rate: float = 0.3) -> Program:
     hvp = draw(st.floats(0, 1)) < hvp_rate
     hvp_weights = rng.normal(size=inputs[0].shape) if hvp else None
     return Program(source, inputs, cotangent, direction, hvp, hvp_weights, names)
+
+
+def program_from(source: str, shapes, dtype=np.float64, hvp: bool = True,
+                 seed: int = 0) -> Program:
+    """A Program from source text (a regression test's, or a shrunk failure's) and input
+    shapes; the values, cotangent and directions come from `seed`."""
+    rng = np.random.default_rng(seed)
+    inputs = [rng.normal(size=shape).astype(dtype) for shape in shapes]
+    names = list("abcdefgh")[: len(shapes)]
+    program = Program(source, inputs, np.zeros(()), [rng.normal(size=s) for s in shapes], hvp,
+                      rng.normal(size=shapes[0]) if hvp else None, names)
+    with np.errstate(all="ignore"):
+        out = np.asarray(program.function()(*inputs))
+    program.cotangent = rng.normal(size=out.shape).astype(out.dtype)
+    return program
