@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import TraceError, traceback_source
-from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
+from compiler.pytree import (
+    TreeDef,
+    describe_tree,
+    dict_without,
+    sub_tree,
+    tree_flatten,
+    tree_unflatten,
+)
 from compiler.tracing import ACTIVE_TRACES, Trace, Tracer, recording
 from ir.graph import Graph
 from ir.interpreter import evaluate
@@ -177,7 +184,7 @@ class Compiled:
         for i, arg in enumerate(args):
             if i in self.static_argnums:
                 continue
-            path = _dict_without(arg, key, names[i])
+            path = dict_without(arg, key, names[i])
             if path is None:
                 continue
             expected = [describe_tree(tree_unflatten(t[0], _leaf_types(t))[i])
@@ -187,7 +194,7 @@ class Compiled:
             return TraceError(
                 source=traceback_source(error.__traceback__),
                 message=f"argument {names[i]} has no key {key!r}, which {self.__name__} reads: "
-                f"{path} is {describe_tree(_sub_tree(arg, path, names[i]))}{shown}",
+                f"{path} is {describe_tree(sub_tree(arg, path, names[i]))}{shown}",
                 fix=f"pass {path} with a {key!r} entry (the structure {self.__name__} "
                 "expects), or read it with .get() and a default")
         return None
@@ -359,52 +366,8 @@ class Compiled:
         return f"<compiled {self.__name__} ({len(self._traces)} signatures traced)>"
 
 
-def _dict_without(tree: Any, key: Any, prefix: str) -> str | None:
-    """The path of the first dict in `tree` that lacks `key` (None: every dict has it)."""
-    if isinstance(tree, dict):
-        if key not in tree:
-            return prefix
-        children = [(tree[k], f"{prefix}[{k!r}]") for k in sorted(tree, key=repr)]
-    elif isinstance(tree, (list, tuple)):
-        children = [(c, f"{prefix}[{i}]") for i, c in enumerate(tree)]
-    else:
-        return None
-    for child, path in children:
-        found = _dict_without(child, key, path)
-        if found is not None:
-            return found
-    return None
-
-
-def _sub_tree(tree: Any, path: str, prefix: str) -> Any:
-    """The subtree of `tree` at `path` (as `_dict_without` spells it)."""
-    if path == prefix:
-        return tree
-    for key, child in (tree.items() if isinstance(tree, dict) else enumerate(tree)):
-        step = f"{prefix}[{key!r}]" if isinstance(tree, dict) else f"{prefix}[{key}]"
-        if path.startswith(step):
-            return _sub_tree(child, path, step)
-    return tree
-
-
 def _leaf_types(key: tuple) -> list[str]:
     return [str(spec.type) for spec in key[1]]
-
-
-def describe_tree(tree: Any) -> str:
-    """A pytree's structure with each leaf's type: ``{'b': f64[2], 'w': f64[3,2]}``."""
-    if isinstance(tree, dict):
-        return "{" + ", ".join(f"{k!r}: {describe_tree(tree[k])}" for k in sorted(tree, key=repr)) \
-            + "}"
-    if isinstance(tree, list):
-        return "[" + ", ".join(describe_tree(c) for c in tree) + "]"
-    if isinstance(tree, tuple):
-        return "(" + "".join(describe_tree(c) + ", " for c in tree) + ")"
-    if isinstance(tree, str):
-        return tree
-    if isinstance(tree, (np.ndarray, np.generic)):
-        return str(TensorType(tree.shape, tree.dtype)) if tree.dtype in DTYPES else str(tree.dtype)
-    return type(tree).__name__
 
 
 def _check_labels(labels: list[tuple[int, int, str]], leaves: list) -> None:

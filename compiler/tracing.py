@@ -14,12 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from compiler.errors import ShapeMismatchError, TracerConversionError, user_source
-from ir.graph import Graph, Node, Source, Var
 from ir import ops
+from ir.graph import Graph, Node, Source, Var
 from ir.ops import Op
 from ir.shapes import ShapeError, infer
 from ir.types import TensorType
-
 
 # The traces being recorded now, innermost last: the trace levels. A compiled function or a
 # transformation called inside another function's trace, on constants only, records into the
