@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-statements", type=int, default=8)
     parser.add_argument("--no-numba", action="store_true", help="interpreter checks only")
+    parser.add_argument("--max-failures", type=int, default=5,
+                        help="stop after this many distinct shrunk failures")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     cache = os.environ.setdefault("CHAINJIT_CACHE_DIR", os.path.join(
@@ -82,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             campaign()
         except AssertionError:
             for outcome in state["last"] or []:
+                if any(str(o) == str(outcome) for _, o in failures):
+                    continue
                 failures.append((run_seed, outcome))
                 print(f"\nFAILURE (seed {run_seed}), shrunk:\n{outcome}\n", flush=True)
-        if not state["failed"]:
+        if not state["failed"] or len(failures) >= args.max_failures:
             break
         run_seed += 1
     _summary(stats, skips, failures, seed, time.perf_counter() - start)
@@ -98,8 +102,7 @@ def _progress(stats, start) -> None:
 
 
 def _summary(stats, skips, failures, seed: int, wall: float) -> None:
-    mismatches = sum(o.status == "mismatch" for _, o in failures)
-    crashes = sum(o.status == "crash" for _, o in failures)
+    shrunk = collections.Counter(o.status for _, o in failures)
     print("\n== chainjit fuzz summary ==")
     print(f"seed:              {seed}")
     print(f"programs run:      {stats['run']}")
@@ -108,8 +111,8 @@ def _summary(stats, skips, failures, seed: int, wall: float) -> None:
     print(f"skipped:           {stats['skipped']}")
     for reason, count in skips.most_common():
         print(f"  {count:6d}  {reason}")
-    print(f"mismatches:        {mismatches}")
-    print(f"crashes:           {crashes}")
+    print(f"mismatches:        {stats['mismatch']} ({shrunk['mismatch']} distinct, shrunk above)")
+    print(f"crashes:           {stats['crash']} ({shrunk['crash']} distinct, shrunk above)")
     print(f"wall time:         {wall:.0f} s")
 
 

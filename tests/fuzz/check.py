@@ -79,7 +79,14 @@ def assert_close(got, want, dtype, what: str) -> None:
 
 def _compare(results, reference, program: Program, eager, label: str) -> None:
     out, grads, *hvp = results
+    if np.asarray(out).dtype != np.asarray(eager).dtype:
+        raise Mismatch(f"{label} value has dtype {np.asarray(out).dtype}, NumPy gives "
+                       f"{np.asarray(eager).dtype}")
     assert_close(out, eager, program.dtype, f"{label} value vs NumPy")
+    for k, (g, x) in enumerate(zip(grads, program.inputs)):
+        if np.asarray(g).dtype != x.dtype:
+            raise Mismatch(f"{label} gradient of {program.names[k]} has dtype "
+                           f"{np.asarray(g).dtype}, the input {x.dtype}")
     if reference is None:
         return
     ref_out, ref_grads, *ref_hvp = reference
