@@ -139,14 +139,42 @@ def _broadcast_partner(b: _Builder, shape) -> str:
     """Something that broadcasts against `shape`: a value, a scalar or a constant with
     size-1 dims and fewer axes."""
     same = [n for n in b.floats() if _broadcasts(b.env[n].shape, shape)]
-    kind = b.pick(["value", "value", "scalar", "constant"])
+    kind = b.pick(["value", "value", "scalar", "constant", "grow", "ints"])
     if kind == "value" and same:
         return b.pick(same)
     if kind == "scalar":
         return repr(b.pick([0.5, -1.5, 2.0, 3]))
+    if kind == "ints":  # an integer array: float32 * int64 is float64, as in NumPy
+        return f"np.arange({int(np.prod(shape[-1:]))}).reshape({shape[-1:]!r})" if shape \
+            else "np.int64(2)"
+    if kind == "grow" and 1 in shape:  # (2, 1) with (1, 3): both operands broadcast
+        grown = tuple(b.draw(st.integers(2, 3)) if d == 1 else 1 for d in shape)
+        return b.constant(grown)
     lead = b.draw(st.integers(0, len(shape)))
     sub = tuple(d if b.draw(st.booleans()) else 1 for d in shape[lead:])
     return b.constant(sub)
+
+
+def _softmax(b: _Builder) -> str | None:
+    name = b.var(lambda v: v.ndim >= 1)
+    if name is None:
+        return None
+    x = b.env[name]
+    axis = b.draw(st.integers(-x.ndim, x.ndim - 1))
+    form = b.pick(["nn.softmax({}, axis={})", "nn.log_softmax({}, axis={})",
+                   "nn.logsumexp({}, axis={})", "({0} - np.max({0}, axis={1}, keepdims=True))",
+                   "({0} / np.sum({0} * {0} + 1.0, axis={1}, keepdims=True))"])
+    if "np.max" in form and _tied(x, (axis % x.ndim,)):
+        return None
+    return form.format(name, axis)
+
+
+def _count(b: _Builder) -> str | None:
+    """Integer results: a count of booleans (int64), used as a float factor."""
+    name = b.var(lambda v: v.ndim >= 1)
+    if name is None or not _far_from(b.env[name]):
+        return None
+    return f"(np.sum({name} > 0, axis=0) + 1.0) * {name}"
 
 
 def _broadcasts(source, target) -> bool:
@@ -221,7 +249,7 @@ def _movement(b: _Builder) -> str | None:
         return None
     x = b.env[name]
     kind = b.pick(["reshape", "reshape", "transpose", "T", "axes=", "swapaxes", "expand_dims",
-                   "squeeze", "moveaxis", "ravel"])
+                   "squeeze", "moveaxis", "ravel", "view_reshape"])
     if kind == "reshape":
         shape = _factor(b, x.size)
         if b.draw(st.booleans()) and len(shape) > 1:
@@ -229,6 +257,9 @@ def _movement(b: _Builder) -> str | None:
         return f"{name}.reshape({tuple(shape)!r})"
     if kind == "ravel":
         return f"np.ravel({name})"
+    if kind == "view_reshape" and x.ndim >= 2:  # a reshape of a transposed or strided view
+        view = b.pick([f"{name}.T", f"{name}[::-1]", f"np.swapaxes({name}, 0, -1)"])
+        return f"{view}.reshape(-1)"
     if kind == "T":
         return f"{name}.T"
     perm = tuple(b.draw(st.permutations(range(x.ndim))))
@@ -368,6 +399,8 @@ def _contraction(b: _Builder) -> str | None:
     w = w or b.constant(shape)
     if kind == "dot" and x.ndim <= 2:
         return f"np.dot({name}, {w})"
+    if x.ndim == 2 and b.draw(st.booleans()):  # a transposed left operand
+        return f"({name}.T @ {b.constant((x.shape[0], n))})"
     return f"({name} @ {w})" if b.draw(st.booleans()) else f"np.matmul({w}, {name}.T)" \
         if x.ndim == 2 and right_ndim == 2 and shape[0] == shape[1] else f"({name} @ {w})"
 
@@ -408,13 +441,14 @@ def _maybe_unsupported(b: _Builder) -> str | None:
 STATEMENTS = {
     "unary": _unary, "binary": _binary, "reduction": _reduction, "movement": _movement,
     "slicing": _slicing, "indexing": _indexing, "joining": _joining,
-    "contraction": _contraction, "select": _select, "cast": _cast,
+    "contraction": _contraction, "select": _select, "cast": _cast, "softmax": _softmax,
+    "count": _count,
     "unsupported": _maybe_unsupported,
 }
 # How often each kind is drawn (the sampled list repeats the common ones).
 KINDS = (["unary"] * 4 + ["binary"] * 4 + ["reduction"] * 2 + ["movement"] * 3
          + ["slicing"] * 2 + ["indexing"] * 2 + ["joining"] * 2 + ["contraction"] * 2
-         + ["select", "cast"] + ["unsupported"])
+         + ["select", "cast", "softmax", "count"] + ["unsupported"])
 SHAPES = [(), (3,), (4,), (2, 3), (3, 3), (1, 3), (2, 1), (3, 4), (2, 2, 3), (2, 3, 1),
           (1, 2, 2), (2, 1, 3, 2)]
 
