@@ -96,7 +96,7 @@ def cache_dir() -> Path:
     key = str(wanted)
     if key not in _DIRS:
         try:
-            wanted.mkdir(parents=True, exist_ok=True)
+            wanted.mkdir(parents=True, exist_ok=True, mode=0o700)  # private whatever the umask
             fd, probe = tempfile.mkstemp(dir=wanted, prefix=".probe-")
             os.close(fd)
             os.unlink(probe)
@@ -395,7 +395,7 @@ def load_generated(key: str):
 def store_generated(key: str, generated) -> None:
     folder = cache_dir() / "index"
     try:
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(exist_ok=True, mode=0o700)
         write_atomic(folder / f"{key}.pkl",
                      pickle.dumps(generated, protocol=pickle.HIGHEST_PROTOCOL))
     except OSError as error:

@@ -113,3 +113,17 @@ def test_an_index_entry_others_can_write_is_not_unpickled(cache_folder):
     os.chmod(entry, 0o666)
     with pytest.warns(CacheWarning, match="can write it"):
         assert cache.load_generated("k") is None
+
+
+def test_folders_chainjit_creates_are_private_whatever_the_umask(tmp_path, monkeypatch):
+    folder = tmp_path / "new" / "cache"
+    monkeypatch.setenv("CHAINJIT_CACHE_DIR", str(folder))
+    monkeypatch.setattr(cache, "_DIRS", {})
+    old = os.umask(0o002)
+    try:
+        assert cache.cache_dir() == folder
+        cache.store_generated("k", {"plan": 1})
+    finally:
+        os.umask(old)
+    assert _mode(folder) == 0o700 and _mode(folder / "index") == 0o700
+    assert cache.load_generated("k") == {"plan": 1}
