@@ -50,7 +50,10 @@ class Program:
 
     @property
     def dtype(self) -> np.dtype:
-        return self.inputs[0].dtype
+        """The least precise float dtype the program computes in (its tolerance's)."""
+        if any(x.dtype == np.float32 for x in self.inputs) or "float32" in self.source:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
 
     def function(self):
         """The program as a Python function (compiled from its source)."""
