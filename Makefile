@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: test demo bench lint clean
+.PHONY: test test-all fuzz demo bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(VENV)/.stamp-test
 
 test-all: $(VENV)/.stamp-test
 	$(PY) -m pytest -q
+
+# A long differential-fuzzing campaign (tests/fuzz/campaign.py); FUZZ_ARGS="--seed 1" etc.
+fuzz: $(VENV)/.stamp-test
+	$(PY) -m tests.fuzz.campaign $(FUZZ_ARGS)
 
 demo: $(VENV)/.stamp-test
 	$(PY) examples/mlp_digits.py

@@ -17,10 +17,17 @@ from typing import Any
 import numpy as np
 
 from compiler.backend import build_numba_indexed, load_indexed
-from compiler.errors import TraceError
+from compiler.errors import TraceError, traceback_source
 from compiler.numpy_creation import tracing_numpy
-from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
-from compiler.tracing import Trace, Tracer
+from compiler.pytree import (
+    TreeDef,
+    describe_tree,
+    dict_without,
+    sub_tree,
+    tree_flatten,
+    tree_unflatten,
+)
+from compiler.tracing import ACTIVE_TRACES, Trace, Tracer, recording
 from ir.graph import Graph
 from ir.interpreter import evaluate
 from ir.printer import format_graph, to_dot
@@ -56,6 +63,8 @@ class Traced:
     lowered: dict[str, Graph] = field(default_factory=dict)
     executable: Any = None
     donate: dict[int, int] = field(default_factory=dict)  # output leaf -> input leaf
+    # (input leaf, number of classes, path) of each argument nn.cross_entropy used as labels
+    labels: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 def leaf_paths(tree: Any, prefix: str) -> list[str]:
@@ -73,6 +82,8 @@ def leaf_paths(tree: Any, prefix: str) -> list[str]:
 
 def arg_names(fn: Callable, count: int) -> list[str]:
     """The names of `fn`'s first `count` positional parameters (``args[i]`` past them)."""
+    while getattr(fn, "__chainjit_wrapped__", None) is not None:  # grad(f): f's names
+        fn = fn.__chainjit_wrapped__
     code = getattr(fn, "__code__", None)
     names = list(code.co_varnames[: code.co_argcount]) if code else []
     return [names[i] if i < len(names) else f"args[{i}]" for i in range(count)]
@@ -113,6 +124,7 @@ class Compiled:
         self.backend = backend or os.environ.get("CHAINJIT_BACKEND", "numba")
         self._traces: dict[tuple, Traced] = {}
         self._fast: dict[Any, Callable] = {}  # signature key -> direct call (runtime/executable)
+        self._unchecked: dict[Any, Callable] = {}  # the same, without label range checks
 
     # -- tracing ------------------------------------------------------------------------
     def _split(self, args: tuple) -> tuple[tuple, tuple]:
@@ -146,15 +158,50 @@ class Compiled:
         rebuilt = list(tree_unflatten(in_tree, tracers))
         for i in self.static_argnums:
             rebuilt[i] = args[i]
-        with tracing_numpy():  # np.array([x, y]) of tracers stacks them
-            out = self.fn(*rebuilt)
+        try:
+            with tracing_numpy(), recording(trace):  # np.array([x, y]) of tracers stacks them
+                out = self.fn(*rebuilt)
+        except KeyError as error:
+            missing = self._missing_key(error, args)
+            if missing is None:
+                raise
+            raise missing from None
         out_leaves, out_tree = tree_flatten(out)
         out_vars = [self._output_var(trace, leaf) for leaf in out_leaves]
         graph = trace.to_graph(out_vars)
+        from compiler.nn import LABEL_BOUNDS
+
+        labels = [(i, LABEL_BOUNDS[var.id], paths[i]) for i, var in enumerate(graph.inputs)
+                  if var.id in LABEL_BOUNDS]
         traced = Traced(graph, in_tree, specs, tuple(paths), out_tree,
-                        donate=self._donation(args, out, specs, graph))
+                        donate=self._donation(args, out, specs, graph), labels=labels)
         self._traces[key] = traced
         return traced
+
+    def _missing_key(self, error: KeyError, args: tuple) -> TraceError | None:
+        """A KeyError raised while tracing, for a key some dict argument lacks: a TraceError
+        naming the argument, the key and the structure expected (an earlier call's)."""
+        if len(error.args) != 1:
+            return None
+        key = error.args[0]
+        names = arg_names(self.fn, len(args))
+        for i, arg in enumerate(args):
+            if i in self.static_argnums:
+                continue
+            path = dict_without(arg, key, names[i])
+            if path is None:
+                continue
+            expected = [describe_tree(tree_unflatten(t[0], _leaf_types(t))[i])
+                        for t in self._traces if len(t[0].children) > i
+                        and t[0].children[i] != tree_flatten(arg)[1]]
+            shown = f"; an earlier call passed {expected[0]}" if expected else ""
+            return TraceError(
+                source=traceback_source(error.__traceback__),
+                message=f"argument {names[i]} has no key {key!r}, which {self.__name__} reads: "
+                f"{path} is {describe_tree(sub_tree(arg, path, names[i]))}{shown}",
+                fix=f"pass {path} with a {key!r} entry (the structure {self.__name__} "
+                "expects), or read it with .get() and a default")
+        return None
 
     def _donation(self, args: tuple, out: Any, specs: tuple, graph: Graph) -> dict[int, int]:
         """Output leaf -> input leaf for `donate_argnums`: each donated argument is matched
@@ -222,15 +269,18 @@ class Compiled:
         return traced.lowered[stage]
 
     def __call__(self, *args):
+        if ACTIVE_TRACES:  # called while another function is traced: record into its trace
+            return self.fn(*args)
         # the fast path: one pass over the arguments, one dict lookup, one driver call
         fast_key, leaves = self._fast_key(args)
         entry = self._fast.get(fast_key) if fast_key is not None else None
         if entry is not None:
             return entry(leaves)
         if any(isinstance(leaf, Tracer) for leaf in tree_flatten(args)[0]):
-            return self.fn(*args)  # called inside another trace (grad, compile): inline it
+            return self.fn(*args)  # a tracer escaped into a call: record into its trace
         traced = self.trace(*args)
         _, leaves, *_ = self.signature(args)
+        _check_labels(traced.labels, leaves)
         if traced.executable is None:
             traced.executable = build_executable(self, traced, leaves)
         if isinstance(traced.executable, BackgroundBuild) and traced.executable.ready:
@@ -240,8 +290,9 @@ class Compiled:
         outputs = [out if i in traced.donate or np.ndim(out) else out[()]
                    for i, out in enumerate(outputs)]
         if fast_key is not None and hasattr(traced.executable, "entry"):
-            self._fast[fast_key] = traced.executable.entry(traced.out_tree, leaves,
-                                                           tree_unflatten)
+            entry = traced.executable.entry(traced.out_tree, leaves, tree_unflatten)
+            self._unchecked[fast_key] = entry
+            self._fast[fast_key] = _with_label_checks(entry, traced.labels)
         return tree_unflatten(traced.out_tree, outputs)
 
     def building(self, *args) -> bool:
@@ -249,6 +300,11 @@ class Compiled:
         on the interpreter meanwhile: runtime/background.py)."""
         traced = self.trace(*args)
         return isinstance(traced.executable, BackgroundBuild) and not traced.executable.ready
+
+    def unchecked_entry(self, fast_key) -> Callable | None:
+        """The direct call for a signature key without the label range checks (for a caller
+        that makes them itself, as train_step does)."""
+        return self._unchecked.get(fast_key)
 
     def _fast_key(self, args: tuple) -> tuple[Any, list]:
         """One-pass flatten + signature key for the direct call path (None: not eligible)."""
@@ -287,6 +343,27 @@ class Compiled:
         graph = self.lowered(traced, "fused")
         return kernel_summary(graph, plan_buffers(graph, traced.donate, self.donate_guard))
 
+    def compare(self, *args, rtol: float | None = None):
+        """Run the compiled code and the interpreter side by side on these arguments and
+        name the first kernel, IR node and source line whose output differs beyond `rtol`
+        (relative to the value's largest magnitude; by default 1e-4 for float32, 1e-9 for
+        float64), with both values' statistics (compiler/compare.py says how). Donated
+        arguments are not updated."""
+        from compiler.compare import compare_graph
+
+        traced = self.trace(*args)
+        graph = self.lowered(traced, "fused")
+        leaves = self.signature(args)[1]
+
+        def run(wide: Graph, leaves: list) -> list:
+            if self.backend not in BACKENDS or self.backend == "interpreter":
+                return evaluate(wide, leaves)
+            from compiler.backend import build_numba
+
+            return build_numba(wide)(leaves)
+
+        return compare_graph(graph, leaves, run, rtol, self.backend)
+
     def dot(self, *args, stage: str = "traced") -> str:
         """The IR at a stage as Graphviz DOT text (render with `dot -Tsvg`)."""
         return to_dot(self._stage_graph(args, stage), self.__name__)
@@ -301,6 +378,31 @@ class Compiled:
 
     def __repr__(self) -> str:
         return f"<compiled {self.__name__} ({len(self._traces)} signatures traced)>"
+
+
+def _leaf_types(key: tuple) -> list[str]:
+    return [str(spec.type) for spec in key[1]]
+
+
+def _check_labels(labels: list[tuple[int, int, str]], leaves: list) -> None:
+    """LabelRangeError for a label argument of nn.cross_entropy outside [0, classes): the
+    compiled code cannot raise, it would read another class's score."""
+    if labels:
+        from compiler.nn import check_labels
+
+        for index, classes, path in labels:
+            check_labels(leaves[index], classes, f"labels {path}")
+
+
+def _with_label_checks(entry: Callable, labels: list[tuple[int, int, str]]) -> Callable:
+    if not labels:
+        return entry
+
+    def call(leaves: list):
+        _check_labels(labels, leaves)
+        return entry(leaves)
+
+    return call
 
 
 def _interpreter_executable(traced_graph: Graph, lower: Callable[[], Graph],
@@ -345,6 +447,10 @@ def build_executable(compiled: Compiled, traced: Traced, leaves: list | None = N
 
 def _build(compiled: Compiled, traced: Traced, backend: str, executable=None):
     if executable is None:
+        from compiler.memory_check import check_allocations
+
+        check_allocations(traced.graph, lambda: compiled.lowered(traced, "fused"),
+                          compiled.__name__, traced.donate, compiled.donate_guard)
         executable = BACKENDS[backend](traced.graph, lambda: compiled.lowered(traced, "fused"),
                                        traced.donate, compiled.donate_guard)
     if hasattr(executable, "paths"):  # argument errors name the user's pytree paths

@@ -28,6 +28,17 @@ def user_source() -> Source | None:
     return None
 
 
+def traceback_source(tb) -> Source | None:
+    """The innermost frame of the user's code in a traceback (where an exception arose)."""
+    found = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not code.co_filename.startswith(_LIBRARY_DIRS):
+            found = Source(code.co_filename, tb.tb_lineno, code.co_name)
+        tb = tb.tb_next
+    return found
+
+
 def describe_source(source: Source | None) -> str:
     if source is None:
         return "(source unknown)"

@@ -112,9 +112,19 @@ def broadcast_shapes(*args, what: str = "operands") -> tuple[int, ...]:
         ) from None
 
 
+class ShapeOnly:
+    """Stands for an array of `shape` in shape checks (never allocated: a broadcast target
+    may be far larger than memory)."""
+
+    def __init__(self, shape, dtype=np.bool_):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+
 def _type_str(x) -> str:
     if isinstance(x, Tracer):
         return str(x.ir_var.type)
+    if isinstance(x, ShapeOnly):
+        return str(x.shape)
     a = np.asarray(x)
     return str(TensorType(a.shape, a.dtype)) if a.dtype in DTYPES else f"{a.dtype}{list(a.shape)}"
 
@@ -125,7 +135,7 @@ def broadcast_to(x, shape: Sequence[int]):
         return x
     if not isinstance(x, Tracer):
         return np.broadcast_to(x, shape)
-    broadcast_shapes(x, np.empty(shape, np.bool_), what="to the target shape:")
+    broadcast_shapes(x, ShapeOnly(shape), what="to the target shape:")
     return apply(Op.BROADCAST_TO, [x], {"shape": shape}, weak=x.weak)
 
 
@@ -286,7 +296,9 @@ def concatenate(xs: Sequence, axis: int = 0):
     operands = [wrap(trace, to_var(trace, x, dtype)) for x in xs]
     ndim = operands[0].ndim
     if not -ndim <= axis < ndim:
-        raise ShapeMismatchError(f"concatenate axis {axis} is out of range for rank {ndim}")
+        raise ShapeMismatchError(f"concatenate axis {axis} is out of range for rank {ndim}",
+                                 fix=f"use an axis in [-{ndim}, {ndim}), or np.stack to "
+                                 "join along a new axis")
     return apply(Op.CONCATENATE, operands, {"axis": axis % ndim})
 
 

@@ -1,9 +1,16 @@
-"""`x[index]` under tracing: basic slicing, None/Ellipsis, integers and integer arrays.
+"""`x[index]` under tracing, with NumPy's semantics: basic slicing (any step, negative too),
+None/Ellipsis, integers, integer and constant boolean arrays, and mixes of them.
 
-Basic indexing becomes SLICE (+ RESHAPE to drop integer-indexed axes and add new ones).
-Integer-array indexing becomes one GATHER: several index arrays on consecutive axes are
-combined into one flat index over those axes (x[rows, cols] gathers from x reshaped to
-(rows*cols, ...)), which is NumPy's result for the common cases.
+Basic indexing becomes one SLICE (positive steps) and a RESHAPE that drops integer-indexed
+axes and adds new ones; a negative step is the positive-step slice of the same elements
+followed by a GATHER with a reversed `arange` on that axis.
+
+Advanced indexing (any integer or bool array in the index; integers beside arrays count as
+0-d index arrays, as in NumPy) becomes one GATHER: the array-indexed axes are moved next to
+each other, merged into one axis, and gathered with the flat index (rows * cols + col for
+x[rows, cols]). As in NumPy, the broadcast index shape replaces the indexed axes where they
+stand when they are adjacent in the index, and comes first when a slice, None or Ellipsis
+separates them (x[3, 2:, [1, 3]] has shape (2, n - 2)).
 """
 
 from __future__ import annotations
@@ -23,41 +30,59 @@ def _is_int_array(index) -> bool:
     return False
 
 
+def _is_array(index) -> bool:
+    return isinstance(index, (Tracer, list, np.ndarray))
+
+
 def getitem(x, index):
     if not isinstance(x, Tracer):
         return x[index]
     index = index if isinstance(index, tuple) else (index,)
-    index = tuple(_normalize_bool_mask(i) for i in index)
-    if sum(i is Ellipsis for i in index) > 1:
+    index = _expand_bool_masks(index)
+    if sum(i is Ellipsis for i in index if not _is_array(i)) > 1:
         raise UnsupportedError("an index can only have a single ellipsis ('...')")
-    consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
+    consumed = sum(1 for i in index if i is not None and not (i is Ellipsis and not _is_array(i)))
     if consumed > x.ndim:
-        raise UnsupportedError(f"too many indices ({consumed}) for {x.ir_var.type}")
-    if Ellipsis in [i for i in index if not isinstance(i, (Tracer, np.ndarray, list))]:
-        at = next(k for k, i in enumerate(index) if i is Ellipsis)
-        index = index[:at] + (slice(None),) * (x.ndim - consumed) + index[at + 1 :]
-    else:
-        index = index + (slice(None),) * (x.ndim - consumed)
+        raise IndexError(f"too many indices for array: {x.ir_var.type} is {x.ndim}-dimensional, "
+                         f"but {consumed} were indexed")
+    at = next((k for k, i in enumerate(index) if not _is_array(i) and i is Ellipsis), None)
+    fill = (slice(None),) * (x.ndim - consumed)
+    index = index[:at] + fill + index[at + 1 :] if at is not None else index + fill
 
-    arrays = [k for k, i in enumerate(index) if _is_int_array(i)]
-    if arrays:
-        return _advanced(x, index, arrays)
+    for item in index:
+        if _is_array(item) and not _is_int_array(item) and np.size(item):
+            raise IndexError(f"arrays used as indices must be of integer (or boolean) type, "
+                             f"got {getattr(item, 'dtype', type(item).__name__)}")
+    advanced = [k for k, i in enumerate(index) if _is_array(i)]
+    if advanced:
+        advanced = [k for k, i in enumerate(index) if _is_array(i) or _is_int(i)]
+        return _advanced(x, index, advanced)
     return _basic(x, index)
 
 
-def _normalize_bool_mask(index):
-    if isinstance(index, Tracer) and index.dtype == np.bool_:
-        raise UnsupportedError(
-            "boolean-mask indexing with a traced mask has a data-dependent shape",
-            fix="use np.where(mask, x, 0) to zero out elements, or multiply by the mask",
-        )
-    if isinstance(index, (np.ndarray, list)) and np.asarray(index).dtype == np.bool_:
-        return np.nonzero(np.asarray(index))[0]  # a constant mask is a constant index array
-    return index
+def _is_int(item) -> bool:
+    return isinstance(item, (int, np.integer)) and not isinstance(item, bool)
+
+
+def _expand_bool_masks(index: tuple) -> tuple:
+    """A constant k-d boolean mask becomes its k nonzero() index arrays (as in NumPy)."""
+    out = []
+    for item in index:
+        if isinstance(item, Tracer) and item.dtype == np.bool_:
+            raise UnsupportedError(
+                "boolean-mask indexing with a traced mask has a data-dependent shape",
+                fix="use np.where(mask, x, 0) to zero out elements, or multiply by the mask",
+            )
+        if isinstance(item, (np.ndarray, list)) and np.asarray(item).dtype == np.bool_:
+            out.extend(np.nonzero(np.asarray(item)))
+        else:
+            out.append(item)
+    return tuple(out)
 
 
 def _basic(x, index):
-    starts, stops, steps, out_shape = [], [], [], []
+    """Slices, integers and None (no arrays): one SLICE, flips, one RESHAPE."""
+    starts, stops, steps, out_shape, flips = [], [], [], [], []
     axis = 0
     for item in index:
         if item is None:
@@ -65,50 +90,79 @@ def _basic(x, index):
             continue
         dim = x.shape[axis]
         if isinstance(item, slice):
-            start, stop, step = item.indices(dim)
-            if step < 0:
-                raise UnsupportedError(
-                    "slices with a negative step are not supported",
-                    fix="use np.flip-free formulations, or index with a constant integer array",
-                )
-            stop = max(stop, start)
-            starts.append(start), stops.append(stop), steps.append(step)
-            out_shape.append(len(range(start, stop, step)))
+            elements = range(*item.indices(dim))
+            n = len(elements)
+            if elements.step < 0 and n:
+                flips.append((axis, n))
+                elements = elements[::-1]  # the same elements, ascending
+            start = elements.start if n else 0
+            step = abs(elements.step)
+            starts.append(start), stops.append(start + (n - 1) * step + 1 if n else 0)
+            steps.append(step)
+            out_shape.append(n)
         else:
-            try:
-                k = int(item)
-            except TypeError:
-                raise UnsupportedError(f"unsupported index {item!r}") from None
-            if not -dim <= k < dim:
-                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {dim}")
-            k %= dim
+            k = _int_index(item, axis, dim)
             starts.append(k), stops.append(k + 1), steps.append(1)
         axis += 1
     result = F.slice_(x, starts, stops, steps)
+    for axis, n in flips:  # reverse the axis: a gather of n-1, ..., 0
+        if n > 1:
+            result = F.gather(result, np.arange(n - 1, -1, -1), axis)
     return F.reshape(result, out_shape)
 
 
-def _advanced(x, index, arrays):
-    if arrays != list(range(arrays[0], arrays[-1] + 1)):
+def _int_index(item, axis: int, dim: int) -> int:
+    try:
+        k = int(item)
+    except TypeError:
         raise UnsupportedError(
-            "integer-array indices must be on consecutive axes",
-            fix="index one axis at a time, or transpose the indexed axes next to each other",
-        )
-    if any(i is None for i in index):
-        raise UnsupportedError("mixing None (np.newaxis) with integer-array indices")
-    first, last = arrays[0], arrays[-1] + 1
-    # Slices outside the array-indexed axes first (basic indexing keeps those axes).
-    pre = tuple(i if k not in arrays else slice(None) for k, i in enumerate(index))
-    x = _basic(x, pre)
-    idx = [i if isinstance(i, Tracer) else np.asarray(i) for i in index[first:last]]
-    dims = x.shape[first:last]
+            f"unsupported index {item!r}",
+            fix="index with integers, slices, None, Ellipsis or integer arrays") from None
+    if not -dim <= k < dim:
+        raise IndexError(f"index {k} is out of bounds for axis {axis} with size {dim}")
+    return k % dim
+
+
+def _advanced(x, index: tuple, advanced: list[int]):
+    """Integer arrays (and integers beside them): one GATHER over the merged indexed axes."""
+    adjacent = advanced == list(range(advanced[0], advanced[-1] + 1))
+    # 1. Basic indexing for slices and None; the array-indexed axes are kept whole. `where`
+    #    tracks the axis of the result each index item lands on.
+    pre, where, axis = [], {}, 0
+    for k, item in enumerate(index):
+        if item is None:
+            pre.append(None)
+            axis += 1
+        elif k in advanced:
+            pre.append(slice(None))
+            where[k] = axis
+            axis += 1
+        else:
+            pre.append(item)
+            axis += 1
+    x = _basic(x, tuple(pre))
+    src = [where[k] for k in advanced]
+    dims = [x.shape[a] for a in src]
+    # 2. The flat index over the indexed axes, in the broadcast shape of the index arrays.
+    idx = [i if isinstance(i, Tracer) else np.asarray(i) for i in (index[k] for k in advanced)]
     shape = F.broadcast_shapes(*idx, what="index arrays")
     flat = None
-    for array, dim in zip(idx, dims):
+    for array, dim, a in zip(idx, dims, src):
+        if not isinstance(array, Tracer) and array.size:
+            if array.min() < -dim or array.max() >= dim:
+                bad = array[(array < -dim) | (array >= dim)].ravel()[0]
+                raise IndexError(f"index {bad} is out of bounds for axis {a} with size {dim}")
         array = F.where(F.less(array, 0), F.add(array, dim), array)  # negative indices wrap
         flat = array if flat is None else F.add(F.multiply(flat, dim), array)
     flat = F.broadcast_to(F.astype(flat, np.int64), shape)
-    x = F.reshape(x, x.shape[:first] + (int(np.prod(dims)),) + x.shape[last:])
+    # 3. Move the indexed axes together (where the first stands, or first of all), merge them
+    #    into one axis and gather: the index shape replaces that axis.
+    target = src[0] if adjacent else 0
+    rest = [a for a in range(x.ndim) if a not in src]
+    perm = rest[:target] + src + rest[target:]
+    x = F.transpose(x, perm)
+    merged = int(np.prod(dims, dtype=np.int64))
+    x = F.reshape(x, x.shape[:target] + (merged,) + x.shape[target + len(src) :])
     if not isinstance(flat, Tracer):
         flat = np.ascontiguousarray(flat)
-    return F.gather(x, flat, first)
+    return F.gather(x, flat, target)

@@ -57,7 +57,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
     xs, ws = F.shape_of(x), F.shape_of(w)
     if len(xs) != 4 or len(ws) != 4:
         raise ShapeMismatchError(f"conv2d takes x (N, C, H, W) and w (O, C, kh, kw), got "
-                                 f"x{tuple(xs)} and w{tuple(ws)}")
+                                 f"x{tuple(xs)} and w{tuple(ws)}",
+                                 fix="add the missing axes, e.g. x[None] for one image or "
+                                 "x[:, None] for one channel")
     _, c, _, _ = xs
     o, wc, kh, kw = ws
     if wc != c:
@@ -84,7 +86,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
 def _pool(x, kernel, stride, reduce_windows, reduce_blocks, name: str):
     xs = F.shape_of(x)
     if len(xs) != 4:
-        raise ShapeMismatchError(f"{name} takes x (N, C, H, W), got shape {tuple(xs)}")
+        raise ShapeMismatchError(f"{name} takes x (N, C, H, W), got shape {tuple(xs)}",
+                                 fix="add the missing axes, e.g. x[None] for one image")
     kernel = _pair(kernel, "kernel")
     stride = kernel if stride is None else _pair(stride, "stride")
     n, c, h, w = xs

@@ -25,7 +25,8 @@ def _axes(axis, ndim: int) -> tuple[int, ...]:
     axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
     for a in axes:
         if not -ndim <= int(a) < ndim:
-            raise ShapeMismatchError(f"axis {a} is out of bounds for an array of rank {ndim}")
+            raise ShapeMismatchError(f"axis {a} is out of bounds for an array of rank {ndim}",
+                                     fix=f"use an axis in [-{ndim}, {ndim}), or None for all")
     return tuple(sorted(int(a) % ndim for a in axes))
 
 
@@ -106,20 +107,30 @@ def reshape(x, *shape, order="C", newshape=None):
         shape = tuple(shape[0])
     shape = list(shape)
     if shape.count(-1) > 1:
-        raise ShapeMismatchError("reshape can only infer one dimension (-1)")
+        raise ShapeMismatchError("reshape can only infer one dimension (-1)",
+                                 fix="give every other dimension explicitly")
     if -1 in shape:
         known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
         if known == 0 or x.size % known:
-            raise ShapeMismatchError(f"cannot reshape {x.ir_var.type} into {tuple(shape)}")
+            raise ShapeMismatchError(f"cannot reshape {x.ir_var.type} into {tuple(shape)}",
+                                     fix=f"the known dimensions must divide {x.size}")
         shape[shape.index(-1)] = x.size // known
     if int(np.prod(shape, dtype=np.int64)) != x.size:
         raise ShapeMismatchError(
-            f"cannot reshape {x.ir_var.type} ({x.size} elements) into shape {tuple(shape)}"
+            f"cannot reshape {x.ir_var.type} ({x.size} elements) into shape {tuple(shape)}",
+            fix=f"the new shape must hold {x.size} elements; use -1 for one inferred "
+            "dimension",
         )
     return F.reshape(x, shape)
 
 
-def transpose(x, *axes):
+def transpose(x, *axes, **kwargs):
+    if "axes" in kwargs:  # np.transpose(x, axes=...)
+        if axes:
+            raise TypeError("transpose() got multiple values for argument 'axes'")
+        axes = (kwargs.pop("axes"),)
+    if kwargs:
+        raise TypeError(f"transpose() got an unexpected keyword argument {next(iter(kwargs))!r}")
     if len(axes) == 1 and axes[0] is not None and not isinstance(axes[0], int):
         axes = tuple(axes[0])
     if not axes or axes == (None,):
@@ -155,7 +166,8 @@ def squeeze(x, axis=None):
         axes = set(_axes(axis, x.ndim))
         if any(x.shape[a] != 1 for a in axes):
             raise ShapeMismatchError(
-                f"cannot squeeze an axis whose size is not 1 in {x.ir_var.type}"
+                f"cannot squeeze an axis whose size is not 1 in {x.ir_var.type}",
+                fix="squeeze only axes of size 1, or call squeeze() to drop all of them",
             )
     return F.reshape(x, [d for i, d in enumerate(x.shape) if i not in axes])
 
@@ -192,7 +204,9 @@ def split(x, indices_or_sections, axis=0):
         sections = int(indices_or_sections)
         if dim % sections:
             raise ShapeMismatchError(f"array split does not result in an equal division: "
-                                     f"{dim} into {sections}")
+                                     f"{dim} into {sections}",
+                                     fix="give split points (np.split(x, [i, j])) or a "
+                                     f"number of sections that divides {dim}")
         bounds = [dim // sections * k for k in range(sections + 1)]
     else:
         bounds = [0, *(min(int(i), dim) for i in indices_or_sections), dim]
@@ -272,17 +286,24 @@ def matmul(x, w, out=None, **_):
     _no_out(out, "matmul")
     sx, sw = F.shape_of(x), F.shape_of(w)
     if len(sx) == 0 or len(sw) == 0:
-        raise ShapeMismatchError("matmul: operands must not be scalars (use * instead)")
+        raise ShapeMismatchError("matmul: operands must not be scalars",
+                                 fix="multiply by a scalar with *")
     dtype = F.result_dtype(x, w)
     if dtype.kind != "f":
         dtype = np.dtype(np.float64)
     x, w = F.astype(x, dtype), F.astype(w, dtype)
     x = _lift(x, [x, w])
     w = _lift(w, [x, w])
-    if len(sx) == 1:
-        return F.reshape(matmul(F.reshape(x, (1, sx[0])), w), sw[:-2] + sw[-1:])
-    if len(sw) == 1:
-        return F.reshape(matmul(x, F.reshape(w, (sw[0], 1))), sx[:-1])
+    if len(sx) == 1 or len(sw) == 1:  # NumPy: a vector is a matrix, its added axis dropped
+        x2 = F.reshape(x, (1, sx[0])) if len(sx) == 1 else x
+        w2 = F.reshape(w, (sw[0], 1)) if len(sw) == 1 else w
+        out = matmul(x2, w2)
+        shape = list(out.shape)
+        if len(sw) == 1:
+            del shape[-1]
+        if len(sx) == 1:
+            del shape[-1 if len(sw) == 1 else -2]
+        return F.reshape(out, shape)
     if sx[-1] != sw[-2]:
         raise ShapeMismatchError(
             f"matmul: inner dimensions differ: {x.ir_var.type} @ {w.ir_var.type} "
@@ -293,7 +314,8 @@ def matmul(x, w, out=None, **_):
     if len(sw) == 2 and len(sx) > 2:  # (..., m, k) @ (k, n): one big 2-D matmul
         flat = F.matmul_primitive(F.reshape(x, (int(np.prod(sx[:-1])), sx[-1])), w)
         return F.reshape(flat, sx[:-1] + sw[-1:])
-    batch = F.broadcast_shapes(np.empty(sx[:-2]), np.empty(sw[:-2]), what="matmul batch dims")
+    batch = F.broadcast_shapes(F.ShapeOnly(sx[:-2]), F.ShapeOnly(sw[:-2]),
+                               what="matmul batch dims")
     x = F.broadcast_to(x, batch + sx[-2:])
     w = F.broadcast_to(w, batch + sw[-2:])
     return F.matmul_primitive(x, w)

@@ -16,6 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from ir.types import DTYPES, TensorType
+
 
 @dataclass(frozen=True)
 class TreeDef:
@@ -106,3 +110,47 @@ def tree_map(fn: Callable, tree: Any, *rest: Any) -> Any:
 
 def tree_leaves(tree: Any) -> list[Any]:
     return tree_flatten(tree)[0]
+
+
+def dict_without(tree: Any, key: Any, prefix: str) -> str | None:
+    """The path of the first dict in `tree` that lacks `key` (None: every dict has it)."""
+    if isinstance(tree, dict):
+        if key not in tree:
+            return prefix
+        children = [(tree[k], f"{prefix}[{k!r}]") for k in sorted(tree, key=repr)]
+    elif isinstance(tree, (list, tuple)):
+        children = [(c, f"{prefix}[{i}]") for i, c in enumerate(tree)]
+    else:
+        return None
+    for child, path in children:
+        found = dict_without(child, key, path)
+        if found is not None:
+            return found
+    return None
+
+
+def sub_tree(tree: Any, path: str, prefix: str) -> Any:
+    """The subtree of `tree` at `path` (as `dict_without` spells it)."""
+    if path == prefix:
+        return tree
+    for key, child in (tree.items() if isinstance(tree, dict) else enumerate(tree)):
+        step = f"{prefix}[{key!r}]" if isinstance(tree, dict) else f"{prefix}[{key}]"
+        if path.startswith(step):
+            return sub_tree(child, path, step)
+    return tree
+
+
+def describe_tree(tree: Any) -> str:
+    """A pytree's structure with each leaf's type: ``{'b': f64[2], 'w': f64[3,2]}``."""
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{k!r}: {describe_tree(tree[k])}" for k in sorted(tree, key=repr)) \
+            + "}"
+    if isinstance(tree, list):
+        return "[" + ", ".join(describe_tree(c) for c in tree) + "]"
+    if isinstance(tree, tuple):
+        return "(" + "".join(describe_tree(c) + ", " for c in tree) + ")"
+    if isinstance(tree, str):
+        return tree
+    if isinstance(tree, (np.ndarray, np.generic)):
+        return str(TensorType(tree.shape, tree.dtype)) if tree.dtype in DTYPES else str(tree.dtype)
+    return type(tree).__name__

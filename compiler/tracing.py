@@ -14,10 +14,31 @@ from collections.abc import Sequence
 import numpy as np
 
 from compiler.errors import ShapeMismatchError, TracerConversionError, user_source
+from ir import ops
 from ir.graph import Graph, Node, Source, Var
 from ir.ops import Op
 from ir.shapes import ShapeError, infer
 from ir.types import TensorType
+
+# The traces being recorded now, innermost last: the trace levels. A compiled function or a
+# transformation called inside another function's trace, on constants only, records into the
+# innermost one (as JAX traces nested calls at the enclosing level), so a function that
+# closes over a value of the enclosing trace can be called with constants.
+ACTIVE_TRACES: list[Trace] = []
+
+
+@contextlib.contextmanager
+def recording(trace: Trace):
+    """Make `trace` the innermost trace level while the block runs."""
+    ACTIVE_TRACES.append(trace)
+    try:
+        yield trace
+    finally:
+        ACTIVE_TRACES.pop()
+
+
+def innermost_trace() -> Trace | None:
+    return ACTIVE_TRACES[-1] if ACTIVE_TRACES else None
 
 
 class Trace:
@@ -51,7 +72,8 @@ class Trace:
         try:
             out_types = infer(op, [v.type for v in inputs], params)
         except ShapeError as error:
-            raise ShapeMismatchError(f"{op.value}: {error}", source) from None
+            raise ShapeMismatchError(f"{op.value}: {error}", source,
+                                     fix=SHAPE_FIXES.get(op, _SHAPE_FIX)) from None
         outputs = tuple(Var(t) for t in out_types)
         self.nodes.append(Node(op, tuple(inputs), outputs, params, source, self._note))
         return outputs
@@ -75,6 +97,32 @@ class Trace:
     def to_graph(self, outputs: Sequence[Var]) -> Graph:
         return Graph(list(self.inputs), list(self.nodes), list(outputs))
 
+
+_BROADCAST_FIX = ("make the trailing dimensions equal or 1: reshape an operand (x[:, None], "
+                  "x.reshape(-1, 1)) or check the layer sizes; cast operands of different "
+                  "dtypes with astype")
+_SHAPE_FIX = "print the operands' .shape and .dtype under compile and check them"
+# op -> what would fix a shape error of the op (the tracer adds it to ShapeMismatchError).
+SHAPE_FIXES = {
+    **{op: _BROADCAST_FIX for op in (ops.BINARY | ops.COMPARISON | {Op.WHERE, Op.BROADCAST_TO})},
+    **{op: "cast the operand to a float dtype with astype(np.float32)"
+       for op in ops.UNARY},
+    Op.CONCATENATE: "every operand must have the same rank, dtype and size on each axis but "
+                    "`axis`: slice, pad or reshape the operands, or concatenate along the axis "
+                    "where they differ",
+    Op.MATMUL: "the left operand's last axis must equal the right's second-to-last, and batch "
+               "dims must match: transpose an operand (w.T, np.swapaxes) or check the sizes",
+    Op.RESHAPE: "the new shape must hold as many elements as the old; use -1 for one inferred "
+                "dimension",
+    Op.TRANSPOSE: "give a permutation of range(x.ndim), one entry per axis",
+    Op.SLICE: "use indices within the axis length",
+    Op.PAD: "pad widths must be non-negative integers, one (low, high) pair per axis",
+    Op.GATHER: "index with integer arrays (astype(np.int64)) on an existing axis",
+    Op.SCATTER_ADD: "index with integer arrays whose shape matches the updates",
+    Op.CONV2D: "x is (N, C, H, W) and w (O, C, kh, kw) with the same C and dtype: pad the "
+               "input, use a smaller kernel or check the channel counts",
+    **{op: "use an axis in [-x.ndim, x.ndim)" for op in ops.REDUCTION},
+}
 
 _CONTROL_FLOW_FIX = (
     "select values with np.where(cond, a, b) instead of Python `if`/`and`/`or`, or pass the "

@@ -26,7 +26,7 @@ from compiler import frontend as F
 from compiler.autodiff import AutodiffError, CustomVjp
 from compiler.numpy_creation import tracing_numpy
 from compiler.pytree import tree_flatten, tree_unflatten
-from compiler.tracing import Trace, Tracer
+from compiler.tracing import Trace, Tracer, innermost_trace, recording
 from ir.graph import Graph, Source
 from ir.interpreter import evaluate
 from ir.types import is_python_scalar, type_of
@@ -60,7 +60,9 @@ def _is_weak(leaf: Any) -> bool:
 
 def _current_trace(fn: Callable, args: tuple) -> Trace | None:
     """The trace to record into: the arguments', else one that `fn` closes over (a function
-    defined inside a compiled one, called on NumPy arrays), else None (run eagerly)."""
+    defined inside a compiled one, called on NumPy arrays), else the innermost trace being
+    recorded (a transformation called on constants inside a traced function), else None
+    (run eagerly)."""
     trace = F.trace_of(tree_flatten(args)[0])
     if trace is not None:
         return trace
@@ -72,7 +74,7 @@ def _current_trace(fn: Callable, args: tuple) -> Trace | None:
         trace = F.trace_of(leaves)
         if trace is not None:
             return trace
-    return None
+    return innermost_trace()  # called on constants inside a trace: record at its level
 
 
 def _normalize_argnums(fn: Callable, argnums: int | Sequence[int], nargs: int) -> tuple[int, ...]:
@@ -97,7 +99,7 @@ def _run_eagerly(body: Callable[[Trace, tuple], Any], args: tuple) -> Any:
     trace = Trace()
     tracers = [trace.new_input(leaf_spec(leaf, f"leaf {k}", "").type, is_python_scalar(leaf))
                for k, leaf in enumerate(leaves)]
-    with tracing_numpy():  # np.array([x, y]) of tracers stacks them
+    with tracing_numpy(), recording(trace):  # np.array([x, y]) of tracers stacks them
         result = body(trace, tree_unflatten(in_tree, tracers))
     return _evaluate_leaves(trace, result, leaves)
 
@@ -271,7 +273,8 @@ def vjp(fn: Callable, *primals, has_aux: bool = False):
         ct_leaves, ct_tree = tree_flatten(cotangent)
         ct_tracers = tree_unflatten(ct_tree, [trace.new_input(type_of(c)) for c in ct_leaves])
         try:
-            result = traced_vjp_fn(ct_tracers)
+            with recording(trace):
+                result = traced_vjp_fn(ct_tracers)
             return _evaluate_leaves(trace, result, values + [np.asarray(c) for c in ct_leaves])
         finally:
             del trace.nodes[saved_nodes:]

@@ -195,8 +195,11 @@ def _div_vjp(g, out, x, y):
 
 @vjp_rule(Op.POW)
 def _pow_vjp(g, out, x, y):
+    # Each masked branch reads a safe operand (the double-where idiom), so the branch not
+    # taken is finite and its derivative (grad of grad) is 0, not 0 * inf = nan.
     safe_x = F.where(F.equal(x, 0), 1.0, x)
-    dx = F.where(F.equal(y, 0), 0.0, g * y * F.power(x, y - 1))
+    zero_y = F.equal(y, 0)
+    dx = F.where(zero_y, 0.0, g * y * F.power(F.where(zero_y, 1.0, x), y - 1))
     dy = g * out * F.log(safe_x)
     return (dx, dy)  # dx = g y x^(y-1), dy = g x^y log(x)
 

@@ -73,13 +73,15 @@ def cache_dir() -> Path:
     key = str(wanted)
     if key not in _DIRS:
         try:
-            wanted.mkdir(parents=True, exist_ok=True)
+            wanted.mkdir(parents=True, exist_ok=True, mode=0o700)  # private whatever the umask
             fd, probe = tempfile.mkstemp(dir=wanted, prefix=".probe-")
             os.close(fd)
             os.unlink(probe)
             _DIRS[key] = wanted
         except OSError as error:
             _DIRS[key] = _fallback_dir(wanted, error)
+        _DIRS[key] = _trusted_dir(_DIRS[key])
+        _check_numba_cache_dir()
     return _DIRS[key]
 
 
@@ -99,6 +101,81 @@ KERNEL_PREFIX = "chainjit_k_"  # a kernel's module (runtime/linking.py)
 def module_name(source: str, prefix: str = GENERATED_PREFIX) -> str:
     """The module name of a generated text (already `cached_text`): a hash of it."""
     return prefix + hashlib.sha256(source.encode()).hexdigest()[:24]
+
+
+# -- trust: the cache holds code this process imports and unpickles ----------------------------
+# As ssh and pip treat their files: a folder or file that another user owns or can write is
+# not used (a warning, and a private folder of this process instead), and a generated
+# module's text must hash to its name before it runs.
+
+
+def _owner(path: Path) -> int:
+    return path.stat().st_uid
+
+
+def unsafe_reason(path: Path) -> str | None:
+    """Why `path` (a cache folder or file) must not be trusted, or None: it belongs to
+    another user, or group or others may write it."""
+    if not hasattr(os, "getuid"):  # Windows: no POSIX owners or modes to check
+        return None
+    try:
+        owner, mode = _owner(path), path.stat().st_mode
+    except OSError as error:
+        return f"it cannot be inspected ({error})"
+    if owner != os.getuid():
+        return f"it belongs to another user (uid {owner}, not {os.getuid()})"
+    if mode & 0o022:
+        who = " and ".join(w for w, bit in (("its group", 0o020), ("other users", 0o002))
+                           if mode & bit)
+        return f"{who} can write it (mode {mode & 0o777:o})"
+    return None
+
+
+def _private_dir(reason: str, what: Path, warn: bool = True) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="chainjit-private-"))  # mode 700, this user's
+    if warn:
+        warnings.warn(
+            f"chainjit: not using the cache {what}: {reason}, so anyone who can write there "
+            f"could run code in this process. Compiled code is kept in {folder} (private, for "
+            "this process only). Point CHAINJIT_CACHE_DIR at a folder only you can write "
+            "(chmod 700).", CacheWarning, stacklevel=4)
+    return folder
+
+
+def _trusted_dir(folder: Path) -> Path:
+    reason = unsafe_reason(folder)
+    return folder if reason is None else _private_dir(reason, folder)
+
+
+def _check_numba_cache_dir() -> None:
+    """Numba unpickles its index from NUMBA_CACHE_DIR: an untrusted one is replaced by a
+    private folder for this process."""
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    if not configured or not Path(configured).exists():
+        return
+    reason = unsafe_reason(Path(configured))
+    if reason is not None:
+        import numba
+
+        numba.config.CACHE_DIR = str(_private_dir(reason, Path(configured)))
+
+
+def verified_code(path: Path, name: str):
+    """The code object of the generated module at `path`, after checking that this user owns
+    the file, nobody else can write it, and its text hashes to `name`; None otherwise (with
+    a warning). The text is read once and compiled from memory, so what was checked runs."""
+    reason = unsafe_reason(path)
+    if reason is None:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        prefix = KERNEL_PREFIX if name.startswith(KERNEL_PREFIX) else GENERATED_PREFIX
+        if module_name(text, prefix) == name:
+            return compile(text, str(path), "exec")
+        reason = "its text does not match the hash in its name"
+    warnings.warn(f"chainjit: not importing the cached module {path}: {reason}; it is "
+                  "written again in a private folder", CacheWarning, stacklevel=4)
+    return None
+
+
 
 
 def cached_text(source: str) -> str:
@@ -125,11 +202,15 @@ def load_module(source: str, prefix: str = GENERATED_PREFIX) -> ModuleType:
         fallback = _fallback_dir(cache_dir(), error)
         _DIRS[str(configured_dir())] = fallback
         path = _ensure_file(fallback, name, source)
+    code = verified_code(path, name)
+    if code is None:  # a foreign or altered file: write it where only this process can
+        path = _ensure_file(_private_dir("", path.parent, warn=False), name, source)
+        code = verified_code(path, name)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # Numba's cache=True finds the function through it
     try:
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)  # the checked text, not a second read of the file
     except BaseException:
         del sys.modules[name]
         raise
@@ -173,6 +254,12 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 def load_generated(key: str):
     """The `Generated` stored for `key` by an earlier process, or None."""
     path = cache_dir() / "index" / f"{key}.pkl"
+    if path.exists():
+        reason = unsafe_reason(path) or unsafe_reason(path.parent)
+        if reason is not None:  # unpickling runs code: only this user's own entries
+            warnings.warn(f"chainjit: not loading the cache index entry {path}: {reason}; "
+                          "building again", CacheWarning, stacklevel=3)
+            return None
     try:
         with open(path, "rb") as f:
             return pickle.load(f)
@@ -187,7 +274,7 @@ def load_generated(key: str):
 def store_generated(key: str, generated) -> None:
     folder = cache_dir() / "index"
     try:
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(exist_ok=True, mode=0o700)
         write_atomic(folder / f"{key}.pkl",
                      pickle.dumps(generated, protocol=pickle.HIGHEST_PROTOCOL))
     except OSError as error:

@@ -204,7 +204,7 @@ class TrainStep:
                 return  # checked the slow way on every call
             ensure_compiled(labels_out_of_range, (leaf, classes))  # the fast load from disk
             labels.append((first + index, classes, path))
-        self._checked[key] = (labels, in_place, self.compiled._fast.get(key))
+        self._checked[key] = (labels, in_place, self.compiled.unchecked_entry(key))
 
     def diagnose(self, params, *batch, loss=None) -> str:
         """Re-run the step with the interpreter, node by node, and describe the first node

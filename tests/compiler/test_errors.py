@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from compiler import compile
+from compiler import compile, nn
 from compiler.errors import (
     ShapeMismatchError,
     TraceError,
@@ -142,3 +142,62 @@ def test_error_inside_library_code_names_callers_line():
 
     message = raised(f, X, error=ShapeMismatchError)
     assert_names_line(message, "library-call")
+
+
+SHAPE_ERRORS = {
+    "matmul": (lambda x, w: x @ w, (np.ones((2, 3)), np.ones((4, 5)))),
+    "batched matmul": (lambda x, w: x @ w, (np.ones((2, 2, 3)), np.ones((3, 3, 4)))),
+    "broadcast": (lambda x, y: x * y, (np.ones((2, 3)), np.ones(4))),
+    "concatenate": (lambda x, y: np.concatenate([x, y], axis=0),
+                    (np.ones((2, 3)), np.ones((2, 4)))),
+    "concatenate axis": (lambda x: np.concatenate([x, x], axis=2), (np.ones((2, 3)),)),
+    "reshape": (lambda x: x.reshape(4, 2), (np.ones((2, 3)),)),
+    "reshape -1": (lambda x: x.reshape(4, -1), (np.ones((2, 3)),)),
+    "split": (lambda x: np.split(x, 2, axis=1)[0], (np.ones((2, 3)),)),
+    "squeeze": (lambda x: np.squeeze(x, axis=0), (np.ones((2, 3)),)),
+    "sum axis": (lambda x: np.sum(x, axis=2), (np.ones((2, 3)),)),
+    "transpose": (lambda x: np.transpose(x, (0, 0)), (np.ones((2, 3)),)),
+    "where": (lambda c, x: np.where(c > 0, x, 0.0), (np.ones(3), np.ones((2, 4)))),
+    "conv2d": (lambda x, w: nn.conv2d(x, w), (np.ones((1, 2, 4, 4)), np.ones((1, 3, 2, 2)))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHAPE_ERRORS))
+def test_every_shape_error_says_what_would_fix_it(case):
+    fn, args = SHAPE_ERRORS[case]
+    message = raised(fn, *args, error=ShapeMismatchError)
+    assert "\n  fix: " in message, message
+    assert "test_errors.py:" in message, message  # the user's line
+
+
+def _two_layer(params, x):
+    return np.sum(x @ params["w"] + params["b"])  # reads-b
+
+
+def test_missing_pytree_key_names_the_argument_and_the_structure():
+    params = {"w": np.ones((3, 2)), "b": np.zeros(2)}
+    f = compile(_two_layer, backend="interpreter")
+    f(params, np.ones((4, 3)))
+    with pytest.raises(TraceError) as info:
+        f({"w": params["w"]}, np.ones((4, 3)))
+    message = str(info.value)
+    assert "argument params has no key 'b'" in message, message
+    assert "{'w': f64[3,2]}" in message and "{'b': f64[2], 'w': f64[3,2]}" in message
+    assert_names_line(message, "reads-b")
+    assert "fix:" in message
+
+
+def test_missing_pytree_key_under_grad_names_the_argument():
+    from compiler import grad
+
+    with pytest.raises(TraceError) as info:
+        compile(grad(_two_layer), backend="interpreter")({"w": np.ones((3, 2))}, np.ones((4, 3)))
+    assert "argument params has no key 'b'" in str(info.value)
+
+
+def test_key_error_unrelated_to_the_arguments_is_left_alone():
+    def lookup(x):
+        return x * {"a": 1.0}["b"]
+
+    with pytest.raises(KeyError):
+        compile(lookup, backend="interpreter")(np.ones(2))
