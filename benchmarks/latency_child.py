@@ -15,7 +15,8 @@ is answered by the reference interpreter while the step compiles on a thread; th
 calling the step until the compiled code takes over and reports the times of the calls the
 interpreter served, the time of the first compiled result, and the median step of the
 hand-written NumPy baseline (``numpy_sys``) and of chainjit's interpreter on its own
-(``backend="interpreter"``, no compile running), both timed in this process afterwards.
+(``backend="interpreter"``, no compile running), both timed in this process afterwards, their
+steps alternated.
 
 Prints one JSON line (on the original stdout; anything libraries print goes to stderr).
 """
@@ -28,7 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 INTERPRETER_LIMIT_S = 150.0  # first_result: stop calling the interpreter after this long
-NUMPY_STEPS, NUMPY_BUDGET_S = 20, 2.0  # first_result: the baselines' timed steps (at most)
+BASELINE_STEPS, BASELINE_BUDGET_S = 20, 3.0  # first_result: the baselines' steps (at most)
 
 
 def _jax_cache() -> None:
@@ -47,20 +48,29 @@ def _median(xs):
     return None if n == 0 else (xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2]))
 
 
-def _step_s(name: str, workload: str, **options) -> float:
-    """Median step of system ``name`` (after one untimed step), in this process."""
+def _baselines(workload: str) -> dict:
+    """Median steps of the hand-written NumPy baseline and of chainjit's interpreter on its own
+    (``backend="interpreter"``, no compile beside it), in this process, their steps alternated
+    so that load that comes and goes slows both alike (each after one untimed step)."""
     from benchmarks import systems
     from benchmarks.workloads import WORKLOADS
 
-    data, params = WORKLOADS[workload].make()
-    step = systems.load(name).make_step(workload, data, params, **options)
-    step.run()
-    times, t_end = [], time.perf_counter() + NUMPY_BUDGET_S
-    while len(times) < NUMPY_STEPS and (len(times) < 3 or time.perf_counter() < t_end):
-        t0 = time.perf_counter()
-        step.run()
-        times.append(time.perf_counter() - t0)
-    return _median(times)
+    steps = {}
+    for key, name, options in (("numpy_step_s", "numpy", {}),
+                               ("interpreter_alone_step_s", "chainjit",
+                                {"backend": "interpreter"})):
+        data, params = WORKLOADS[workload].make()
+        steps[key] = systems.load(name).make_step(workload, data, params, **options)
+        steps[key].run()
+    times = {key: [] for key in steps}
+    t_end = time.perf_counter() + BASELINE_BUDGET_S
+    while len(times["numpy_step_s"]) < BASELINE_STEPS and (
+            len(times["numpy_step_s"]) < 3 or time.perf_counter() < t_end):
+        for key, step in steps.items():
+            t0 = time.perf_counter()
+            step.run()
+            times[key].append(time.perf_counter() - t0)
+    return {key: _median(ts) for key, ts in times.items()}
 
 
 def _until_compiled(step, out: dict) -> None:
@@ -107,9 +117,7 @@ def run(name: str, workload: str, mode: str, activation: str) -> dict:
     out = {"t_define": t_define, "t_first": time.time(), "loss": loss}
     if mode == "first_result":
         _until_compiled(step, out)
-        out["numpy_step_s"] = _step_s("numpy", workload)
-        # the same interpreter with no compile beside it: what the background build costs it
-        out["interpreter_alone_step_s"] = _step_s("chainjit", workload, backend="interpreter")
+        out.update(_baselines(workload))
     return out
 
 

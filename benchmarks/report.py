@@ -160,9 +160,10 @@ def first_result_table(res: dict) -> str:
 
 
 def latency_table(res: dict) -> str:
+    reps = ", ".join(f"{c} {n}" for c, n in res["reps"].items())
     out = [
-        "### compile_latency: the first step result in fresh processes (seconds, median of "
-        f"{res['reps']} run{'s' if res['reps'] != 1 else ''}; torch.compile: Inductor)",
+        "### compile_latency: the first step result in fresh processes (seconds; median of the "
+        f"runs per cell: {reps}; first_result: 1; torch.compile: Inductor)",
         "",
         "chainjit / JAX: chainjit's time over JAX's (above 1: chainjit takes longer).",
     ]
