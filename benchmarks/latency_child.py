@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-INTERPRETER_LIMIT_S = 150.0  # first_result: stop calling the interpreter after this long
+INTERPRETER_LIMIT_S = 90.0  # first_result: interpreter calls for at most this long, then wait
 BASELINE_STEPS, BASELINE_BUDGET_S = 20, 3.0  # first_result: the baselines' steps (at most)
 
 
