@@ -1,4 +1,5 @@
-"""Timing harness: correctness checks, timing in worker processes, machine bound, compile latency.
+"""Timing harness: correctness checks, timing in worker processes, machine bound (the
+compile_latency workload is latency.py).
 
 Method: every system runs in its own worker process (``worker.py``), one per system and workload,
 because systems sharing a process slow each other down: after each call OpenBLAS's worker
@@ -21,11 +22,8 @@ steps, and per pair of systems the median over rounds of the ratio of their roun
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -109,11 +107,12 @@ def copy_inputs(workload: str, dtype=np.float32):
     return {k: cast(v) for k, v in data.items()}, {k: cast(v) for k, v in params.items()}
 
 
-def reference_result(workload: str) -> dict:
-    """Loss, gradients and one-step-updated params from the reference code run in float64."""
+def reference_result(workload: str, activation: str = "relu") -> dict:
+    """Loss, gradients and one-step-updated params from the reference code run in float64
+    (``activation="tanh"``: compile_latency's edit of the MLPs and the CNN)."""
     data, params = copy_inputs(workload, np.float64)
     p0 = {k: v.copy() for k, v in params.items()}
-    loss, grads = ref.VALUE_AND_GRAD[workload](params, data)
+    loss, grads = ref.value_and_grad(workload, params, data, activation)
     kind = WORKLOADS[workload].kind
     if kind == "sgd":
         ref.sgd_update(params, grads, SGD_LR)
@@ -293,53 +292,3 @@ def run_workload(workload: str, systems: list[str], quick: bool) -> dict:
                 o: info[o]["median_s"] / d["median_s"] for o in d["speedup_vs"]
             }
     return {"systems": info, "peak": peak, "description": WORKLOADS[workload].description}
-
-
-# ----------------------------------------------------------------------------- compile latency
-
-
-def _latency_once(name: str, cache_dir: str, ref_loss: float) -> float:
-    env = dict(os.environ, CHAINJIT_CACHE_DIR=cache_dir, BENCH_CACHE_DIR=cache_dir)
-    t0 = time.time()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "latency_child.py"), name],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=SETUP_LIMIT_S, check=False,
-    )  # fmt: skip
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(err[:120])
-    out = json.loads(lines[-1])
-    if "error" in out:
-        raise (ModuleNotFoundError if out.get("missing") else RuntimeError)(out["error"])
-    if not abs(out["loss"] - ref_loss) <= RTOL * abs(ref_loss):
-        raise RuntimeError(f"mismatch: first loss {out['loss']:.6g} != reference {ref_loss:.6g}")
-    return out["t_first"] - t0
-
-
-def compile_latency(systems: list[str], quick: bool) -> dict:
-    """Process start -> first mlp_large training-step result, cold (fresh cache dir) and warm."""
-    res = {}
-    reps = 1 if quick else 2
-    ref_loss = reference_result("mlp_large")["loss"]
-    for name in systems:
-        print(f"  [compile_latency] {name} ...", file=sys.stderr, flush=True)
-        cold, warm = [], []
-        try:
-            for _ in range(reps):
-                with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as d:
-                    cold.append(_latency_once(name, d, ref_loss))
-                    warm.append(_latency_once(name, d, ref_loss))
-            res[name] = {
-                "status": "ok",
-                "cold_s": float(np.median(cold)),
-                "warm_s": float(np.median(warm)),
-                "reps": reps,
-            }
-        except ModuleNotFoundError as e:
-            res[name] = {"status": str(e)}
-        except Exception as e:  # noqa: BLE001
-            res[name] = {
-                "status": "error: " + (str(e) if isinstance(e, RuntimeError) else short_error(e))
-            }
-    return res

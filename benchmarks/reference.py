@@ -44,7 +44,17 @@ def softmax_ce(logits, y):
     return loss, d / n
 
 
-def mlp_vg(params, data):
+def act_forward(z, activation="relu"):
+    """The hidden activation: ReLU, or tanh (the compile_latency edit)."""
+    return np.tanh(z) if activation == "tanh" else np.maximum(z, 0)
+
+
+def act_backward(h, activation="relu"):
+    """d act / d z from the activation's output ``h``."""
+    return 1.0 - h * h if activation == "tanh" else h > 0
+
+
+def mlp_vg(params, data, activation="relu"):
     x, y = data["x"], data["y"]
     n = len(params) // 2
     acts = [x]
@@ -52,7 +62,7 @@ def mlp_vg(params, data):
     for i in range(1, n + 1):
         z = h @ params[f"w{i}"] + params[f"b{i}"]
         if i < n:
-            h = np.maximum(z, 0)
+            h = act_forward(z, activation)
             acts.append(h)
     loss, d = softmax_ce(z, y)
     grads = {}
@@ -61,7 +71,7 @@ def mlp_vg(params, data):
         grads[f"w{i}"] = h_in.T @ d
         grads[f"b{i}"] = d.sum(axis=0)
         if i > 1:
-            d = (d @ params[f"w{i}"].T) * (h_in > 0)
+            d = (d @ params[f"w{i}"].T) * act_backward(h_in, activation)
     return loss, grads
 
 
@@ -119,22 +129,22 @@ def pool_backward(dout, mask):
     return dxr.reshape(b, c, h2 * 2, w2 * 2)
 
 
-def cnn_vg(params, data):
+def cnn_vg(params, data, activation="relu"):
     x, y = data["x"], data["y"]
     p = params
     z1, cols1 = conv_forward(x, p["c1w"])
-    z1 = z1 + p["c1b"][None, :, None, None]
-    h1, m1 = pool_forward(np.maximum(z1, 0))
+    a1 = act_forward(z1 + p["c1b"][None, :, None, None], activation)
+    h1, m1 = pool_forward(a1)
     z2, cols2 = conv_forward(h1, p["c2w"])
-    z2 = z2 + p["c2b"][None, :, None, None]
-    h2, m2 = pool_forward(np.maximum(z2, 0))
+    a2 = act_forward(z2 + p["c2b"][None, :, None, None], activation)
+    h2, m2 = pool_forward(a2)
     f = h2.reshape(h2.shape[0], -1)
     loss, d = softmax_ce(f @ p["wd"] + p["bd"], y)
     g = {"wd": f.T @ d, "bd": d.sum(axis=0)}
     dh2 = (d @ p["wd"].T).reshape(h2.shape)
-    dz2 = pool_backward(dh2, m2) * (z2 > 0)
+    dz2 = pool_backward(dh2, m2) * act_backward(a2, activation)
     dh1, g["c2w"], g["c2b"] = conv_backward(dz2, cols2, p["c2w"], h1.shape)
-    dz1 = pool_backward(dh1, m1) * (z1 > 0)
+    dz1 = pool_backward(dh1, m1) * act_backward(a1, activation)
     _, g["c1w"], g["c1b"] = conv_backward(dz1, cols1, p["c1w"], x.shape, need_dx=False)
     return loss, g
 
@@ -206,6 +216,15 @@ def transformer_vg(params, data):
     da = dq @ p["wq"].T + dk @ p["wk"].T + dv @ p["wv"].T
     _, gr["ln1_g"], gr["ln1_b"] = ln_backward(da, p["ln1_g"], ln1, need_dx=False)
     return loss, gr
+
+
+def value_and_grad(workload, params, data, activation="relu"):
+    """Loss and gradients of ``workload`` (``activation``: the MLPs' and the CNN's, "relu" or
+    the compile_latency edit "tanh")."""
+    if activation != "relu":
+        return {"mlp_large": mlp_vg, "mlp_small": mlp_vg, "cnn": cnn_vg}[workload](
+            params, data, activation)
+    return VALUE_AND_GRAD[workload](params, data)
 
 
 VALUE_AND_GRAD = {

@@ -95,19 +95,84 @@ def workload_table(name: str, res: dict, systems: list[str]) -> str:
     return "\n".join(lines)
 
 
-def latency_table(res: dict) -> str:
-    lines = [
-        "### compile_latency: process start -> first mlp_large step result (imports included)",
-        "",
-        "| system | cold cache s | warm cache s |",
-        "|---|---|---|",
-    ]
-    for s, d in res.items():
-        if d["status"] == "ok":
-            lines.append(f"| {s} | {d['cold_s']:.2f} | {d['warm_s']:.2f} |")
-        else:
-            lines.append(f"| {s} | {one_line(d['status'], None)} | |")
+FIGURE_TITLES = {
+    "cold": "cold: a new process, empty caches (chainjit: wait=True, the first compiled result)",
+    "warm": "warm: a new process with the caches the cold run left",
+    "edit": "edit: relu -> tanh, in the caches the relu runs left (only what changed compiles)",
+}
+SPAN_TITLES = {
+    "step_s": "define the step + first call (imports and data excluded)",
+    "total_s": "process start to the first result (imports included)",
+}
+
+
+def _s(d: dict, key: str) -> str:
+    if d.get("status") != "ok":
+        return one_line(d.get("status", "not run"), 60)
+    return "-" if d.get(key) is None else f"{d[key]:.2f}"
+
+
+def latency_figure_table(res: dict, fig: str, key: str) -> str:
+    cols = res["systems"]
+    head = ["workload", *cols] + (["chainjit / JAX"] if {"chainjit", "jax"} <= set(cols) else [])
+    lines = [f"#### {FIGURE_TITLES[fig]}; {SPAN_TITLES[key]}, s", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for w in res["workloads"]:
+        cell = res["cells"].get(w, {})
+        if not any(fig in cell.get(c, {}) for c in cols):
+            continue  # no such figure for this workload (no edit of the transformer or chain)
+        row = [w] + [_s(cell.get(c, {}).get(fig, {}), key) for c in cols]
+        if len(head) > len(cols) + 1:
+            a, b = cell.get("chainjit", {}).get(fig, {}), cell.get("jax", {}).get(fig, {})
+            ok = a.get(key) and b.get(key) and a["status"] == b["status"] == "ok"
+            row.append(f"{a[key] / b[key]:.2f}x" if ok else "-")
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def first_result_table(res: dict) -> str:
+    head = ["workload", "first result s (step)", "(total)", "interpreter calls",
+            "interpreter step ms", "NumPy step ms", "interpreter / NumPy",
+            "interpreter alone ms",
+            "compiled after s (step)", "cold wait=True s (step)"]
+    lines = ["#### first_result: chainjit's default path (wait=False), empty caches: the first "
+             "loss comes from the reference interpreter while the step compiles on a thread", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for w, d in res.get("first_result", {}).items():
+        if d.get("status") != "ok":
+            lines.append(f"| {w} | {one_line(d.get('status'), None)} |" + " |" * (len(head) - 2))
+            continue
+
+        def ms(key, d=d):
+            return "-" if d.get(key) is None else _ms(d[key])
+
+        def sec(key, d=d):
+            return "-" if d.get(key) is None else f"{d[key]:.2f}"
+
+        ratio = d.get("interpreter_x_numpy")
+        cold = res["cells"].get(w, {}).get("chainjit", {}).get("cold", {})
+        lines.append("| " + " | ".join([
+            w, sec("step_s"), sec("total_s"), f"{d.get('interpreter_calls', 0):.0f}",
+            ms("interpreter_step_s"), ms("numpy_step_s"), _ratio(ratio),
+            ms("interpreter_alone_step_s"),
+            sec("compiled_step_s"), _s(cold, "step_s")]) + " |")
+    return "\n".join(lines)
+
+
+def latency_table(res: dict) -> str:
+    reps = ", ".join(f"{c} {n}" for c, n in res["reps"].items())
+    out = [
+        "### compile_latency: the first step result in fresh processes (seconds; median of the "
+        f"runs per cell: {reps}; first_result: 1; torch.compile: Inductor)",
+        "",
+        "chainjit / JAX: chainjit's time over JAX's (above 1: chainjit takes longer).",
+    ]
+    for fig in ("cold", "warm", "edit"):
+        for key in ("step_s", "total_s"):
+            out += ["", latency_figure_table(res, fig, key)]
+    if res.get("first_result"):
+        out += ["", first_result_table(res)]
+    return "\n".join(out)
 
 
 def load_sentence(m: dict) -> str:

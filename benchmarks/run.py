@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import harness, report
-from benchmarks.systems import ORDER
+from benchmarks import harness, latency, report
+from benchmarks.systems import EXTRA, ORDER
 from benchmarks.workloads import ALL
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -40,13 +40,25 @@ def main(argv=None) -> int:
         default=None,
         help=f"comma-separated workloads (default: all; --quick skips compile_latency): {ALL}",
     )
-    ap.add_argument("--systems", default=",".join(ORDER), help="comma-separated systems")
+    ap.add_argument(
+        "--systems",
+        default=",".join(ORDER),
+        help=f"comma-separated systems (default: {','.join(ORDER)}; also {','.join(EXTRA)}; "
+        "compile_latency times chainjit, jax and, for torch, torch.compile)",
+    )
+    ap.add_argument(
+        "--latency-reps",
+        type=int,
+        default=None,
+        help=f"compile_latency repetitions per cell (default {latency.REPS[False]}, "
+        f"{latency.REPS[True]} with --quick)",
+    )
     ap.add_argument("--out", default=str(RESULTS_DIR / "latest.json"), help="JSON output path")
     args = ap.parse_args(argv)
     if args.only is None:
         args.only = ",".join(w for w in ALL if not (args.quick and w == "compile_latency"))
     workloads = _csv(args.only, ALL, "workload")
-    systems = _csv(args.systems, ORDER, "system")
+    systems = _csv(args.systems, ORDER + EXTRA, "system")
 
     t_start = time.perf_counter()
     print("measuring machine bound ...", file=sys.stderr, flush=True)
@@ -60,7 +72,8 @@ def main(argv=None) -> int:
     for i, w in enumerate(workloads):
         print(f"workload {w}", file=sys.stderr, flush=True)
         if w == "compile_latency":
-            results["workloads"][w] = harness.compile_latency(systems, args.quick)
+            results["workloads"][w] = latency.compile_latency(systems, args.quick,
+                                                              args.latency_reps)
         else:
             results["workloads"][w] = harness.run_workload(w, systems, args.quick)
         # re-measured after every workload (in full after the last), best kept: a noisy machine

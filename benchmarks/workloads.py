@@ -222,8 +222,26 @@ ALL = TIMED + ["compile_latency"]
 # ----------------------------------------------------------------------------- user-style losses
 
 
-def make_loss(name: str, nn) -> Callable:
-    """The loss of workload ``name`` as a chainjit user writes it (plain NumPy + ``nn``)."""
+ACTIVATIONS = ("relu", "tanh")  # "tanh": the compile_latency edit of the MLPs and the CNN
+EDITABLE = ("mlp_large", "mlp_small", "cnn")  # the workloads that have an activation to edit
+
+
+def check_activation(name: str, activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation {activation!r}: choose from {ACTIVATIONS}")
+    if activation != "relu" and name not in EDITABLE:
+        raise ValueError(f"{name} has no activation to edit (only {', '.join(EDITABLE)})")
+
+
+def make_loss(name: str, nn, activation: str = "relu") -> Callable:
+    """The loss of workload ``name`` as a chainjit user writes it (plain NumPy + ``nn``).
+
+    ``activation="tanh"`` is the edit of the compile_latency rows: the MLPs' and the CNN's
+    ``np.maximum(h, 0.0)`` becomes ``np.tanh(h)``, nothing else changes."""
+    check_activation(name, activation)
+
+    def act(h):
+        return np.tanh(h) if activation == "tanh" else np.maximum(h, 0.0)
 
     def chain(x):
         a, b = CHAIN_A, CHAIN_B
@@ -234,14 +252,14 @@ def make_loss(name: str, nn) -> Callable:
         n = len(params) // 2
         h = x
         for i in range(1, n):
-            h = np.maximum(h @ params[f"w{i}"] + params[f"b{i}"], 0.0)
+            h = act(h @ params[f"w{i}"] + params[f"b{i}"])
         return nn.cross_entropy(h @ params[f"w{n}"] + params[f"b{n}"], y)
 
     def cnn(params, x, y):
         h = nn.conv2d(x, params["c1w"], stride=1, padding=1) + params["c1b"][None, :, None, None]
-        h = nn.max_pool2d(np.maximum(h, 0.0), 2)
+        h = nn.max_pool2d(act(h), 2)
         h = nn.conv2d(h, params["c2w"], stride=1, padding=1) + params["c2b"][None, :, None, None]
-        h = nn.max_pool2d(np.maximum(h, 0.0), 2)
+        h = nn.max_pool2d(act(h), 2)
         h = h.reshape(h.shape[0], -1)
         return nn.cross_entropy(h @ params["wd"] + params["bd"], y)
 

@@ -17,9 +17,11 @@ MODULES = {
     "jax": "benchmarks.systems.jax_sys",
     "torch": "benchmarks.systems.torch_sys",
     "chainjit": "benchmarks.systems.chainjit_sys",
+    "torch_compile": "benchmarks.systems.torch_compile_sys",  # torch.compile (not in ORDER)
     PEAK: "benchmarks.systems.peak_sys",  # the machine's peak, timed alongside (not a system)
 }
-ORDER = ["numpy", "jax", "torch", "chainjit"]
+ORDER = ["numpy", "jax", "torch", "chainjit"]  # the default systems of the timed workloads
+EXTRA = ["torch_compile"]  # timed only when named in --systems; compile_latency's "torch"
 
 
 @dataclass
@@ -31,15 +33,19 @@ class Step:
     value_and_grad: loss and gradients at the current params (no update), as NumPy arrays;
         used only for the correctness check (None: nothing to check, the peak pseudo-system).
     get_params: current params as NumPy arrays (training workloads), else None.
+    handle: the system's own step object, for a harness that looks inside (chainjit's
+        TrainStep in the compile_latency first_result child), else None.
     """
 
     run: Callable[[], float]
     value_and_grad: Callable[[], tuple[float, dict]] | None
     get_params: Callable[[], dict] | None = None
+    handle: object = None
 
 
 def load(name: str):
-    """Import the adapter module of system ``name``.
+    """Import the adapter module of system ``name``. Every adapter's ``make_step`` also takes
+    ``activation="relu"`` ("tanh": compile_latency's edit of the MLPs and the CNN).
 
     Raises ImportError if its library is absent.
     """

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
 jax.config.update("jax_platforms", "cpu")
@@ -21,6 +23,7 @@ from benchmarks.workloads import (
     SGD_LR,
     TF_SCALE,
     WORKLOADS,
+    check_activation,
 )
 
 
@@ -33,11 +36,14 @@ def cross_entropy(logits, y):
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
 
-def mlp_loss(params, data):
+ACT = {"relu": jax.nn.relu, "tanh": jnp.tanh}  # tanh: the compile_latency edit
+
+
+def mlp_loss(params, data, act=jax.nn.relu):
     n = len(params) // 2
     h = data["x"]
     for i in range(1, n):
-        h = jax.nn.relu(h @ params[f"w{i}"] + params[f"b{i}"])
+        h = act(h @ params[f"w{i}"] + params[f"b{i}"])
     return cross_entropy(h @ params[f"w{n}"] + params[f"b{n}"], data["y"])
 
 
@@ -52,9 +58,9 @@ def _pool(x):
     return jnp.max(x.reshape(b, c, h // 2, 2, w // 2, 2), axis=(3, 5))
 
 
-def cnn_loss(p, data):
-    h = _pool(jax.nn.relu(_conv(data["x"], p["c1w"], p["c1b"])))
-    h = _pool(jax.nn.relu(_conv(h, p["c2w"], p["c2b"])))
+def cnn_loss(p, data, act=jax.nn.relu):
+    h = _pool(act(_conv(data["x"], p["c1w"], p["c1b"])))
+    h = _pool(act(_conv(h, p["c2w"], p["c2b"])))
     return cross_entropy(h.reshape(h.shape[0], -1) @ p["wd"] + p["bd"], data["y"])
 
 
@@ -88,9 +94,10 @@ def _np(tree):
     return {k: np.asarray(v) for k, v in tree.items()}
 
 
-def make_step(workload: str, data: dict, params: dict):
+def make_step(workload: str, data: dict, params: dict, activation: str = "relu"):
     from benchmarks.systems import Step
 
+    check_activation(workload, activation)
     kind = WORKLOADS[workload].kind
     jdata = {k: jnp.asarray(v) for k, v in data.items()}
     if kind == "grad":
@@ -109,6 +116,8 @@ def make_step(workload: str, data: dict, params: dict):
         return Step(run=run, value_and_grad=vg)
 
     loss_fn = LOSSES[workload]
+    if activation != "relu":
+        loss_fn = functools.partial(loss_fn, act=ACT[activation])
     vg_fn = jax.jit(jax.value_and_grad(loss_fn))
     state = {"params": {k: jnp.asarray(v) for k, v in params.items()}}
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from benchmarks import reference as ref
 from benchmarks.systems import Step
-from benchmarks.workloads import ADAM_LR, SGD_LR, WORKLOADS
+from benchmarks.workloads import ADAM_LR, SGD_LR, WORKLOADS, check_activation
 
 
-def make_step(workload: str, data: dict, params: dict) -> Step:
-    vg = ref.VALUE_AND_GRAD[workload]
+def make_step(workload: str, data: dict, params: dict, activation: str = "relu") -> Step:
+    check_activation(workload, activation)
     kind = WORKLOADS[workload].kind
+
+    def vg(params, data):
+        return ref.value_and_grad(workload, params, data, activation)
+
 
     def value_and_grad():
         loss, grads = vg(params, data)
