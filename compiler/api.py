@@ -33,6 +33,7 @@ from ir.interpreter import evaluate
 from ir.printer import format_graph, to_dot
 from ir.types import DTYPES, TensorType, is_python_scalar
 from runtime.background import BackgroundBuild, wait_requested
+from runtime.compile_worker import compile_elsewhere
 from runtime.executable import NoFastPath, signature_key
 
 _PY_SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64),
@@ -467,8 +468,9 @@ def _build(compiled: Compiled, traced: Traced, backend: str, executable=None):
 
 def _build_in_background(compiled: Compiled, traced: Traced, leaves: list):
     """The compiled executable at once when the disk cache holds all of it; else a
-    `BackgroundBuild`: the passes, codegen and Numba on a thread, the traced graph on the
-    reference interpreter meanwhile (no passes stand before the first result)."""
+    `BackgroundBuild`: the passes and codegen on a thread, Numba in a child process
+    (runtime/compile_worker.py), the traced graph on the reference interpreter meanwhile (no
+    passes stand before the first result)."""
     found = load_indexed(traced.graph, traced.donate, compiled.donate_guard)
     if found is not None and found.prepare(found.argument_types(leaves), load_only=True):
         return _build(compiled, traced, "numba", found)
@@ -477,7 +479,12 @@ def _build_in_background(compiled: Compiled, traced: Traced, leaves: list):
 
     def build():
         executable = _build(compiled, traced, "numba")
-        executable.prepare(executable.argument_types(example))
+        types = executable.argument_types(example)
+        # Numba compiled in a process of its own (the interpreter here does not slow it),
+        # then loaded from the disk cache; in this one when that fails
+        if not (compile_elsewhere(executable.driver, executable.kernel_modules, types)
+                and executable.prepare(types, load_only=True)):
+            executable.prepare(types)
         return executable
 
     fallback = _interpreter_executable(traced.graph, lambda: traced.graph, traced.donate,

@@ -32,11 +32,13 @@ import pickle
 import platform
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 _MODULES: dict[str, ModuleType] = {}  # source hash -> imported module (this process)
+_LOADING = threading.RLock()  # held while a generated module is written and imported
 _DIRS: dict[str, Path] = {}  # configured folder -> usable folder
 CHAINJIT_VERSION = "0.1.0"
 
@@ -190,12 +192,19 @@ def cached_text(source: str) -> str:
 
 
 def load_module(source: str, prefix: str = GENERATED_PREFIX) -> ModuleType:
-    """Import the generated module for `source`, writing its file first if needed."""
+    """Import the generated module for `source`, writing its file first if needed. One module
+    object per name in a process, whichever threads ask (a build in the background loads
+    modules while the main thread may load the same)."""
     source = cached_text(source)
     name = module_name(source, prefix)
-    module = _MODULES.get(name)
-    if module is not None:
+    with _LOADING:
+        module = _MODULES.get(name)
+        if module is None:
+            module = _import_module(source, name)
         return module
+
+
+def _import_module(source: str, name: str) -> ModuleType:
     try:
         path = _ensure_file(cache_dir(), name, source)
     except OSError as error:  # the folder went read-only under us: use a temporary one
@@ -209,6 +218,7 @@ def load_module(source: str, prefix: str = GENERATED_PREFIX) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # Numba's cache=True finds the function through it
+    module.__chainjit_text__ = source  # what a compile worker loads (runtime/compile_worker.py)
     try:
         exec(code, module.__dict__)  # the checked text, not a second read of the file
     except BaseException:

@@ -122,6 +122,16 @@ def _make_python_callable(base: type) -> type:
 # -- compiling and loading -------------------------------------------------------------------
 def ensure_compiled(dispatcher, args: tuple, typed: bool = False,
                     load_only: bool = False) -> bool:
+    """See `_ensure_compiled`; under Numba's compiler lock, so that two threads (a build in
+    the background and the main thread) never bind, load or compile one driver at once."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    with global_compiler_lock:
+        return _ensure_compiled(dispatcher, args, typed, load_only)
+
+
+def _ensure_compiled(dispatcher, args: tuple, typed: bool = False,
+                     load_only: bool = False) -> bool:
     """Compile (or load from Numba's disk cache) `dispatcher` for `args`' types (or, with
     `typed`, for `args` as Numba types). With `load_only`, nothing is compiled: False when
     the code (the driver, or a kernel it calls) is not in the disk cache; else True.
@@ -227,8 +237,9 @@ def protect(dispatcher) -> list[KernelCall]:
 
 
 def _kernel_calls(dispatcher) -> list[KernelCall]:
-    module = sys.modules.get(getattr(dispatcher.py_func, "__module__", ""))
-    found = [getattr(v, "_chainjit_call", None) for v in vars(module).values()] if module else []
+    """The kernel calls in the driver's own globals (not sys.modules: another thread may have
+    put another copy of the module there)."""
+    found = [getattr(v, "_chainjit_call", None) for v in dispatcher.py_func.__globals__.values()]
     return [c for c in found if c is not None]
 
 
@@ -251,7 +262,7 @@ def _bind_links(dispatcher, signature: tuple, calls: list[KernelCall],
                       f"({error}); compiling it again", CacheWarning, stacklevel=4)
         return False
     by_name = {c.module_name: c for c in calls}
-    if not all(name in by_name for name, _ in links):
+    if {name for name, _ in links} != set(by_name):  # every kernel the driver calls, no other
         return False
     for name, argtypes in links:
         if by_name[name].bind(argtypes, load_only) is None:

@@ -11,10 +11,13 @@ from runtime import optim, train_step
 from runtime.background import BackgroundBuild, wait_requested
 
 RNG = np.random.default_rng(11)
+# A constant of this process's own in every function here: its graph is in no cache (a cached
+# one is loaded at once, with nothing to build in the background)
+FRESH = float(np.random.default_rng().uniform(1.0, 2.0))
 
 
 def _loss(params, x, y):
-    h = np.tanh(x @ params["w"] + params["b"])
+    h = np.tanh(x @ params["w"] + params["b"] * FRESH)
     return np.mean((h @ params["v"] - y) ** 2)
 
 
@@ -57,10 +60,36 @@ def test_steps_while_compiling_match_a_waiting_step_and_update_in_place(capsys):
 
 
 def test_a_compiled_function_with_wait_false_gives_the_compiled_result_after():
-    f = compile(lambda a: np.sum(np.sin(a) * a), wait=False)
+    f = compile(lambda a: np.sum(np.sin(a) * a * FRESH), wait=False)
     a = RNG.standard_normal(9)
-    want = np.sum(np.sin(a) * a)
+    want = np.sum(np.sin(a) * a * FRESH)
     np.testing.assert_allclose(f(a), want, rtol=1e-12)  # interpreter
     next(iter(f._traces.values())).executable.wait()
     np.testing.assert_allclose(f(a), want, rtol=1e-12)  # compiled
+    assert hasattr(next(iter(f._traces.values())).executable, "driver")
+
+
+def test_the_background_compile_runs_in_a_child_process():
+    """Numba compiles in a process of its own (runtime/compile_worker.py); this process only
+    loads the machine code, so the interpreter's calls here do not slow the compile."""
+    from tests.compiler.test_codegen_outline import _Compiles
+
+    f = compile(lambda a, b: np.tanh(a @ b + FRESH).sum(), wait=False)
+    a, b = RNG.standard_normal((5, 3)), RNG.standard_normal((3, 4))
+    with _Compiles() as compiles:
+        f(a, b)
+        next(iter(f._traces.values())).executable.wait()
+        np.testing.assert_allclose(f(a, b), np.tanh(a @ b + FRESH).sum(), rtol=1e-12)
+    assert not [m for m in compiles.modules if m.startswith(("chainjit_gen_", "chainjit_k_"))]
+
+
+def test_without_a_child_process_the_compile_happens_here(monkeypatch):
+    import compiler.api
+
+    monkeypatch.setattr(compiler.api, "compile_elsewhere", lambda *args: False)
+    f = compile(lambda a: np.cos(a * FRESH).sum(), wait=False)
+    a = RNG.standard_normal(7)
+    f(a)
+    next(iter(f._traces.values())).executable.wait()
+    np.testing.assert_allclose(f(a), np.cos(a * FRESH).sum(), rtol=1e-12)
     assert hasattr(next(iter(f._traces.values())).executable, "driver")
