@@ -296,6 +296,13 @@ class Compiled:
             self._fast[fast_key] = _with_label_checks(entry, traced.labels)
         return tree_unflatten(traced.out_tree, outputs)
 
+    def precompile(self, *args) -> None:
+        """Trace and build for these arguments' signature now, without running (with
+        `wait=False` the build starts in the background and this returns at once)."""
+        traced = self.trace(*args)
+        if traced.executable is None:
+            traced.executable = build_executable(self, traced, self.signature(args)[1])
+
     def building(self, *args) -> bool:
         """Whether these arguments' code is still compiling in the background (its calls run
         on the interpreter meanwhile: runtime/background.py)."""

@@ -63,8 +63,9 @@ def main():
     test_accuracy = history["eval_accuracy"][-1]  # the last evaluation: no extra compile
     first, later = history["epoch_time"][0], history["epoch_time"][1:]
     print(f"trained in {seconds:.1f} s (first epoch {first:.1f} s, later ones "
-          f"{sum(later) / max(len(later), 1):.2f} s: the first compiles the step, or loads it "
-          f"from the disk cache); final train loss {history['loss'][-1]:.4f}")
+          f"{sum(later) / max(len(later), 1):.2f} s; a new step runs on the reference "
+          f"interpreter while it compiles in the background, or loads from the disk cache); "
+          f"final train loss {history['loss'][-1]:.4f}")
     print(f"test accuracy: {100 * test_accuracy:.2f}%")
     print("\nwhere to look next:")
     print("  python examples/ir_tour.py         the IR of a training step at every stage")

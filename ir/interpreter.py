@@ -146,9 +146,15 @@ EVAL_RULES[Op.FUSED] = _fused
 def eval_node(node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Evaluate one node; results are cast to the node's declared output types."""
     with np.errstate(all="ignore"):  # inf/nan propagate as in NumPy, without warnings
-        result = EVAL_RULES[node.op](*args, **node.params)
+        return _eval(node, args)
+
+
+def _eval(node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    result = EVAL_RULES[node.op](*args, **node.params)
     results = result if isinstance(result, tuple) else (result,)
-    return [np.asarray(r).astype(v.dtype, copy=False) for r, v in zip(results, node.outputs)]
+    return [r if type(r) is np.ndarray and r.dtype == v.dtype
+            else np.asarray(r).astype(v.dtype, copy=False)
+            for r, v in zip(results, node.outputs)]
 
 
 def evaluate(graph: Graph, args: Sequence) -> list[np.ndarray]:
@@ -158,7 +164,8 @@ def evaluate(graph: Graph, args: Sequence) -> list[np.ndarray]:
     env: dict[Var, np.ndarray] = {
         var: np.asarray(arg, dtype=var.dtype) for var, arg in zip(graph.inputs, args)
     }
-    for node in graph.nodes:
-        for var, value in zip(node.outputs, eval_node(node, [env[v] for v in node.inputs])):
-            env[var] = value
+    with np.errstate(all="ignore"):  # once for the graph: per node it cost more than small ops
+        for node in graph.nodes:
+            for var, value in zip(node.outputs, _eval(node, [env[v] for v in node.inputs])):
+                env[var] = value
     return [env[var] for var in graph.outputs]

@@ -92,5 +92,10 @@ class BackgroundBuild:
 
 @atexit.register
 def _wait_for_running_builds() -> None:
-    for build in list(_RUNNING):
+    running = [build for build in list(_RUNNING) if not build.ready]
+    if running:
+        names = ", ".join(build.name for build in running)
+        print(f"chainjit: finishing the compile of {names} before exiting (it goes into the "
+              "disk cache: the next run starts compiled)", file=sys.stderr)
+    for build in running:
         build._done.wait()

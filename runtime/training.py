@@ -338,6 +338,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         eval_data = _as_tuple(eval_data)
         _batch_size_of(eval_data, "evaluation data")
         eval_fn = compile_metrics({"loss": loss_fn, **(metrics or {})}, backend, wait)
+        eval_fn.precompile(params, *eval_data)  # its build starts now, not after epoch 1
     history = History(loss=[], epoch_time=[], samples_per_sec=[])
     history.step = step
     history.eval_fn = eval_fn
