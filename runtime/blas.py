@@ -110,7 +110,16 @@ def with_one_numpy_blas_thread(fn: Callable) -> Callable:
     """`fn` run with NumPy's BLAS held to one thread: while a compile keeps one core busy
     (runtime/background.py), two-thread BLAS calls wait on a thread that has no core and ran
     10-30x slower; `fn` itself when NumPy's BLAS has no control chainjit knows."""
-    hold = _numpy_hold()
+    return _holding(fn, _numpy_hold())
+
+
+def with_one_blas_thread(driver: Callable) -> Callable:
+    """`driver` wrapped to run with BLAS held to one thread (given back after, also on
+    error); `driver` itself when this BLAS has no thread control chainjit knows."""
+    return _holding(driver, _hold())
+
+
+def _holding(fn: Callable, hold: _Hold | None) -> Callable:
     if hold is None:
         return fn
 
@@ -118,19 +127,5 @@ def with_one_numpy_blas_thread(fn: Callable) -> Callable:
         with hold:
             return fn(*args)
 
-    return call
-
-
-def with_one_blas_thread(driver: Callable) -> Callable:
-    """`driver` wrapped to run with BLAS held to one thread (given back after, also on
-    error); `driver` itself when this BLAS has no thread control chainjit knows."""
-    hold = _hold()
-    if hold is None:
-        return driver
-
-    def call(*args):
-        with hold:
-            return driver(*args)
-
-    call.__wrapped__ = driver
+    call.__wrapped__ = fn
     return call
