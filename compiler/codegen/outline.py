@@ -30,9 +30,9 @@ import tokenize
 from dataclasses import dataclass
 
 KERNEL_PREFIX = "kern_"  # the driver's names for kernel callers ("_": never an IR name)
-# Calls that are glue, not work: views and scalar casts.
+# Calls that are glue, not work: views (a node block of only these stays in the driver).
 GLUE_METHODS = frozenset({"reshape"})
-GLUE_ATTRIBUTES = frozenset({"T", "shape"})
+GLUE_FUNCTIONS = frozenset({"c_view"})
 _BUILTINS = frozenset(dir(builtins))
 _LOOP_INDEX = re.compile(r"i\d+")  # codegen's loop indices: bound by their loops
 # codegen's helper names: an IR name and a role (accumulator, flat view, copy, reduce input)
@@ -111,35 +111,6 @@ class _Globals(ast.NodeVisitor):
         self.names.update(a.asname or a.name for a in node.names)
 
 
-def _is_glue_expr(node: ast.expr) -> bool:
-    """A view or a scalar read: names, constants, subscripts, `.T`, `.shape`, `.reshape(...)`,
-    arithmetic and `max` of those (the workspace views and size expressions)."""
-    if isinstance(node, (ast.Name, ast.Constant)):
-        return True
-    if isinstance(node, ast.Attribute):
-        return node.attr in GLUE_ATTRIBUTES and _is_glue_expr(node.value)
-    if isinstance(node, ast.Subscript):
-        return _is_glue_expr(node.value) and all(_is_glue_expr(n) for n in _slice_parts(node))
-    if isinstance(node, ast.Slice):
-        return all(_is_glue_expr(n) for n in (node.lower, node.upper, node.step) if n)
-    if isinstance(node, ast.Tuple):
-        return all(_is_glue_expr(n) for n in node.elts)
-    if isinstance(node, ast.BinOp):
-        return _is_glue_expr(node.left) and _is_glue_expr(node.right)
-    if isinstance(node, ast.Call):
-        func = node.func
-        glue_call = (isinstance(func, ast.Attribute) and func.attr in GLUE_METHODS
-                     and _is_glue_expr(func.value)) or (isinstance(func, ast.Name)
-                                                        and func.id == "max")
-        return glue_call and all(_is_glue_expr(a) for a in node.args) and not node.keywords
-    return False
-
-
-def _slice_parts(node: ast.Subscript) -> list[ast.expr]:
-    part = node.slice
-    return list(part.elts) if isinstance(part, ast.Tuple) else [part]
-
-
 def _sizes_as_locals(source: str) -> str:
     """Each `x.shape[k]` of a driver argument x read once, into the local `x_s<k>`, at the
     driver's start: kernels then take sizes as integers (their text does not say which array
@@ -184,11 +155,6 @@ def _is_constant_read(stmt: ast.stmt) -> bool:
             and isinstance(stmt.value.slice, ast.Constant))
 
 
-def _is_glue(stmt: ast.stmt) -> bool:
-    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Name) and _is_glue_expr(stmt.value))
-
-
 def _does_work(stmts: list[ast.stmt], library: set[str]) -> bool:
     """A loop, or a call of anything but a glue method (np.dot, gemm, np.empty, .fill...)."""
     for stmt in stmts:
@@ -197,8 +163,9 @@ def _does_work(stmts: list[ast.stmt], library: set[str]) -> bool:
                 return True
             if isinstance(node, ast.Call) and not (
                     isinstance(node.func, ast.Attribute) and node.func.attr in GLUE_METHODS):
-                if isinstance(node.func, ast.Name) and node.func.id not in library:
-                    continue  # a builtin (max, range) or a cast
+                if isinstance(node.func, ast.Name) and (node.func.id not in library
+                                                        or node.func.id in GLUE_FUNCTIONS):
+                    continue  # a builtin (max, range), a cast, a view
                 return True
     return False
 
