@@ -454,11 +454,12 @@ def build_executable(compiled: Compiled, traced: Traced, leaves: list | None = N
 
 
 def _build(compiled: Compiled, traced: Traced, backend: str, executable=None):
-    if executable is None:
-        from compiler.memory_check import check_allocations
+    """The executable (built here unless given), after the memory check, with its paths."""
+    from compiler.memory_check import check_allocations
 
-        check_allocations(traced.graph, lambda: compiled.lowered(traced, "fused"),
-                          compiled.__name__, traced.donate, compiled.donate_guard)
+    check_allocations(traced.graph, lambda: compiled.lowered(traced, "fused"),
+                      compiled.__name__, traced.donate, compiled.donate_guard)
+    if executable is None:
         executable = BACKENDS[backend](traced.graph, lambda: compiled.lowered(traced, "fused"),
                                        traced.donate, compiled.donate_guard)
     if hasattr(executable, "paths"):  # argument errors name the user's pytree paths
@@ -484,8 +485,8 @@ def _build_in_background(compiled: Compiled, traced: Traced, leaves: list):
     # stand-ins of the leaves' types: the interpreter may write the real ones (donation)
     example = [np.empty_like(x) if isinstance(x, np.ndarray) else x for x in leaves]
 
-    def build():
-        executable = _build(compiled, traced, "numba")
+    def build():  # the modules `found` loaded are the ones to compile: not loaded again
+        executable = _build(compiled, traced, "numba", found)
         types = executable.argument_types(example)
         # Numba compiled in a process of its own (the interpreter here does not slow it),
         # then loaded from the disk cache; in this one when that fails

@@ -43,21 +43,30 @@ def _scalar(node: Node, a: str, b: str) -> str:
     return f"(0 if {b} == 0 else ({r} - {b} if ({r} != 0) and (({r} < 0) != ({a} < 0)) else {r}))"
 
 
-def _rows(gen: CodeGen, var, keep: int) -> str:
-    """`var`'s dims as a product over the leading ones and the last `keep` ones."""
+def _rows(gen: CodeGen, name: str, var, keep: int) -> str:
+    """`name` (a C array holding `var`) viewed with its leading dims as one and its last
+    `keep` ones (compiler/kernels/views.py: no reshape routine to compile)."""
     dims = gen.dims[var]
     lead = " * ".join(f"({d})" for d in dims[: len(dims) - keep]) or "1"
-    return ", ".join([lead, *dims[len(dims) - keep :]])
+    return gen.c_reshape(name, [lead, *dims[len(dims) - keep :]])
 
 
-def emit_argsort(gen: CodeGen, node: Node) -> None:
+def _call_on_rows(gen: CodeGen, node: Node, entry: str, keep: int) -> None:
+    """`entry(x rows, out rows)` for an op whose output has its input's shape."""
     (x,) = node.inputs
     gen.set_dims(node.out, gen.dims[x])
     source = gen.array(x, "C")
     name = gen.alloc(node.out)
-    shape = _rows(gen, x, 1)
-    gen.fast_imports.add(f"{KERNELS_MODULE}:argsort_rows")
-    gen.line(f"argsort_rows({source}.reshape(({shape})), {name}.reshape(({shape})))")
+    gen.fast_imports.add(f"{KERNELS_MODULE}:{entry}")
+    gen.line(f"{entry}({_rows(gen, source, x, keep)}, {_rows(gen, name, node.out, keep)})")
+
+
+def emit_argsort(gen: CodeGen, node: Node) -> None:
+    _call_on_rows(gen, node, "argsort_rows", 1)
+
+
+def emit_cholesky(gen: CodeGen, node: Node) -> None:
+    _call_on_rows(gen, node, "cholesky_batched", 2)
 
 
 def emit_solve(gen: CodeGen, node: Node) -> None:
@@ -65,10 +74,9 @@ def emit_solve(gen: CodeGen, node: Node) -> None:
     gen.set_dims(node.out, gen.dims[b])
     ma, mb = gen.array(a, "C"), gen.array(b, "C")
     name = gen.alloc(node.out)
-    shape_b = _rows(gen, b, 2)
     gen.fast_imports.add(f"{KERNELS_MODULE}:solve_batched")
-    gen.line(f"solve_batched({ma}.reshape(({_rows(gen, a, 2)})), {mb}.reshape(({shape_b})), "
-             f"{name}.reshape(({shape_b})))")
+    gen.line(f"solve_batched({_rows(gen, ma, a, 2)}, {_rows(gen, mb, b, 2)}, "
+             f"{_rows(gen, name, node.out, 2)})")
 
 
 def emit_slogdet(gen: CodeGen, node: Node) -> None:
@@ -77,18 +85,7 @@ def emit_slogdet(gen: CodeGen, node: Node) -> None:
     source = gen.array(a, "C")
     name = gen.alloc(node.out)
     gen.fast_imports.add(f"{KERNELS_MODULE}:slogdet_batched")
-    gen.line(f"slogdet_batched({source}.reshape(({_rows(gen, a, 2)})), "
-             f"{name}.reshape(({_rows(gen, node.out, 1)})))")
-
-
-def emit_cholesky(gen: CodeGen, node: Node) -> None:
-    (a,) = node.inputs
-    gen.set_dims(node.out, gen.dims[a])
-    source = gen.array(a, "C")
-    name = gen.alloc(node.out)
-    shape = _rows(gen, a, 2)
-    gen.fast_imports.add(f"{KERNELS_MODULE}:cholesky_batched")
-    gen.line(f"cholesky_batched({source}.reshape(({shape})), {name}.reshape(({shape})))")
+    gen.line(f"slogdet_batched({_rows(gen, source, a, 2)}, {_rows(gen, name, node.out, 1)})")
 
 
 EXTRA_EMIT_RULES = {
