@@ -170,10 +170,8 @@ class Compiled:
         out_leaves, out_tree = tree_flatten(out)
         out_vars = [self._output_var(trace, leaf) for leaf in out_leaves]
         graph = trace.to_graph(out_vars)
-        from compiler.nn import LABEL_BOUNDS
-
-        labels = [(i, LABEL_BOUNDS[var.id], paths[i]) for i, var in enumerate(graph.inputs)
-                  if var.id in LABEL_BOUNDS]
+        labels = [(i, trace.label_bounds[var], paths[i]) for i, var in enumerate(graph.inputs)
+                  if var in trace.label_bounds]
         traced = Traced(graph, in_tree, specs, tuple(paths), out_tree,
                         donate=self._donation(args, out, specs, graph), labels=labels)
         self._traces[key] = traced

@@ -3,9 +3,10 @@
 The transformations in `compiler/transforms.py` record a function's forward pass into the
 current Trace, then call `backward_pass` over the nodes recorded since. It walks them in
 reverse, calling each op's rule from `VJP_RULES`; the rules emit the backward nodes into the
-same Trace with the frontend functions, labelled ``vjp <op>[<input>] of <var>: <maths>``
-and with the forward node's source line. So forward and backward end up in one graph (the
-"joint" graph), and the backward is ordinary IR that can be differentiated again.
+same Trace with the primitives, with `Role.BACKWARD`, the forward node's source line and a
+note for humans, ``vjp <op>[<input>] of <var>: <maths>``. So forward and backward end up in
+one graph (the "joint" graph), and the backward is ordinary IR that can be differentiated
+again.
 
 Cotangents are kept per value; a missing entry is a symbolic zero, so values with no path to
 the output, and inputs of a node that do not depend on the differentiated arguments, cost no
@@ -16,7 +17,6 @@ zeros at the end (a broadcast 0-d constant).
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ from compiler.errors import TraceError, UnsupportedError
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
 from compiler.vjp_rules import NON_DIFFERENTIABLE, VJP_RULES, vjp_maths
-from ir.graph import Node, Source, Var
+from ir.graph import Node, Role, Source, Var
 from ir.ops import Op
 
 
@@ -49,10 +49,6 @@ class CustomVjp:
     bwd: Callable
 
 
-# alias node of a custom_vjp output -> its record (weak: traces come and go)
-CUSTOM_VJPS: weakref.WeakKeyDictionary[Node, CustomVjp] = weakref.WeakKeyDictionary()
-
-
 def is_differentiable(var: Var) -> bool:
     return var.dtype.kind == "f"
 
@@ -71,14 +67,14 @@ def backward_pass(trace: Trace, start: int, stop: int, seeds: dict[Var, Var],
     """Cotangents of `wrt` given output cotangents `seeds`, by a reverse sweep over
     `trace.nodes[start:stop]`; the backward nodes are appended to the trace."""
     tape = trace.nodes[start:stop]
-    active = _active_values(tape, wrt)
+    active = _active_values(tape, wrt, trace.custom_vjps)
     cts: dict[Var, Var] = {}
     for var, seed in seeds.items():
         if var in active:
             _accumulate(trace, cts, var, seed, None)
     handled: set[int] = set()
     for node in reversed(tape):
-        custom = CUSTOM_VJPS.get(node)
+        custom = trace.custom_vjps.get(node)
         if custom is not None:
             if id(custom) not in handled:
                 handled.add(id(custom))
@@ -96,7 +92,8 @@ def backward_pass(trace: Trace, start: int, stop: int, seeds: dict[Var, Var],
         if var in cts:
             results.append(cts[var])
             continue
-        with trace.annotate(f"zero gradient: no path from %{var.id} to the output"):
+        with trace.annotate(f"zero gradient: no path from %{var.id} to the output",
+                            role=Role.BACKWARD):
             results.append(_zeros(trace, var).ir_var)
     return results
 
@@ -106,11 +103,12 @@ def _zeros(trace: Trace, var: Var) -> Tracer:
     return F.broadcast_to(F.wrap(trace, trace.constant(np.zeros((), var.dtype))), var.shape)
 
 
-def _active_values(tape: Sequence[Node], wrt: Sequence[Var]) -> set[Var]:
+def _active_values(tape: Sequence[Node], wrt: Sequence[Var],
+                   custom_vjps: dict[Node, CustomVjp]) -> set[Var]:
     """Values that depend, through differentiable nodes, on the differentiated arguments."""
     active = {v for v in wrt if is_differentiable(v)}
     for node in tape:
-        custom = CUSTOM_VJPS.get(node)
+        custom = custom_vjps.get(node)
         if custom is not None:
             depends = any(v in active for v in custom.inputs if v is not None)
         else:
@@ -129,7 +127,7 @@ def _accumulate(trace: Trace, cts: dict[Var, Var], var: Var, ct: Var,
     if var not in cts:
         cts[var] = ct
         return
-    with trace.annotate(f"vjp accumulate d%{var.id}", source):
+    with trace.annotate(f"vjp accumulate d%{var.id}", source, Role.BACKWARD):
         cts[var] = F.add(F.wrap(trace, cts[var]), F.wrap(trace, ct)).ir_var
 
 
@@ -143,7 +141,7 @@ def _node_backward(trace: Trace, node: Node, g: Var, cts: dict[Var, Var],
         raise UnsupportedError(f"no VJP rule for {node.op.value}", node.source)
     first = len(trace.nodes)
     wrap = lambda v: F.wrap(trace, v)
-    with trace.annotate(f"vjp {node.op.value} of %{node.out.id}", node.source):
+    with trace.annotate(f"vjp {node.op.value} of %{node.out.id}", node.source, Role.BACKWARD):
         results = rule(wrap(g), wrap(node.out), *map(wrap, node.inputs), **node.params)
         kept: dict[int, Var] = {}
         for i, result in enumerate(results):
@@ -198,7 +196,7 @@ def _custom_backward(trace: Trace, custom: CustomVjp, cts: dict[Var, Var], activ
     grads = [cts.pop(v, None) if v is not None else None for v in custom.outputs]
     if all(g is None for g in grads):
         return
-    with trace.annotate(f"vjp custom_vjp {custom.name}", source):
+    with trace.annotate(f"vjp custom_vjp {custom.name}", source, Role.BACKWARD):
         g_leaves = [
             None if v is None
             else F.wrap(trace, g) if g is not None

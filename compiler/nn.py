@@ -24,7 +24,6 @@ from compiler.nn_conv import avg_pool2d, conv2d, max_pool2d
 from compiler.tracing import Tracer
 
 __all__ = [
-    "LABEL_BOUNDS",
     "LabelRangeError",
     "accuracy",
     "avg_pool2d",
@@ -45,12 +44,6 @@ __all__ = [
     "sigmoid",
     "softmax",
 ]
-
-# Integer label inputs seen by cross_entropy while tracing: Var id -> number of classes. The
-# runtime checks batch labels against this with NumPy before each compiled call (a compiled
-# call cannot raise on an out-of-range label; it would silently read the wrong class).
-LABEL_BOUNDS: dict[int, int] = {}
-
 
 class LabelRangeError(TraceError, ValueError):
     """Integer class labels outside [0, num_classes)."""
@@ -149,7 +142,7 @@ def _class_targets(logits, labels, label_smoothing: float):
     if isinstance(labels, Tracer):
         if labels.dtype.kind not in "iu":
             raise LabelRangeError(f"cross_entropy labels must be integers, got {labels.dtype}")
-        LABEL_BOUNDS[labels.ir_var.id] = num_classes
+        labels.trace.label_bounds[labels.ir_var] = num_classes  # checked before each call
     else:
         check_labels(labels, num_classes, "cross_entropy labels")
     target = one_hot(labels, num_classes, F.result_dtype(logits))

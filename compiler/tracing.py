@@ -15,7 +15,7 @@ import numpy as np
 
 from compiler.errors import ShapeMismatchError, TracerConversionError, user_source
 from ir import ops
-from ir.graph import Graph, Node, Source, Var
+from ir.graph import Graph, Node, Role, Source, Var
 from ir.ops import Op
 from ir.shapes import ShapeError, infer
 from ir.types import TensorType
@@ -48,8 +48,14 @@ class Trace:
         self.inputs: list[Var] = []
         self.nodes: list[Node] = []
         self.constants: dict[tuple, Var] = {}
+        # integer label values nn.cross_entropy read -> its number of classes: the runtime
+        # checks them with NumPy before each call (compiled code cannot raise on a bad label)
+        self.label_bounds: dict[Var, int] = {}
+        # alias node of a custom_vjp output -> its record (compiler/autodiff.py's CustomVjp)
+        self.custom_vjps: dict[Node, object] = {}
         self._note = ""
         self._source: Source | None = None
+        self._role = Role.FORWARD
 
     def new_input(self, type: TensorType, weak: bool = False) -> Tracer:
         var = Var(type)
@@ -57,14 +63,15 @@ class Trace:
         return Tracer(var, self, weak)
 
     @contextlib.contextmanager
-    def annotate(self, note: str, source: Source | None = None):
-        """Label every node emitted inside the block (used by transformations like autodiff)."""
-        saved = self._note, self._source
-        self._note, self._source = note, source
+    def annotate(self, note: str, source: Source | None = None, role: Role = Role.FORWARD):
+        """Label every node emitted inside the block with a note for humans, a source line and
+        a role (used by transformations: autodiff emits `Role.BACKWARD` nodes)."""
+        saved = self._note, self._source, self._role
+        self._note, self._source, self._role = note, source, role
         try:
             yield
         finally:
-            self._note, self._source = saved
+            self._note, self._source, self._role = saved
 
     def emit(self, op: Op, inputs: Sequence[Var], params: dict | None = None) -> tuple[Var, ...]:
         params = dict(params or {})
@@ -75,7 +82,8 @@ class Trace:
             raise ShapeMismatchError(f"{op.value}: {error}", source,
                                      fix=SHAPE_FIXES.get(op, _SHAPE_FIX)) from None
         outputs = tuple(Var(t) for t in out_types)
-        self.nodes.append(Node(op, tuple(inputs), outputs, params, source, self._note))
+        self.nodes.append(Node(op, tuple(inputs), outputs, params, source, self._note,
+                               self._role))
         return outputs
 
     def constant(self, value: np.ndarray) -> Var:

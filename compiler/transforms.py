@@ -27,7 +27,7 @@ from compiler.autodiff import AutodiffError, CustomVjp
 from compiler.numpy_creation import tracing_numpy
 from compiler.pytree import tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer, innermost_trace, recording
-from ir.graph import Graph, Source
+from ir.graph import Graph, Role, Source
 from ir.interpreter import evaluate
 from ir.types import is_python_scalar, type_of
 
@@ -175,7 +175,8 @@ def _traced_value_and_grad(trace: Trace, fn: Callable, argnums: tuple[int, ...],
     with trace.annotate("", _source(fn)):
         seed = trace.constant(np.ones((), out.dtype))
     if len(trace.nodes) > stop:  # a new constant (constants drop notes): say what it is
-        trace.nodes[-1] = dataclasses.replace(trace.nodes[-1], note="vjp seed: dout/dout = 1")
+        trace.nodes[-1] = dataclasses.replace(trace.nodes[-1], note="vjp seed: dout/dout = 1",
+                                              role=Role.BACKWARD)
     grads = iter(autodiff.backward_pass(trace, start, stop, {out: seed}, wrt))
     grad_trees = []
     for i in argnums:
@@ -312,7 +313,7 @@ def _traced_vjp(trace: Trace, fn: Callable, primals: tuple, has_aux: bool):
             raise AutodiffError(f"the cotangent for {_name(fn)} must have the structure of its "
                                 f"output, {out_tree}, not {ct_tree}")
         seeds: dict = {}
-        with trace.annotate(f"vjp seed of {_name(fn)}", _source(fn)):
+        with trace.annotate(f"vjp seed of {_name(fn)}", _source(fn), Role.BACKWARD):
             for var, ct in zip(out_vars, ct_leaves):
                 ct_var = F.to_var(trace, ct, var.dtype)
                 if ct_var.shape != var.shape:
@@ -389,7 +390,7 @@ class custom_vjp:  # lower case, like the JAX decorator users know
             outputs=outputs, out_tree=out_tree, residuals=residuals, bwd=self.bwd,
         )
         for node in alias_nodes:
-            autodiff.CUSTOM_VJPS[node] = record
+            trace.custom_vjps[node] = record
         return tree_unflatten(out_tree, [
             F.wrap(trace, var) if var is not None else leaf
             for leaf, var in zip(out_leaves, outputs)])

@@ -2,8 +2,9 @@
 
 A graph is a list of inputs, nodes in topological order and a list of outputs. Nodes are
 never mutated by passes: a pass builds a new node list. Each node keeps the user's source
-line (`Source`) and, for nodes made by a transformation, a `note` saying why it exists
-(for example ``vjp of matmul d``), which printouts show as comments.
+line (`Source`), its `role` (forward, backward or recomputed: what passes decide by) and,
+for nodes made by a transformation, a `note` saying why it exists (for example
+``vjp matmul[1] of %42: x.T @ g``), which printouts show as comments and no pass reads.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
 from ir.ops import Op
+from ir.printer import format_graph, format_params, html_listing
 from ir.types import TensorType
 
 _ids = itertools.count()
@@ -58,6 +61,14 @@ class Source:
         return f"{os.path.basename(self.file)}:{self.line}"
 
 
+class Role(Enum):
+    """Why a node exists, for the passes that treat the two sweeps differently."""
+
+    FORWARD = "forward"  # the user's function (and everything not made by autodiff)
+    BACKWARD = "backward"  # emitted by autodiff's reverse sweep (compiler/autodiff.py)
+    RECOMPUTED = "recomputed"  # a forward value recomputed for the backward (passes/remat.py)
+
+
 @dataclass(eq=False)
 class Node:
     op: Op
@@ -65,7 +76,8 @@ class Node:
     outputs: tuple[Var, ...]
     params: dict[str, Any] = field(default_factory=dict)
     source: Source | None = None
-    note: str = ""
+    note: str = ""  # for humans (printouts); passes decide by `role`
+    role: Role = Role.FORWARD
 
     @property
     def out(self) -> Var:
@@ -98,31 +110,11 @@ class Graph:
         return users
 
     def __str__(self) -> str:
-        from ir.printer import format_graph
-
         return format_graph(self)
 
-
-def format_params(params: dict[str, Any]) -> str:
-    """Parameters as printed in brackets: ``[axes=(1,) shape=(128,10)]``."""
-    shown = [f"{k}={format_param(v)}" for k, v in params.items() if k != "body"]
-    return f"[{' '.join(shown)}]" if shown else ""
-
-
-def format_param(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        if value.size <= 4:
-            flat = ", ".join(f"{v:g}" if value.dtype.kind == "f" else str(v) for v in value.ravel())
-            return flat if value.ndim == 0 else f"[{flat}]"
-        return f"<{TensorType(value.shape, value.dtype)}>"
-    if isinstance(value, np.dtype):
-        return str(TensorType((), value))[:-2]
-    if isinstance(value, tuple):
-        inner = ",".join(format_param(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    def _repr_html_(self) -> str:
+        """The printout in a notebook (Jupyter shows this instead of the repr)."""
+        return html_listing(format_graph(self))
 
 
 def param_key(params: dict[str, Any]) -> tuple:

@@ -96,7 +96,7 @@ CONTRACTION = frozenset({Op.MATMUL, Op.CONV2D})
 LIBRARY = frozenset({Op.ATAN2, Op.FMOD, Op.ARGSORT, Op.SOLVE, Op.SLOGDET, Op.CHOLESKY})
 OTHER = frozenset({Op.CONSTANT, Op.RANDOM_UNIFORM, Op.FUSED})
 
-# Every op belongs to exactly one group (tests/ir/test_tables.py checks it).
+# Every op belongs to exactly one group (tests/ir/test_ir.py checks it).
 GROUPS = {
     "elementwise": ELEMENTWISE,
     "reduction": REDUCTION,
@@ -106,3 +106,18 @@ GROUPS = {
     "library": LIBRARY,
     "other": OTHER,
 }
+
+
+class KernelKind(str, Enum):
+    """What a FUSED node's body is (`params["kind"]`): the passes that make FUSED nodes set it,
+    codegen dispatches on it. A str Enum, so printouts show ``kind=loop`` as before."""
+
+    LOOP = "loop"  # elementwise work over one iteration shape (compiler/passes/fuse.py)
+    REDUCE = "reduce"  # a loop nest that also sums or maximises over some axes (fuse.py)
+    GEMM = "gemm"  # one accumulating BLAS matmul, out = alpha*a@b + beta*x (gemm_epilogue.py)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)

@@ -11,9 +11,16 @@ exist) as a trailing comment. A fused kernel's body is printed indented under it
 
 from __future__ import annotations
 
+import html
 import re
+from typing import TYPE_CHECKING, Any
 
-from ir.graph import Graph, Node, Var, format_params
+import numpy as np
+
+from ir.types import TensorType
+
+if TYPE_CHECKING:  # ir/graph.py imports this module (Graph.__str__): no import back
+    from ir.graph import Graph, Node, Var
 
 COMMENT_COLUMN = 48
 
@@ -63,6 +70,28 @@ def node_comment(node: Node, name: Namer | None = None) -> str:
     return "  ".join(parts)
 
 
+def format_params(params: dict[str, Any]) -> str:
+    """Parameters as printed in brackets: ``[axes=(1,) shape=(128,10)]``."""
+    shown = [f"{k}={format_param(v)}" for k, v in params.items() if k != "body"]
+    return f"[{' '.join(shown)}]" if shown else ""
+
+
+def format_param(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        if value.size <= 4:
+            flat = ", ".join(f"{v:g}" if value.dtype.kind == "f" else str(v) for v in value.ravel())
+            return flat if value.ndim == 0 else f"[{flat}]"
+        return f"<{TensorType(value.shape, value.dtype)}>"
+    if isinstance(value, np.dtype):
+        return str(TensorType((), value))[:-2]
+    if isinstance(value, tuple):
+        inner = ",".join(format_param(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def format_node(node: Node, name: Namer) -> str:
     args = " ".join(name(v) for v in node.inputs)
     outs = " ".join(name.typed(v) for v in node.outputs)
@@ -79,7 +108,7 @@ def _format_lines(graph: Graph, name: Namer, indent: str) -> list[str]:
             text = f"{text.ljust(COMMENT_COLUMN)}  # {comment}"
         lines.append(text)
         body = node.params.get("body")
-        if isinstance(body, Graph):
+        if isinstance(body, type(graph)):
             lines.extend(_format_lines(body, Namer(), indent + "        "))
     outs = " ".join(name(v) for v in graph.outputs)
     lines.append(f"{indent}  in ( {outs} ) }}")
@@ -113,3 +142,16 @@ def to_dot(graph: Graph, title: str = "graph") -> str:
         lines.append(f'  {defined[var]} -> out{k} [label="{name.typed(var)}"];')
     lines.append("}")
     return "\n".join(lines)
+
+
+def html_listing(text: str) -> str:
+    """A printout as notebook HTML: monospace, comments (after `#`) greyed."""
+    lines = []
+    for line in text.splitlines():
+        code, hash_, comment = line.partition("  # ")
+        shown = html.escape(code)
+        if hash_:
+            shown += f'  <span style="color:#6a737d"># {html.escape(comment)}</span>'
+        lines.append(shown)
+    body = "\n".join(lines)
+    return f'<pre style="font-family:monospace;line-height:1.25">{body}</pre>'

@@ -147,10 +147,8 @@ class TrainStep:
         if key not in self._label_slots:
             traced = self.compiled.trace(params, self.state, *batch)
             first = len(traced.graph.inputs) - len(batch_leaves)
-            self._label_slots[key] = [
-                (i - first, nn.LABEL_BOUNDS[var.id], traced.in_paths[i])
-                for i, var in enumerate(traced.graph.inputs)
-                if i >= first and var.id in nn.LABEL_BOUNDS]
+            self._label_slots[key] = [(i - first, classes, path)
+                                      for i, classes, path in traced.labels if i >= first]
         return self._label_slots[key]
 
     def __call__(self, params, *batch):

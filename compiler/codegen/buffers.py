@@ -33,7 +33,7 @@ from compiler.codegen.plan import (  # noqa: F401 (codegen.py imports them from 
 )
 from ir import ops
 from ir.graph import Graph, Var
-from ir.ops import Op
+from ir.ops import KernelKind, Op
 from ir.types import DTYPES
 
 _SHAPE_REF = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)\.shape\[")
@@ -109,13 +109,13 @@ def direct_donations(graph: Graph, donate: dict[int, int],
 
 
 def _reads_at_index(node, x: Var, roots) -> bool:
-    if node.op is Op.FUSED and node.params.get("kind") == "gemm":  # accumulates into x
+    if node.op is Op.FUSED and node.params.get("kind") == KernelKind.GEMM:  # accumulates into x
         a, b, acc, *scale = node.inputs
         return acc is x and not any(x in roots.get(v, frozenset()) for v in (a, b, *scale))
     if node.op in ops.ELEMENTWISE:
         return all(v is x or x not in roots.get(v, frozenset()) for v in node.inputs) \
             and all(v.shape == x.shape for v in node.inputs if v is x)
-    if node.op is not Op.FUSED or node.params.get("kind") != "loop":
+    if node.op is not Op.FUSED or node.params.get("kind") != KernelKind.LOOP:
         return False
     if tuple(node.params["shape"]) != x.shape:
         return False

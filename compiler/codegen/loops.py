@@ -29,7 +29,7 @@ from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.kernels.parallel import parallel_options
 from ir import ops
 from ir.graph import Graph, Node, Var
-from ir.ops import Op
+from ir.ops import KernelKind, Op
 from ir.printer import Namer
 from ir.types import is_float
 
@@ -416,7 +416,7 @@ def pooled(graph: Graph) -> bool:
     for node in graph.nodes:
         if node.op == Op.CONV2D:
             return True
-        if node.op == Op.FUSED and node.params["kind"] != "gemm":
+        if node.op == Op.FUSED and node.params["kind"] != KernelKind.GEMM:
             loop_work += int(np.prod(node.params["shape"]))
         elif node.op in ops.ELEMENTWISE | ops.REDUCTION:
             loop_work += int(np.prod(node.inputs[0].shape))

@@ -21,7 +21,7 @@ from compiler.codegen.extra_ops import EXTRA_EMIT_RULES
 from compiler.codegen.loops import broadcast_view, comment_body, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node, Var
-from ir.ops import Op
+from ir.ops import KernelKind, Op
 from ir.types import DTYPES
 
 MATMUL_KERNELS = "compiler.kernels.matmul"
@@ -304,7 +304,7 @@ def emit_gemm(gen: CodeGen, node: Node) -> None:
 
 
 def emit_fused_node(gen: CodeGen, node: Node) -> None:
-    if node.params["kind"] == "gemm":
+    if node.params["kind"] == KernelKind.GEMM:
         emit_gemm(gen, node)
     else:
         emit_fused(gen, node)

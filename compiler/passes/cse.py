@@ -8,7 +8,7 @@ numbers are a function of their key), so any two such nodes are interchangeable.
 
 from __future__ import annotations
 
-from compiler.passes.builder import GraphBuilder
+from ir.builder import GraphBuilder
 from ir.graph import Graph, Var, param_key
 from ir.ops import Op
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.passes.builder import GraphBuilder
+from ir.builder import GraphBuilder
 from ir.graph import Graph, Node
 from ir.interpreter import eval_node
 from ir.ops import ELEMENTWISE, Op

@@ -4,7 +4,7 @@ kernels, FUSED nodes that codegen turns into one loop nest each.
 Runs in the FUSE stage, after OPTIMIZE. Takes any graph and gives one where every elementwise
 op and every REDUCE_SUM / REDUCE_MAX sits inside a FUSED node:
 
-    Node(Op.FUSED, inputs, outputs, params={"body": Graph, "kind": "loop" | "reduce",
+    Node(Op.FUSED, inputs, outputs, params={"body": Graph, "kind": KernelKind.LOOP | REDUCE,
                                              "shape": S})
 
 S is the iteration shape: an elementwise op iterates over its output, a reduction over its
@@ -21,8 +21,8 @@ are contracted as they form:
   * epilogues after a matmul: the matmul stays a MATMUL node, and the bias add, activation
     and masks reading its output form one kernel over its shape;
   * siblings: groups of one S reading the same value become one multi-output loop.
-Values `rematerialize_cheap_values` chose to recompute in the backward (their copies' notes
-start with `RECOMPUTED_NOTE`) only join the kernels of the backward nodes that read them: in a
+Values `rematerialize_cheap_values` chose to recompute in the backward (their copies have
+`Role.RECOMPUTED`) only join the kernels of the backward nodes that read them: in a
 forward kernel, or a sibling loop running early, they would be held as if saved.
 A reduction's result is never read inside its own group (codegen finishes an accumulator
 only after the loop nest).
@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from compiler.passes.dce import eliminate_dead_code
-from compiler.passes.remat import BACKWARD_NOTE, RECOMPUTED_NOTE
-from ir.graph import Graph, Node, Var
-from ir.ops import ELEMENTWISE, Op
+from ir.graph import Graph, Node, Role, Var
+from ir.ops import ELEMENTWISE, KernelKind, Op
 
 FUSIBLE_REDUCTIONS = frozenset({Op.REDUCE_SUM, Op.REDUCE_MAX})
 
@@ -125,8 +124,8 @@ class _Fusion:
             if is_fusible(node):
                 self.group_of[i] = i
                 self.groups[i] = _Group(iteration_shape(node), {i},
-                                        node.note.startswith(RECOMPUTED_NOTE),
-                                        not node.note.startswith(BACKWARD_NOTE))
+                                        node.role is Role.RECOMPUTED,
+                                        node.role is Role.FORWARD)
             for p in self.sources(i):
                 self.quotient.add_edge(p, i)
         for i, node in enumerate(self.nodes):
@@ -237,11 +236,13 @@ class _Fusion:
         ]
         if not escaping:
             return None
-        kind = "reduce" if any(self.nodes[i].op in FUSIBLE_REDUCTIONS for i in members) else "loop"
+        reduces = any(self.nodes[i].op in FUSIBLE_REDUCTIONS for i in members)
+        kind = KernelKind.REDUCE if reduces else KernelKind.LOOP
         graph = Graph(body.inputs, body.nodes, [body.inner[v] for v in escaping])
         main = self.nodes[members[-1]]
         params = {"body": graph, "kind": kind, "shape": group.shape}
-        return Node(Op.FUSED, tuple(body.outer_inputs), tuple(escaping), params, main.source)
+        return Node(Op.FUSED, tuple(body.outer_inputs), tuple(escaping), params, main.source,
+                    role=main.role)
 
 
 class BodyBuilder:
@@ -259,7 +260,8 @@ class BodyBuilder:
     def copy(self, node: Node) -> None:
         inputs = tuple(self.read(v) for v in node.inputs)
         outputs = tuple(Var(v.type) for v in node.outputs)
-        self.nodes.append(Node(node.op, inputs, outputs, node.params, node.source, node.note))
+        self.nodes.append(Node(node.op, inputs, outputs, node.params, node.source, node.note,
+                               node.role))
         self.inner.update(zip(node.outputs, outputs))
 
     def read(self, var: Var, through_broadcast: bool = True) -> Var:
@@ -274,7 +276,7 @@ class BodyBuilder:
                 source = self.read(node.inputs[0], through_broadcast=False)
                 out = Var(var.type)
                 self.nodes.append(Node(Op.BROADCAST_TO, (source,), (out,), node.params,
-                                       node.source, node.note))
+                                       node.source, node.note, node.role))
                 self.inner[var] = out
                 return out
         inner = Var(var.type)

@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import math
 
-from compiler.passes.builder import scalar_value
 from compiler.passes.dce import eliminate_dead_code
 from compiler.passes.fuse import BodyBuilder
+from ir.builder import scalar_value
 from ir.graph import Graph, Node, Var
-from ir.ops import Op
+from ir.ops import KernelKind, Op
 
 FLOATS = ("float32", "float64")
 
@@ -135,7 +135,7 @@ def fuse_gemm_epilogues(graph: Graph) -> Graph:
     >>> ones = np.ones((3, 2), np.float32)
     >>> node = fuse_gemm_epilogues(f.trace(ones, ones, np.ones((2, 2), np.float32)).graph).nodes[-1]
     >>> node.params["kind"], node.params["alpha"], node.params["beta"]
-    ('gemm', -0.5, 1.0)
+    (<KernelKind.GEMM: 'gemm'>, -0.5, 1.0)
     """
     match = _Match(graph)
     nodes, changed = [], False
@@ -145,10 +145,10 @@ def fuse_gemm_epilogues(graph: Graph) -> Graph:
             # the sum's value now comes from the gemm node; the product and the scaling it
             # folded in have no other reader (`_Match`), so dead-code elimination drops them
             inputs, alpha, beta, folded = found
-            params = {"body": _body(match, folded, inputs), "kind": "gemm",
+            params = {"body": _body(match, folded, inputs), "kind": KernelKind.GEMM,
                       "shape": node.out.shape, "alpha": alpha, "beta": beta}
             node, changed = Node(Op.FUSED, inputs, node.outputs, params, node.source,
-                                 node.note), True
+                                 node.note, node.role), True
         nodes.append(node)
     if not changed:
         return graph

@@ -2,10 +2,10 @@
 recomputes from others, chosen by a minimum cut (as PyTorch's min-cut partitioner does).
 
 Runs in the FUSE stage after `prepare_for_fusion` and before `fuse_elementwise`, on a joint
-graph (forward and backward in one driver; backward nodes are those autodiff labelled "vjp ..."
-and everything computed from them, such as an optimiser's update). "Saving" a value means its
-buffer stays live from the forward across into the backward, so what the cut minimises is the
-bytes held across that boundary; the effect shows in `plan_buffers`' peak.
+graph (forward and backward in one driver; backward nodes are those autodiff emitted, with
+`Role.BACKWARD`, and everything computed from them, such as an optimiser's update). "Saving"
+a value means its buffer stays live from the forward across into the backward, so what the cut
+minimises is the bytes held across that boundary; the effect shows in `plan_buffers`' peak.
 
 The flow network, on networkx: each forward value v is an edge v_in -> v_out whose capacity is
 its bytes (free for graph inputs, outputs, constants and 0-d values, which need no work buffer);
@@ -13,21 +13,27 @@ the source feeds every value the backward cannot recompute (inputs, matmuls, red
 gathers, costly maths such as exp); a cheap op (`RECOMPUTABLE`) links its inputs' v_out to its
 output's v_in with infinite capacity; every forward value a backward node reads feeds the sink.
 A cut edge v_in -> v_out is a saved value; a value whose v_in is on the sink side is recomputed,
-by copies of its producers placed just before the first backward node that reads it (fusion then
-pulls those copies into that node's kernel).
+by copies of its producers (with `Role.RECOMPUTED`) placed just before the first backward node
+that reads it (fusion then pulls those copies into that node's kernel).
+
+Whether a recomputation pays is a question for the later stages (fusion and the buffer plan),
+so the pass takes it as a cost model, `planned_bytes: Graph -> int`, which compiler/pipeline.py
+hands it (compiler/cost_model.py); the pass itself runs no later stage.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import networkx as nx
 
-from compiler.passes.prefuse import BACKWARD_NOTE, CHEAP_ELEMENTWISE, LOOP_OPS
-from ir.graph import Graph, Node, Var
+from compiler.passes.move_work import CHEAP_ELEMENTWISE, LOOP_OPS
+from ir.graph import Graph, Node, Role, Var
 from ir.ops import Op
 
 # Forward ops the backward may recompute instead of reading a saved result.
 RECOMPUTABLE = CHEAP_ELEMENTWISE | frozenset({Op.BROADCAST_TO, Op.RESHAPE, Op.CONSTANT})
-RECOMPUTED_NOTE = "vjp recomputed"
+RECOMPUTED_NOTE = "vjp recomputed"  # the copies' notes start with this (for printouts)
 # the fraction of the planned arena bytes a recomputation must save (more than) to be kept
 MIN_SAVING = 0.1
 # ops that do not split loops: fusion puts them in, or absorbs them into, loop bodies
@@ -35,11 +41,12 @@ SEGMENT_OPS = LOOP_OPS | frozenset({Op.BROADCAST_TO, Op.RESHAPE, Op.CONSTANT})
 
 
 def backward_nodes(graph: Graph) -> set[int]:
-    """Indices of the nodes autodiff emitted, and of every node reading their results."""
+    """Indices of the nodes autodiff emitted (or recomputed for the backward), and of every node
+    reading their results."""
     found: set[int] = set()
     derived: set[Var] = set()
     for i, node in enumerate(graph.nodes):
-        if node.note.startswith(BACKWARD_NOTE) or any(v in derived for v in node.inputs):
+        if node.role is not Role.FORWARD or any(v in derived for v in node.inputs):
             found.add(i)
             derived.update(node.outputs)
     return found
@@ -125,20 +132,22 @@ def _cut(graph: Graph, backward: set[int],
     return saved, recomputed
 
 
-def rematerialize_cheap_values(graph: Graph) -> Graph:
+def rematerialize_cheap_values(graph: Graph, planned_bytes: Callable[[Graph], int]) -> Graph:
     """Recompute cheap forward values in the backward where that holds fewer bytes across the
-    forward/backward boundary (see the module docstring) and lowers the planned peak; returns
-    `graph` itself otherwise.
+    forward/backward boundary (see the module docstring) and lowers the planned peak, as
+    `planned_bytes` (the cost model) prices a graph; returns `graph` itself otherwise.
 
     >>> import numpy as np
     >>> from compiler import compile, value_and_grad
+    >>> from compiler.cost_model import planned_arena_bytes
     >>> def loss(w, x):
     ...     for _ in range(3):
     ...         x = np.maximum(x @ w, 0.0)
     ...     return np.sum(x)
     >>> g = compile(value_and_grad(loss)).trace(np.ones((8, 8), "f4"), np.ones((8, 8), "f4"))
     >>> before = sum(n.op.value == "max" for n in g.graph.nodes)
-    >>> after = sum(n.op.value == "max" for n in rematerialize_cheap_values(g.graph).nodes)
+    >>> rematerialized = rematerialize_cheap_values(g.graph, planned_arena_bytes)
+    >>> after = sum(n.op.value == "max" for n in rematerialized.nodes)
     >>> before, after  # two relu(z) are recomputed from z for the backward's matmuls
     (3, 5)
     """
@@ -162,7 +171,7 @@ def rematerialize_cheap_values(graph: Graph) -> Graph:
             inputs = tuple(recompute(x) for x in node.inputs)
             out = Var(var.type)
             nodes.append(Node(node.op, inputs, (out,), node.params, node.source,
-                              f"{RECOMPUTED_NOTE}: {node.note}".rstrip(": ")))
+                              f"{RECOMPUTED_NOTE}: {node.note}".rstrip(": "), Role.RECOMPUTED))
             copies[var] = out
         return copies[var]
 
@@ -170,7 +179,8 @@ def rematerialize_cheap_values(graph: Graph) -> Graph:
         if i in backward:
             inputs = tuple(recompute(v) if (i, v) in rewritten else v for v in node.inputs)
             if inputs != node.inputs:
-                node = Node(node.op, inputs, node.outputs, node.params, node.source, node.note)
+                node = Node(node.op, inputs, node.outputs, node.params, node.source, node.note,
+                            node.role)
         nodes.append(node)
     candidate = Graph(list(graph.inputs), nodes, list(graph.outputs))
     # The cut counts bytes held across the boundary; whether the peak falls depends on the
@@ -178,11 +188,3 @@ def rematerialize_cheap_values(graph: Graph) -> Graph:
     # for the kernels it may add.
     before = planned_bytes(graph)
     return candidate if planned_bytes(candidate) < before * (1 - MIN_SAVING) else graph
-
-
-def planned_bytes(graph: Graph) -> int:
-    """The arena bytes `plan_buffers` gives `graph` once fused."""
-    from compiler.codegen import plan_buffers  # codegen prices the plan (text only)
-    from compiler.passes.fuse import fuse_elementwise  # fuse reads this module's notes
-
-    return plan_buffers(fuse_elementwise(graph)).arena_bytes

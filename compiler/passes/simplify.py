@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from compiler.passes.builder import GraphBuilder
+from ir.builder import GraphBuilder
 from ir.graph import Graph, Node, Var
 from ir.ops import Op
 

@@ -222,7 +222,7 @@ def test_fuse_backward_mask_goes_to_the_kernel_that_uses_it():
 def test_a_mask_both_counted_and_applied_is_recomputed_by_each_kernel_not_stored():
     # max-pool's gradient: mask = [x == max] is summed (the tie count) and multiplies g /
     # count, which needs the sum first, so the two are separate loops: each computes the mask
-    # from x instead of one writing it out for the other (compiler/passes/prefuse.py)
+    # from x instead of one writing it out for the other (compiler/passes/move_work.py)
     from compiler import nn
 
     x = np.random.default_rng(4).normal(size=(2, 3, 4, 4)).astype(F32)

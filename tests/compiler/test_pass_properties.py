@@ -15,10 +15,9 @@ from compiler.passes.cse import eliminate_common_subexpressions
 from compiler.passes.dce import eliminate_dead_code
 from compiler.passes.fold_constants import fold_constants
 from compiler.passes.fuse import fuse_elementwise
-from compiler.passes.prefuse import move_work_for_fusion, prepare_for_fusion
-from compiler.passes.remat import rematerialize_cheap_values
+from compiler.passes.move_work import move_work_for_fusion
 from compiler.passes.simplify import simplify_algebra
-from compiler.pipeline import OPTIMIZE, lower
+from compiler.pipeline import OPTIMIZE, lower, prepare_for_fusion, rematerialize
 from compiler.tracing import Trace
 from ir.graph import Graph, Var
 from ir.interpreter import evaluate
@@ -131,7 +130,7 @@ def assert_same_meaning(before: Graph, after: Graph) -> None:
 
 PASSES = [simplify_algebra, fold_constants, eliminate_common_subexpressions,
           eliminate_dead_code, move_work_for_fusion, prepare_for_fusion,
-          rematerialize_cheap_values, fuse_elementwise]
+          rematerialize, fuse_elementwise]
 
 
 @given(random_graphs())

@@ -11,9 +11,8 @@ from compiler import compile, value_and_grad
 from compiler.passes.cse import eliminate_common_subexpressions
 from compiler.passes.dce import eliminate_dead_code
 from compiler.passes.fold_constants import MAX_FOLDED_ELEMENTS, fold_constants
-from compiler.passes.prefuse import prepare_for_fusion
 from compiler.passes.simplify import SIMPLIFY_RULES, simplify_algebra
-from compiler.pipeline import OPTIMIZE, lower
+from compiler.pipeline import OPTIMIZE, lower, prepare_for_fusion
 from compiler.pytree import tree_flatten
 from compiler.tracing import Trace
 from ir.graph import Graph, Var

@@ -2,8 +2,8 @@
 node, lets a pass replace a value by another or emit new nodes, and renames later reads.
 
 Passes never mutate nodes: `GraphBuilder` builds a new node list. When nothing was replaced,
-`finish()` returns the original graph object, so `iterate_to_fixed_point` can see that a
-round changed nothing.
+`finish()` returns the original graph object, so `iterate_to_fixed_point`
+(compiler/pipeline.py) can see that a round changed nothing.
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ class GraphBuilder:
 
     def emit(self, op: Op, inputs: tuple[Var, ...], params: dict[str, Any], like: Node) -> Var:
         """Append a new single-output node typed by the shape rules; it inherits `like`'s
-        source line and note."""
+        source line, note and role."""
         (out_type,) = infer(op, [v.type for v in inputs], params)
-        node = Node(op, tuple(inputs), (Var(out_type),), params, like.source, like.note)
+        node = Node(op, tuple(inputs), (Var(out_type),), params, like.source, like.note,
+                    like.role)
         self.changed = True
         self.nodes.append(node)
         self.producers[node.out] = node

@@ -1,7 +1,8 @@
 """Rewrites that shape a graph for fusion: fewer, larger kernels from the same work.
 
-Runs at the start of the FUSE stage, after OPTIMIZE and before rematerialisation and
-`fuse_elementwise`; iterated with constant folding and DCE to a fixed point. A fused kernel
+`move_work_for_fusion` is one sweep; compiler/pipeline.py iterates it with constant folding
+and DCE to a fixed point (`prepare_for_fusion`) in the FUSE stage, after the gemm pass and
+before rematerialisation and `fuse_elementwise`. A fused kernel
 iterates over one shape, so the rewrites move what splits kernels (reshapes that only add or
 drop unit dims, small elementwise epilogues between a reduction and a broadcast, scalings of a
 sum) out of the way:
@@ -21,11 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from compiler.passes.builder import GraphBuilder
-from compiler.passes.dce import eliminate_dead_code
-from compiler.passes.fixed_point import iterate_to_fixed_point
-from compiler.passes.fold_constants import fold_constants
-from ir.graph import Graph, Node, Var
+from ir.builder import GraphBuilder
+from ir.graph import Graph, Node, Role, Var
 from ir.ops import COMPARISON, ELEMENTWISE, Op
 
 # Elementwise ops cheap enough to recompute per element of a broadcast (no libm call).
@@ -36,8 +34,6 @@ CHEAP_ELEMENTWISE = COMPARISON | frozenset(
 # ops a fused loop body computes with (a broadcast read only by these is absorbed into them)
 REDUCTIONS = frozenset({Op.REDUCE_SUM, Op.REDUCE_MAX})
 LOOP_OPS = ELEMENTWISE | REDUCTIONS
-# notes of the nodes autodiff emitted start with this (compiler/passes/remat.py)
-BACKWARD_NOTE = "vjp"
 
 
 def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -246,8 +242,8 @@ class _Rewriter:
 
 
 def _is_backward(node: Node) -> bool:
-    """Did autodiff emit `node`?"""
-    return node.note.startswith(BACKWARD_NOTE)
+    """Did autodiff emit `node` (or is it a recomputation for the backward)?"""
+    return node.role is not Role.FORWARD
 
 
 REWRITES: tuple[Callable[[_Rewriter, Node], Var | None], ...] = (
@@ -279,6 +275,8 @@ def move_work_for_fusion(graph: Graph) -> Graph:
 
     >>> import numpy as np
     >>> from compiler import compile
+    >>> from compiler.passes.dce import eliminate_dead_code
+    >>> from compiler.pipeline import prepare_for_fusion
     >>> f = compile(lambda x: -(np.sum(np.exp(x)) / 4.0))
     >>> g = move_work_for_fusion(f.trace(np.ones(4, np.float32)).graph)
     >>> [n.op.value for n in eliminate_dead_code(g).nodes][-3:]  # the division moved
@@ -301,9 +299,3 @@ def move_work_for_fusion(graph: Graph) -> Graph:
             b.add(node)
     return b.finish()
 
-
-# the FUSE stage's first pass: the rewrites with folding and DCE until nothing changes
-prepare_for_fusion = iterate_to_fixed_point(
-    move_work_for_fusion, fold_constants, eliminate_dead_code, max_rounds=8
-)
-prepare_for_fusion.__name__ = "prepare_for_fusion"
