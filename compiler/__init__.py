@@ -1,4 +1,5 @@
-"""chainjit's compiler: tracing, the frontend, autodiff, passes and codegen, and the public API.
+"""chainjit's compiler: tracing, the primitives and NumPy on tracers, autodiff, passes and
+codegen, and the public API.
 
 >>> import numpy as np
 >>> from compiler import compile
@@ -9,14 +10,10 @@
 0.0
 """
 
-from compiler import tracing as _tracing
-
-_tracing._install_methods()
-
-from compiler.api import compile  # noqa: E402
-from compiler.frontend import stop_gradient  # noqa: E402
-from compiler.pytree import tree_flatten, tree_map, tree_unflatten  # noqa: E402
-from compiler.transforms import custom_vjp, grad, value_and_grad, vjp  # noqa: E402
+from compiler.api import compile
+from compiler.primitives import stop_gradient
+from compiler.pytree import tree_flatten, tree_map, tree_unflatten
+from compiler.transforms import custom_vjp, grad, value_and_grad, vjp
 
 __all__ = ["compile", "custom_vjp", "grad", "stop_gradient", "tree_flatten", "tree_map",
            "tree_unflatten", "value_and_grad", "vjp"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.array_tracer import new_trace
 from compiler.backend import build_numba_indexed, load_indexed
 from compiler.errors import TraceError, traceback_source
 from compiler.numpy_creation import tracing_numpy
@@ -154,7 +155,7 @@ class Compiled:
         key, _, in_tree, paths, specs = self.signature(args)
         if key in self._traces:
             return self._traces[key]
-        trace = Trace()
+        trace = new_trace()
         tracers = [trace.new_input(s.type, s.weak) for s in specs]
         rebuilt = list(tree_unflatten(in_tree, tracers))
         for i in self.static_argnums:

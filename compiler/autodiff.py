@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.errors import TraceError, UnsupportedError
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer

@@ -10,7 +10,7 @@ import string
 
 import numpy as np
 
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.errors import UnsupportedError
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.errors import UnsupportedError
 from compiler.tracing import Tracer
 

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.errors import ShapeMismatchError, TraceError
 from compiler.nn_conv import avg_pool2d, conv2d, max_pool2d
 from compiler.tracing import Tracer

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.errors import ShapeMismatchError
 
 

@@ -1,18 +1,18 @@
-"""NumPy's API on tracers: the functions users call (`np.sum(x, axis=1)`, `x.reshape(...)`,
-`x @ w`), written with the frontend primitives, and the two dispatch tables NumPy reaches
-through `__array_ufunc__` (`UFUNCS`) and `__array_function__` (`FUNCTIONS`).
+"""NumPy's API on tracers, its core: the functions users call (`np.sum(x, axis=1)`,
+`x.reshape(...)`, `x @ w`), written with the primitives (compiler/primitives.py), and this
+module's part of the tables NumPy reaches through `__array_ufunc__` (`UFUNCS`),
+`__array_function__` (`FUNCTIONS`) and the ndarray methods (`TRACER_METHODS`).
 
-An unsupported NumPy function raises an error naming it and its supported neighbours.
+compiler/numpy_math.py, numpy_reduce.py, numpy_shape.py, numpy_linalg.py and
+numpy_creation.py hold the rest of NumPy, each with tables of its own; compiler/numpy_dispatch.py
+merges them and answers NumPy's dispatch.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
-
 import numpy as np
 
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.einsum import einsum
 from compiler.errors import ShapeMismatchError, TracerConversionError, UnsupportedError
 from compiler.indexing import getitem
@@ -364,7 +364,7 @@ def take_along_axis(x, indices, axis):
 
 # -- dispatch tables --------------------------------------------------------------------------
 
-# NumPy ufunc -> frontend function, reached through Tracer.__array_ufunc__.
+# NumPy ufunc -> primitive or composite, reached through ArrayTracer.__array_ufunc__.
 UFUNCS = {
     np.add: F.add, np.subtract: F.subtract, np.multiply: F.multiply, np.divide: F.divide,
     np.power: F.power, np.maximum: F.maximum, np.minimum: F.minimum,
@@ -379,7 +379,7 @@ UFUNCS = {
 # ufunc.reduce -> reduction (np.add.reduce(x, axis) and friends).
 UFUNC_REDUCTIONS = {np.add: sum, np.maximum: amax, np.minimum: amin, np.multiply: prod}
 
-# NumPy function -> implementation, reached through Tracer.__array_function__.
+# NumPy function -> implementation, reached through ArrayTracer.__array_function__.
 FUNCTIONS = {
     np.sum: sum, np.mean: mean, np.max: amax, np.min: amin, np.amax: amax, np.amin: amin,
     np.prod: prod, np.var: var, np.std: std,
@@ -399,49 +399,3 @@ TRACER_METHODS = {
     "ravel": ravel, "flatten": ravel, "astype": astype, "clip": clip, "dot": dot,
     "take": take,
 }
-
-
-def _not_supported(name: str, known: Sequence[str]) -> UnsupportedError:
-    close = difflib.get_close_matches(name, known, n=4, cutoff=0.5)
-    hint = f"close supported functions: {', '.join(close)}. " if close else ""
-    return UnsupportedError(
-        f"np.{name} is not supported on traced values",
-        fix=f"{hint}Compose it from supported operations, or compute it outside the compiled "
-        "function (see compiler/numpy_api.py for the full list)",
-    )
-
-
-def array_ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
-    _no_out(out, f"np.{ufunc.__name__}")
-    dtype = kwargs.pop("dtype", None)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if kwargs.get("where", True) is not True:
-        raise UnsupportedError(f"np.{ufunc.__name__}(..., where=...)",
-                               fix="use np.where(mask, np.{ufunc.__name__}(...), fill)")
-    kwargs.pop("where", None)
-    if method == "__call__" and ufunc in UFUNCS:
-        if kwargs.pop("casting", "same_kind") and kwargs:
-            raise UnsupportedError(f"np.{ufunc.__name__} with arguments {sorted(kwargs)}")
-        result = UFUNCS[ufunc](*inputs)
-        return F.astype(result, dtype) if dtype is not None else result
-    if method == "reduce" and ufunc in UFUNC_REDUCTIONS:
-        axis = kwargs.pop("axis", 0)
-        keepdims = kwargs.pop("keepdims", False)
-        return UFUNC_REDUCTIONS[ufunc](inputs[0], axis=axis, keepdims=keepdims)
-    name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
-    return _raise(_not_supported(name, [u.__name__ for u in UFUNCS]))
-
-
-def array_function(self, func, types, args, kwargs):
-    if func in FUNCTIONS:
-        return FUNCTIONS[func](*args, **kwargs)
-    return _raise(_not_supported(func.__name__, [f.__name__ for f in FUNCTIONS]))
-
-
-def _raise(error: Exception):
-    raise error
-
-
-from compiler import numpy_registry  # noqa: E402  (compiler/numpy_*.py: the rest of NumPy)
-
-numpy_registry.register(UFUNCS, FUNCTIONS, TRACER_METHODS)

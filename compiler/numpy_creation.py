@@ -23,8 +23,8 @@ import threading
 
 import numpy as np
 
-from compiler import frontend as F
 from compiler import numpy_api as N
+from compiler import primitives as F
 from compiler.errors import ShapeMismatchError, TracerConversionError
 from compiler.tracing import Tracer
 

@@ -4,7 +4,7 @@ solve inv det slogdet cholesky matrix_power multi_dot.
 
 Matrix helpers are compositions (constant masks with WHERE, GATHER with a constant index for
 diagonals, MATMUL for contractions). Linear algebra is the LAPACK-backed primitives SOLVE,
-SLOGDET and CHOLESKY (compiler/frontend_extra.py; their VJPs are in compiler/vjp_rules.py):
+SLOGDET and CHOLESKY (compiler/primitives_extra.py; their VJPs are in compiler/vjp_rules.py):
 inv(a) is solve(a, I), which is how NumPy computes it too, and det(a) is sign·exp(log|det|).
 Decompositions without a primitive (svd, eig, qr, ...) raise an error saying so.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler import frontend as F
-from compiler import frontend_extra as E
 from compiler import numpy_api as N
+from compiler import primitives as F
+from compiler import primitives_extra as E
 from compiler.errors import ShapeMismatchError, UnsupportedError
 
 

@@ -4,7 +4,7 @@ maths (arctan2, hypot, logaddexp, remainders) and boolean logic.
 
 Composed from frontend primitives with the numerically stable formula where the textbook
 one loses accuracy (arcsinh for large |x|, sinh near 0 through expm1, hypot without
-overflow); only arctan2 and fmod are primitives of their own (compiler/frontend_extra.py).
+overflow); only arctan2 and fmod are primitives of their own (compiler/primitives_extra.py).
 Roundings and NaN tests have no gradient, as in JAX. Registered into numpy_api's tables
 through `UFUNCS`, `FUNCTIONS` and `TRACER_METHODS` (compiler/numpy_registry.py).
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler import frontend as F
-from compiler import frontend_extra as E
 from compiler import numpy_api as N
+from compiler import primitives as F
+from compiler import primitives_extra as E
 from compiler.errors import UnsupportedError
 from compiler.tracing import Tracer
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler import frontend as F
-from compiler import frontend_extra as E
 from compiler import numpy_api as N
+from compiler import primitives as F
+from compiler import primitives_extra as E
 from compiler.errors import ShapeMismatchError, UnsupportedError
 from compiler.tracing import Tracer
 

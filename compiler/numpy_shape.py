@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler import frontend as F
 from compiler import numpy_api as N
+from compiler import primitives as F
 from compiler.errors import ShapeMismatchError, UnsupportedError
 from compiler.indexing import getitem
 from compiler.tracing import Tracer

@@ -1,9 +1,11 @@
 """Tracing: `Trace` records IR nodes; `Tracer` stands in for an array while a function runs.
 
-A Tracer wraps one IR value (`Var`) of one Trace. Its Python operators and NumPy's dispatch
-protocols (`__array_ufunc__`, `__array_function__`) route to the frontend functions, which
-emit nodes into the tracer's trace. Anything that needs a concrete value (`if x > 0:`,
-`float(x)`, `x[0] = 1`) raises an error that names the user's line and says what to do.
+A Tracer wraps one IR value (`Var`) of one Trace: its type, and errors for everything that
+needs a concrete value (`if x > 0:`, `float(x)`, `x[0] = 1`), naming the user's line and
+saying what to do. This is the bottom layer: compiler/primitives.py emits one node per
+primitive through it, and the tracer users hold, with Python's operators and NumPy's methods
+and dispatch (compiler/array_tracer.py's `ArrayTracer`), is a subclass defined above the NumPy
+layer. A Trace makes the tracers of its values with its `tracer_type`.
 """
 
 from __future__ import annotations
@@ -42,9 +44,13 @@ def innermost_trace() -> Trace | None:
 
 
 class Trace:
-    """A growing graph: inputs, and nodes in the order the user's code produced them."""
+    """A growing graph: inputs, and nodes in the order the user's code produced them.
 
-    def __init__(self) -> None:
+    `tracer_type`: the Tracer class its values are wrapped in (`wrap`); compiler/api.py and
+    compiler/transforms.py record with `ArrayTracer` (compiler/array_tracer.py)."""
+
+    def __init__(self, tracer_type: type[Tracer] | None = None) -> None:
+        self.tracer_type = tracer_type or Tracer
         self.inputs: list[Var] = []
         self.nodes: list[Node] = []
         self.constants: dict[tuple, Var] = {}
@@ -60,7 +66,11 @@ class Trace:
     def new_input(self, type: TensorType, weak: bool = False) -> Tracer:
         var = Var(type)
         self.inputs.append(var)
-        return Tracer(var, self, weak)
+        return self.wrap(var, weak)
+
+    def wrap(self, var: Var, weak: bool = False) -> Tracer:
+        """The tracer standing for `var`, a value of this trace."""
+        return self.tracer_type(var, self, weak)
 
     @contextlib.contextmanager
     def annotate(self, note: str, source: Source | None = None, role: Role = Role.FORWARD):
@@ -139,7 +149,10 @@ _CONTROL_FLOW_FIX = (
 
 
 class Tracer:
-    """An abstract array: a shape and dtype now, a value only when the compiled code runs."""
+    """An abstract array: a shape and dtype now, a value only when the compiled code runs.
+
+    The base class the compiler's layers test for (`isinstance(x, Tracer)`); its operators
+    and array methods are `ArrayTracer`'s (compiler/array_tracer.py)."""
 
     __slots__ = ("ir_var", "trace", "weak")
     __array_priority__ = 1000
@@ -210,35 +223,3 @@ class Tracer:
 
     def __hash__(self):
         return id(self)
-
-
-def _install_methods() -> None:
-    """Operators and ndarray methods, routed to the frontend (kept apart to avoid a cycle)."""
-    from compiler import frontend as F
-    from compiler import numpy_api as N
-
-    binary = {
-        "add": F.add, "sub": F.subtract, "mul": F.multiply, "truediv": F.divide,
-        "pow": F.power, "matmul": N.matmul,
-    }
-    for name, fn in binary.items():
-        setattr(Tracer, f"__{name}__", lambda self, other, fn=fn: fn(self, other))
-        setattr(Tracer, f"__r{name}__", lambda self, other, fn=fn: fn(other, self))
-    comparisons = {
-        "lt": F.less, "le": F.less_equal, "gt": F.greater, "ge": F.greater_equal,
-        "eq": F.equal, "ne": F.not_equal,
-    }
-    for name, fn in comparisons.items():
-        setattr(Tracer, f"__{name}__", lambda self, other, fn=fn: fn(self, other))
-    Tracer.__neg__ = lambda self: F.negative(self)
-    Tracer.__pos__ = lambda self: self
-    Tracer.__abs__ = lambda self: F.absolute(self)
-    Tracer.__floordiv__ = lambda self, other: N.floor_divide(self, other)
-    Tracer.__getitem__ = lambda self, index: N.getitem(self, index)
-    Tracer.__array_ufunc__ = N.array_ufunc
-    Tracer.__array_function__ = N.array_function
-    Tracer.T = property(lambda self: N.transpose(self))
-    Tracer.mT = property(lambda self: N.swapaxes(self, -1, -2))
-    for name in N.TRACER_METHODS:
-        setattr(Tracer, name, N.TRACER_METHODS[name])
-

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from compiler import autodiff
-from compiler import frontend as F
+from compiler import primitives as F
+from compiler.array_tracer import new_trace
 from compiler.autodiff import AutodiffError, CustomVjp
 from compiler.numpy_creation import tracing_numpy
 from compiler.pytree import tree_flatten, tree_unflatten
@@ -96,7 +97,7 @@ def _run_eagerly(body: Callable[[Trace, tuple], Any], args: tuple) -> Any:
     from compiler.api import leaf_spec
 
     leaves, in_tree = tree_flatten(args)
-    trace = Trace()
+    trace = new_trace()
     tracers = [trace.new_input(leaf_spec(leaf, f"leaf {k}", "").type, is_python_scalar(leaf))
                for k, leaf in enumerate(leaves)]
     with tracing_numpy(), recording(trace):  # np.array([x, y]) of tracers stacks them

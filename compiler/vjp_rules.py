@@ -38,8 +38,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from compiler import frontend as F
-from compiler import frontend_extra as E
+from compiler import primitives as F
+from compiler import primitives_extra as E
 from ir.ops import Op
 
 VjpRule = Callable[..., tuple]

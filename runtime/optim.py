@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.pytree import tree_flatten, tree_map, tree_unflatten
 
 Schedule = Callable[[Any], Any]

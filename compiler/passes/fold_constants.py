@@ -64,7 +64,7 @@ def fold_constants(graph: Graph) -> Graph:
     broadcast constants by broadcast constants); returns `graph` itself when nothing was folded.
 
     >>> import numpy as np
-    >>> from compiler.frontend import exp, wrap
+    >>> from compiler.primitives import exp, wrap
     >>> from compiler.tracing import Trace
     >>> trace = Trace()
     >>> one = exp(wrap(trace, trace.constant(np.float32(0))))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from compiler import compile, nn, tree_flatten, value_and_grad
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.kernels import conv as conv_kernels
 from ir.interpreter import EVAL_RULES
 from ir.ops import Op

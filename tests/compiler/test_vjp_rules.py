@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from compiler import frontend as F
 from compiler import grad, vjp
-from compiler.tracing import Trace
+from compiler import primitives as F
+from compiler.array_tracer import new_trace
 from compiler.vjp_rules import NON_DIFFERENTIABLE, VJP_RULES, vjp_maths
 from ir.ops import Op
 
@@ -138,7 +138,7 @@ def assert_close(got: float, expected: float, tol: float, what: str) -> None:
 
 
 def traced_ops(fn, xs) -> set[Op]:
-    trace = Trace()
+    trace = new_trace()
     fn(*[trace.new_input(F.wrap(trace, trace.constant(x)).ir_var.type) for x in xs])
     return {node.op for node in trace.nodes}
 

@@ -2,7 +2,7 @@
 ARGSORT, SOLVE, SLOGDET, CHOLESKY), and the exact integer-valued roundings (`trunc`, `floor`,
 `ceil`, `rint`) composed from casts that both the NumPy layer and the VJP rules use.
 
-Like compiler/frontend.py: each function applies NumPy's promotion, broadcasts explicitly,
+Like compiler/primitives.py: each function applies NumPy's promotion, broadcasts explicitly,
 emits one primitive, and runs eagerly on NumPy values when no tracer is among its operands.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler import frontend as F
+from compiler import primitives as F
 from compiler.errors import ShapeMismatchError
 from compiler.tracing import Tracer
 from ir.ops import Op

@@ -82,7 +82,7 @@ def to_var(trace: Trace, x, dtype: np.dtype | None = None):
 
 
 def wrap(trace: Trace, var, weak: bool = False) -> Tracer:
-    return Tracer(var, trace, weak)
+    return trace.wrap(var, weak)
 
 
 def apply(op: Op, args: Sequence, params: dict | None = None, weak: bool = False):
