@@ -1,8 +1,11 @@
 """`compile`: trace a function once per input signature, lower it, and run it.
 
 A signature is the pytree structure of the arguments, each leaf's shape and dtype (Python
-scalars are weakly typed and traced), and the values of static arguments. The callable also
-shows what it built: `.ir(*args, stage=...)` and `.source(*args)`.
+scalars are weakly typed and traced), and the values of static arguments
+(compiler/arguments.py). The callable also shows what it built: `.ir(*args, stage=...)`,
+`.source(*args)`, `.summary(*args)` (text that a notebook shows as HTML), `.dot(*args)`
+(Graphviz text, with `.render(path)`) and `.compare(*args)`. Building the executable is
+compiler/build.py's.
 """
 
 from __future__ import annotations
@@ -11,14 +14,23 @@ import functools
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from compiler.arguments import (
+    Traced,
+    arg_names,
+    check_labels,
+    leaf_paths,
+    leaf_spec,
+    leaf_types,
+    with_label_checks,
+)
 from compiler.array_tracer import new_trace
-from compiler.backend import build_numba_indexed, load_indexed
+from compiler.build import BACKENDS, build_executable
 from compiler.errors import TraceError, traceback_source
+from compiler.graphviz import DotSource
 from compiler.numpy_creation import tracing_numpy
 from compiler.pytree import (
     TreeDef,
@@ -31,84 +43,10 @@ from compiler.pytree import (
 from compiler.tracing import ACTIVE_TRACES, Trace, Tracer, recording
 from ir.graph import Graph
 from ir.interpreter import evaluate
-from ir.printer import format_graph, to_dot
-from ir.types import DTYPES, TensorType, is_python_scalar
-from runtime.background import BackgroundBuild, wait_requested
-from runtime.compile_worker import compile_elsewhere
+from ir.printer import Listing, format_graph, to_dot
+from ir.types import DTYPES
+from runtime.background import BackgroundBuild
 from runtime.executable import NoFastPath, signature_key
-
-_PY_SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64),
-                     float: np.dtype(np.float64)}
-
-
-@dataclass(frozen=True)
-class LeafSpec:
-    """What the compiled code assumes about one argument leaf."""
-
-    type: TensorType
-    weak: bool  # a Python scalar: traced, weakly typed
-
-    def __str__(self) -> str:
-        return f"{self.type} (Python {self.type.dtype.kind == 'f' and 'float' or 'int'})" \
-            if self.weak else str(self.type)
-
-
-@dataclass
-class Traced:
-    """One trace of the function: the graph and how its inputs/outputs map to pytrees."""
-
-    graph: Graph
-    in_tree: TreeDef
-    in_specs: tuple[LeafSpec, ...]
-    in_paths: tuple[str, ...]
-    out_tree: TreeDef
-    lowered: dict[str, Graph] = field(default_factory=dict)
-    executable: Any = None
-    donate: dict[int, int] = field(default_factory=dict)  # output leaf -> input leaf
-    # (input leaf, number of classes, path) of each argument nn.cross_entropy used as labels
-    labels: list[tuple[int, int, str]] = field(default_factory=list)
-
-
-def leaf_paths(tree: Any, prefix: str) -> list[str]:
-    """Readable paths of the leaves, in flatten order: ``params['w1']``, ``batch[0]``."""
-    if tree is None:
-        return []
-    if isinstance(tree, dict):
-        return [p for k in sorted(tree) for p in leaf_paths(tree[k], f"{prefix}[{k!r}]")]
-    if isinstance(tree, tuple) and hasattr(type(tree), "_fields"):
-        return [p for f, c in zip(tree._fields, tree) for p in leaf_paths(c, f"{prefix}.{f}")]
-    if isinstance(tree, (list, tuple)):
-        return [p for i, c in enumerate(tree) for p in leaf_paths(c, f"{prefix}[{i}]")]
-    return [prefix]
-
-
-def arg_names(fn: Callable, count: int) -> list[str]:
-    """The names of `fn`'s first `count` positional parameters (``args[i]`` past them)."""
-    while getattr(fn, "__chainjit_wrapped__", None) is not None:  # grad(f): f's names
-        fn = fn.__chainjit_wrapped__
-    code = getattr(fn, "__code__", None)
-    names = list(code.co_varnames[: code.co_argcount]) if code else []
-    return [names[i] if i < len(names) else f"args[{i}]" for i in range(count)]
-
-
-def leaf_spec(leaf: Any, path: str, static_hint: str) -> LeafSpec:
-    if is_python_scalar(leaf):
-        return LeafSpec(TensorType((), _PY_SCALAR_DTYPES[type(leaf)]), weak=True)
-    if isinstance(leaf, (np.ndarray, np.generic)):
-        if leaf.dtype not in DTYPES:
-            supported = ", ".join(map(str, DTYPES))
-            raise TraceError(
-                f"argument {path} has dtype {leaf.dtype}; chainjit supports {supported}",
-                fix=f"convert it first, for example {path}.astype(np.float32)",
-            )
-        return LeafSpec(TensorType(leaf.shape, leaf.dtype), weak=False)
-    if isinstance(leaf, Tracer):
-        return LeafSpec(leaf.ir_var.type, leaf.weak)
-    raise TraceError(
-        f"argument {path} is a {type(leaf).__name__}; compiled functions take NumPy arrays, "
-        "Python scalars and nested dicts/lists/tuples of them",
-        fix=f"convert it with np.asarray, or mark it static: {static_hint}",
-    )
 
 
 class Compiled:
@@ -191,7 +129,7 @@ class Compiled:
             path = dict_without(arg, key, names[i])
             if path is None:
                 continue
-            expected = [describe_tree(tree_unflatten(t[0], _leaf_types(t))[i])
+            expected = [describe_tree(tree_unflatten(t[0], leaf_types(t))[i])
                         for t in self._traces if len(t[0].children) > i
                         and t[0].children[i] != tree_flatten(arg)[1]]
             shown = f"; an earlier call passed {expected[0]}" if expected else ""
@@ -280,7 +218,7 @@ class Compiled:
             return self.fn(*args)  # a tracer escaped into a call: record into its trace
         traced = self.trace(*args)
         _, leaves, *_ = self.signature(args)
-        _check_labels(traced.labels, leaves)
+        check_labels(traced.labels, leaves)
         if traced.executable is None:
             traced.executable = build_executable(self, traced, leaves)
         if isinstance(traced.executable, BackgroundBuild) and traced.executable.ready:
@@ -292,7 +230,7 @@ class Compiled:
         if fast_key is not None and hasattr(traced.executable, "entry"):
             entry = traced.executable.entry(traced.out_tree, leaves, tree_unflatten)
             self._unchecked[fast_key] = entry
-            self._fast[fast_key] = _with_label_checks(entry, traced.labels)
+            self._fast[fast_key] = with_label_checks(entry, traced.labels)
         return tree_unflatten(traced.out_tree, outputs)
 
     def precompile(self, *args) -> None:
@@ -330,14 +268,14 @@ class Compiled:
 
         traced = self.trace(*args)
         generated = generate(self.lowered(traced, "fused"), traced.donate, self.donate_guard)
-        return generated.listing()
+        return Listing(generated.listing())
 
     def ir(self, *args, stage: str = "traced") -> str:
         """The IR at a stage: "traced", "joint", "optimized" or "fused", as text.
 
         For a transformed function (`grad(f)`, `value_and_grad(f)`) "traced" is the forward
         graph of `f` alone and "joint" the whole graph, forward and backward."""
-        return format_graph(self._stage_graph(args, stage))
+        return Listing(format_graph(self._stage_graph(args, stage)))
 
     def summary(self, *args) -> str:
         """One line per kernel of the fused graph: kind, iteration shape, ops, bytes moved;
@@ -348,7 +286,8 @@ class Compiled:
 
         traced = self.trace(*args)
         graph = self.lowered(traced, "fused")
-        return kernel_summary(graph, plan_buffers(graph, traced.donate, self.donate_guard))
+        return Listing(kernel_summary(graph, plan_buffers(graph, traced.donate,
+                                                          self.donate_guard)))
 
     def compare(self, *args, rtol: float | None = None):
         """Run the compiled code and the interpreter side by side on these arguments and
@@ -371,9 +310,10 @@ class Compiled:
 
         return compare_graph(graph, leaves, run, rtol, self.backend)
 
-    def dot(self, *args, stage: str = "traced") -> str:
-        """The IR at a stage as Graphviz DOT text (render with `dot -Tsvg`)."""
-        return to_dot(self._stage_graph(args, stage), self.__name__)
+    def dot(self, *args, stage: str = "traced") -> DotSource:
+        """The IR at a stage as Graphviz DOT text; `.render("graph.svg")` (or .png, .pdf)
+        draws it with Graphviz's `dot` (compiler/graphviz.py), and a notebook shows it."""
+        return DotSource(to_dot(self._stage_graph(args, stage), self.__name__))
 
     def _stage_graph(self, args: tuple, stage: str) -> Graph:
         wrapped = getattr(self.fn, "__chainjit_wrapped__", None)
@@ -385,118 +325,6 @@ class Compiled:
 
     def __repr__(self) -> str:
         return f"<compiled {self.__name__} ({len(self._traces)} signatures traced)>"
-
-
-def _leaf_types(key: tuple) -> list[str]:
-    return [str(spec.type) for spec in key[1]]
-
-
-def _check_labels(labels: list[tuple[int, int, str]], leaves: list) -> None:
-    """LabelRangeError for a label argument of nn.cross_entropy outside [0, classes): the
-    compiled code cannot raise, it would read another class's score."""
-    if labels:
-        from compiler.nn import check_labels
-
-        for index, classes, path in labels:
-            check_labels(leaves[index], classes, f"labels {path}")
-
-
-def _with_label_checks(entry: Callable, labels: list[tuple[int, int, str]]) -> Callable:
-    if not labels:
-        return entry
-
-    def call(leaves: list):
-        _check_labels(labels, leaves)
-        return entry(leaves)
-
-    return call
-
-
-def _interpreter_executable(traced_graph: Graph, lower: Callable[[], Graph],
-                            donate: dict[int, int], guard: int | None):
-    graph = lower()
-    run = lambda leaves: evaluate(graph, leaves)  # noqa: E731
-    return _donating(run, donate, guard) if donate else run
-
-
-def _donating(run: Callable[[list], list], donate: dict[int, int], guard: int | None):
-    """Donation for a backend without it: copy each donated output into its input leaf."""
-    def call(leaves: list) -> list:
-        outputs = list(run(leaves))
-        if guard is None or np.isfinite(outputs[guard]):
-            for o, i in donate.items():
-                if isinstance(leaves[i], np.ndarray) and outputs[o] is not leaves[i]:
-                    np.copyto(leaves[i], outputs[o])
-                    outputs[o] = leaves[i]
-        return outputs
-
-    return call
-
-
-# backend name -> builder(traced graph, lower: () -> fused graph, donate {output leaf: input
-# leaf}, guard) -> executable(leaves) -> outputs. The traced graph lets a backend find earlier
-# work by it (numba's cache index, compiler/codegen/driver.py) before paying for the passes.
-Builder = Callable[[Graph, Callable[[], Graph], dict, "int | None"], Callable[[list], list]]
-BACKENDS: dict[str, Builder] = {
-    "interpreter": _interpreter_executable,
-    "numba": build_numba_indexed,
-}
-
-
-def build_executable(compiled: Compiled, traced: Traced, leaves: list | None = None):
-    """The executable for one trace; with `compiled.wait` false (and code not yet in the disk
-    cache) a `BackgroundBuild` answering on the interpreter until the compiled one is ready."""
-    backend = compiled.backend if compiled.backend in BACKENDS else "interpreter"
-    if backend == "numba" and leaves is not None and not wait_requested(compiled.wait):
-        return _build_in_background(compiled, traced, leaves)
-    return _build(compiled, traced, backend)
-
-
-def _build(compiled: Compiled, traced: Traced, backend: str, executable=None):
-    """The executable (built here unless given), after the memory check, with its paths."""
-    from compiler.memory_check import check_allocations
-
-    check_allocations(traced.graph, lambda: compiled.lowered(traced, "fused"),
-                      compiled.__name__, traced.donate, compiled.donate_guard)
-    if executable is None:
-        executable = BACKENDS[backend](traced.graph, lambda: compiled.lowered(traced, "fused"),
-                                       traced.donate, compiled.donate_guard)
-    if hasattr(executable, "paths"):  # argument errors name the user's pytree paths
-        executable.paths = list(traced.in_paths)
-    if os.environ.get("CHAINJIT_DUMP_DIR"):
-        from compiler import pipeline
-        from runtime.cache import dump_build
-
-        stages = {s: format_graph(compiled.lowered(traced, s))
-                  for s in ("traced", *pipeline.STAGES)}
-        dump_build(compiled.__name__, stages, getattr(executable, "source", None))
-    return executable
-
-
-def _build_in_background(compiled: Compiled, traced: Traced, leaves: list):
-    """The compiled executable at once when the disk cache holds all of it; else a
-    `BackgroundBuild`: the passes and codegen on a thread, Numba in a child process
-    (runtime/compile_worker.py), the traced graph on the reference interpreter meanwhile (no
-    passes stand before the first result)."""
-    found = load_indexed(traced.graph, traced.donate, compiled.donate_guard)
-    if found is not None and found.prepare(found.argument_types(leaves), load_only=True):
-        return _build(compiled, traced, "numba", found)
-    # stand-ins of the leaves' types: the interpreter may write the real ones (donation)
-    example = [np.empty_like(x) if isinstance(x, np.ndarray) else x for x in leaves]
-
-    def build():  # the modules `found` loaded are the ones to compile: not loaded again
-        executable = _build(compiled, traced, "numba", found)
-        types = executable.argument_types(example)
-        # Numba compiled in a process of its own (the interpreter here does not slow it),
-        # then loaded from the disk cache; in this one when that fails
-        if not (compile_elsewhere(executable.driver, executable.kernel_modules, types)
-                and executable.prepare(types, load_only=True)):
-            executable.prepare(types)
-        return executable
-
-    fallback = _interpreter_executable(traced.graph, lambda: traced.graph, traced.donate,
-                                       compiled.donate_guard)
-    return BackgroundBuild(compiled.__name__, build, fallback)
 
 
 def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] = (),

@@ -23,6 +23,7 @@ import numpy as np
 
 from compiler import autodiff
 from compiler import primitives as F
+from compiler.arguments import arg_names, leaf_paths, leaf_spec
 from compiler.array_tracer import new_trace
 from compiler.autodiff import AutodiffError, CustomVjp
 from compiler.numpy_creation import tracing_numpy
@@ -94,8 +95,6 @@ def _normalize_argnums(fn: Callable, argnums: int | Sequence[int], nargs: int) -
 
 def _run_eagerly(body: Callable[[Trace, tuple], Any], args: tuple) -> Any:
     """Trace `body(trace, tracer_args)` over fresh inputs for `args` and evaluate its result."""
-    from compiler.api import leaf_spec
-
     leaves, in_tree = tree_flatten(args)
     trace = new_trace()
     tracers = [trace.new_input(leaf_spec(leaf, f"leaf {k}", "").type, is_python_scalar(leaf))
@@ -127,8 +126,6 @@ def _unbox(array: np.ndarray):
 def _alias_args(trace: Trace, fn: Callable, args: list, argnums: tuple[int, ...],
                 names: list[str]) -> list:
     """Replace each differentiated leaf by an alias; returns the aliased Vars in order."""
-    from compiler.api import leaf_paths
-
     wrt = []
     for i in argnums:
         leaves, tree = tree_flatten(args[i])
@@ -152,8 +149,6 @@ def _alias_args(trace: Trace, fn: Callable, args: list, argnums: tuple[int, ...]
 def _traced_value_and_grad(trace: Trace, fn: Callable, argnums: tuple[int, ...],
                            has_aux: bool, args: tuple):
     args = list(args)
-    from compiler.api import arg_names
-
     wrt = _alias_args(trace, fn, args, argnums, arg_names(fn, len(args)))
     start = len(trace.nodes)
     result = fn(*args)

@@ -144,6 +144,14 @@ def to_dot(graph: Graph, title: str = "graph") -> str:
     return "\n".join(lines)
 
 
+class Listing(str):
+    """A printout (IR, kernel summary, generated source): a str, which a notebook shows as
+    HTML with the comments greyed."""
+
+    def _repr_html_(self) -> str:
+        return html_listing(self)
+
+
 def html_listing(text: str) -> str:
     """A printout as notebook HTML: monospace, comments (after `#`) greyed."""
     lines = []

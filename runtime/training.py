@@ -16,7 +16,6 @@ name the first IR node that produced a non-finite value.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from ir.interpreter import eval_node
 from ir.ops import Op
 from runtime.linking import ensure_compiled
 from runtime.optim import Optimizer
+from runtime.progress import progress_bar
 
 __all__ = ["FitError", "History", "NonFiniteLossError", "TrainStep", "fit", "train_step"]
 
@@ -250,32 +250,11 @@ class History(dict):
     step: TrainStep
     eval_fn: Compiled | None
 
+    def plot(self, keys: Sequence[str] | None = None, path: str | None = None):
+        """Loss and metrics per epoch, drawn with matplotlib (runtime/plots.py)."""
+        from runtime.plots import plot_history
 
-class _Progress:
-    """A one-line progress bar on stderr, redrawn with \\r at most every 0.1 s."""
-
-    def __init__(self, enabled: bool, epochs: int, batches: int, stream=None):
-        self.enabled, self.epochs, self.batches = enabled, epochs, batches
-        self.stream = stream or sys.stderr
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-        self.last = 0.0
-
-    def update(self, epoch: int, batch: int, loss: float, rate: float, force: bool = False):
-        now = time.perf_counter()
-        # Off a terminal (a log file, CI) only the end-of-epoch line is drawn.
-        if not self.enabled or (not force and (now - self.last < 0.1 or not self.tty)):
-            return
-        self.last = now
-        filled = int(20 * batch / self.batches)
-        bar = "#" * filled + "." * (20 - filled)
-        self.stream.write(f"\repoch {epoch + 1}/{self.epochs} [{bar}] {batch}/{self.batches} "
-                          f"loss {loss:.4f}  {rate:,.0f} samples/s ")
-        self.stream.flush()
-
-    def end_epoch(self, summary: str):
-        if self.enabled:
-            self.stream.write(f" {summary}\n")
-            self.stream.flush()
+        return plot_history(self, keys, path)
 
 
 def _as_tuple(data) -> tuple:
@@ -304,7 +283,7 @@ def compile_metrics(metrics: Mapping[str, Callable], backend: str | None = None,
 
 def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs: int = 1,
         batch_size: int = 32, *, seed: int = 0, eval_data: Any = None,
-        metrics: Mapping[str, Callable] | None = None, progress: bool = True,
+        metrics: Mapping[str, Callable] | None = None, progress: bool | dict = True,
         has_aux: bool = False, shuffle: bool = True, step: TrainStep | None = None,
         state: Any = None,
         checkpoint: str | None = None, stream=None, backend: str | None = None,
@@ -319,7 +298,9 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     `step`/`state` continue an earlier run (a TrainStep, or an optimiser state from
     `checkpoint.load`); `checkpoint` is a path saved after every epoch. `backend` and `wait`
     are passed to `compile`: by default the first steps (and the first evaluation) run on the
-    reference interpreter while their code compiles in the background. Returns a History.
+    reference interpreter while their code compiles in the background. `progress`: a tqdm bar
+    per epoch (True; a text bar without tqdm), none (False), or a dict of tqdm options
+    (runtime/progress.py). Returns a History (`History.plot()` draws it).
     """
     from runtime import checkpoint as ckpt
 
@@ -341,7 +322,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     history.step = step
     history.eval_fn = eval_fn
     rng = np.random.default_rng(seed)
-    bar = _Progress(progress, epochs, batches, stream)
+    bar = progress_bar(progress, epochs, batches, stream)
     used = batches * batch_size
     # Each epoch gathers its shuffled examples once into these arrays (one np.take per array,
     # no allocation); a step's batch is then a contiguous slice of them, not a fancy index.

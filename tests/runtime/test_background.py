@@ -84,9 +84,9 @@ def test_the_background_compile_runs_in_a_child_process():
 
 
 def test_without_a_child_process_the_compile_happens_here(monkeypatch):
-    import compiler.api
+    import compiler.build
 
-    monkeypatch.setattr(compiler.api, "compile_elsewhere", lambda *args: False)
+    monkeypatch.setattr(compiler.build, "compile_elsewhere", lambda *args: False)
     f = compile(lambda a: np.cos(a * FRESH).sum(), wait=False)
     a = RNG.standard_normal(7)
     f(a)
