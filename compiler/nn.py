@@ -1,6 +1,6 @@
-"""Neural-network layers as plain functions over arrays: the frontend's richest users.
+"""Neural-network layers as plain functions over arrays: the primitives' richest users.
 
-Every layer is written with NumPy calls (which dispatch to tracers) and frontend functions
+Every layer is written with NumPy calls (which dispatch to tracers) and primitives
 (`stop_gradient`, `sigmoid`, `pad`, `random_uniform`), so the same code traces to IR
 primitives under `compile` and runs eagerly on NumPy arrays. No layer has a derivative rule of
 its own: autodiff differentiates the primitives it is composed of. Convolution and pooling

@@ -2,11 +2,11 @@
 inverse trigonometric functions, logarithms in other bases, roundings, NaN tests, binary
 maths (arctan2, hypot, logaddexp, remainders) and boolean logic.
 
-Composed from frontend primitives with the numerically stable formula where the textbook
+Composed from the primitives with the numerically stable formula where the textbook
 one loses accuracy (arcsinh for large |x|, sinh near 0 through expm1, hypot without
 overflow); only arctan2 and fmod are primitives of their own (compiler/primitives_extra.py).
-Roundings and NaN tests have no gradient, as in JAX. Registered into numpy_api's tables
-through `UFUNCS`, `FUNCTIONS` and `TRACER_METHODS` (compiler/numpy_registry.py).
+Roundings and NaN tests have no gradient, as in JAX. This module's `UFUNCS`, `FUNCTIONS` and
+`TRACER_METHODS` join NumPy's dispatch in compiler/numpy_dispatch.py, which merges them.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Autodiff (`compiler/autodiff.py`) walks the recorded forward graph backwards and, for each
 node, calls `VJP_RULES[node.op](g, out, *inputs, **params)`: `g` is the cotangent of the
 node's output, `out` its primal output, then its inputs and parameters. A rule returns one
-cotangent per input (`None`: no gradient). Rules are written with the frontend functions, so
-the backward graph is ordinary IR and can itself be differentiated (grad of grad).
+cotangent per input (`None`: no gradient). Rules are written with the primitives
+(compiler/primitives.py), so the backward graph is ordinary IR and can itself be
+differentiated (grad of grad).
 
 Rules follow the dimension-compatibility method: differentiate as if scalars, then reorder
 and transpose until the shapes agree (``Y = X W``: ``dX = G Wᵀ``, ``dW = Xᵀ G``). Operands
@@ -88,7 +89,7 @@ def rule_maths(fn: Callable) -> tuple[str, ...]:
     return tuple(parts)
 
 
-# -- helpers used by several rules (frontend functions only) -------------------------------
+# -- helpers used by several rules (primitives only) ---------------------------------------
 
 
 def _keepdims_shape(shape, axes):

@@ -2,8 +2,9 @@
 
 A primitive is just a name. What an op means lives in tables keyed by `Op`: shape rules
 (`ir.shapes.SHAPE_RULES`), evaluation (`ir.interpreter.EVAL_RULES`), derivatives
-(`compiler.vjp_rules.VJP_RULES`) and code generation. Everything richer (softmax, mean,
-layer norm, einsum) is composed from these in the frontend.
+(`compiler.vjp_rules.VJP_RULES`) and code generation (`compiler.codegen.ops.EMIT_RULES`, and
+for loop bodies the tables of compiler/codegen/loops.py). Everything richer (softmax, mean,
+layer norm, einsum) is composed from these in compiler/primitives.py and the NumPy layer.
 """
 
 from __future__ import annotations

@@ -4,13 +4,13 @@ BLAS call that accumulates into that value.
 BLAS's gemm computes C := alpha (A @ B) + beta C. A plain SGD update `W - lr * (Xᵀ G)` is
 that call with alpha = -lr, beta = 1 and C = W: the product is never stored and the update is
 not a second pass over the weights (compiler/codegen writes C straight into a donated W).
-Momentum's `mu * v + Xᵀ G` is beta = mu. Runs first in the FUSE stage: before
-`prepare_for_fusion` pushes a broadcast learning rate below its scalar arithmetic, before
-`rematerialize_cheap_values` weighs its choices by the planned buffers (which a gemm kernel's
-unstored product changes), and before elementwise fusion takes the scale and add into loop
-kernels. The result is a FUSED node:
+Momentum's `mu * v + Xᵀ G` is beta = mu. Runs first in the FUSE stage (compiler/pipeline.py's
+`ORDER` checks it in code): before `prepare_for_fusion` pushes a broadcast learning rate below
+its scalar arithmetic, before `rematerialize_cheap_values` weighs its choices by the planned
+buffers (which a gemm kernel's unstored product changes), and before elementwise fusion takes
+the scale and add into loop kernels. The result is a FUSED node:
 
-    Node(Op.FUSED, (a, b, x[, t]), (out,), params={"body": Graph, "kind": "gemm",
+    Node(Op.FUSED, (a, b, x[, t]), (out,), params={"body": Graph, "kind": KernelKind.GEMM,
                                                    "shape": (M, N), "alpha": float, "beta": float})
 
 whose body is the matched nodes themselves (so the interpreter, the verifier and the dump see
