@@ -117,6 +117,8 @@ class KernelKind(str, Enum):
     REDUCE = "reduce"  # a loop nest that also sums or maximises over some axes (fuse.py)
     GEMM = "gemm"  # one accumulating BLAS matmul, out = alpha*a@b + beta*x (gemm_epilogue.py)
 
+    __hash__ = str.__hash__  # equal to its string, so hashed as it (sets, dict keys)
+
     def __str__(self) -> str:
         return self.value
 

@@ -23,6 +23,7 @@ import numpy as np
 from ir.graph import Graph
 from ir.types import TensorType, is_python_scalar, type_of
 from runtime.blas import with_one_blas_thread
+from runtime.specs import ALLOCATED, DonationMode
 
 
 class ArgumentError(TypeError, ValueError):
@@ -98,7 +99,7 @@ class Executable:
         self.extra = tuple(_extra_arg(spec) for spec in generated.extra_args)
         self.buffer_bytes = sum(spec.dtype.itemsize * int(np.prod(spec.shape))
                                 for spec in generated.extra_args
-                                if spec.kind in ("buffer", "workspace"))
+                                if spec.kind in ALLOCATED)
         self._ready = False
 
     def kernels(self) -> list:
@@ -161,9 +162,9 @@ class Executable:
             if not commit:
                 result[o] = target
                 continue
-            if mode == "python":
+            if mode == DonationMode.PYTHON:
                 np.copyto(target, result[o])
-            elif args[i] is not target and mode != "same":  # ran on a C-order copy
+            elif args[i] is not target and mode != DonationMode.SAME:  # ran on a C-order copy
                 np.copyto(target, args[i])
             result[o] = target
         return result
@@ -180,7 +181,7 @@ class Executable:
                    in enumerate(zip(example, self.in_types))
                    if i not in self.refs and _to_driver(leaf, t)]
         copies = [(self.returned.index(o), i) for o, (i, mode) in self.donation.items()
-                  if mode == "python"]
+                  if mode == DonationMode.PYTHON]
         guard = None if self.guard is None else self.returned.index(self.guard)
         build = output_builder(out_tree, self.out_convert, self.returned, self.donation)
         if build is None:
@@ -252,7 +253,7 @@ def output_builder(out_tree, convert: list, returned: list[int] | None = None,
 
 
 def _extra_arg(spec) -> np.ndarray:
-    if spec.kind in ("buffer", "workspace"):
+    if spec.kind in ALLOCATED:
         return np.empty(spec.shape, spec.dtype)
     return np.array(spec.value, copy=True)  # writable, C order: one Numba signature
 

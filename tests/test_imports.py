@@ -14,7 +14,7 @@ import networkx as nx
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ir", "compiler", "runtime")
 EXECUTING = ("runtime.executable", "runtime.cache", "runtime.linking", "runtime.background",
-             "runtime.blas")
+             "runtime.blas", "runtime.specs")
 
 
 def modules() -> dict[str, Path]:

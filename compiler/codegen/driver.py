@@ -55,6 +55,7 @@ from ir.graph import Graph, Var
 from ir.printer import format_graph
 from ir.types import DTYPES
 from runtime.cache import environment_stamp
+from runtime.specs import ALLOCATED, ArgKind, DonationMode
 
 
 def generate(graph: Graph, donate: dict[int, int] | None = None,
@@ -105,7 +106,7 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
         EMIT_RULES[node.op](gen, node)
     modes = _donation_modes(gen, graph, donate)
     returned = [i for i in range(len(graph.outputs))
-                if i not in modes or modes[i][1] == "python"]
+                if i not in modes or modes[i][1] == DonationMode.PYTHON]
     names = [emit_output(gen, graph.outputs[i]) for i in returned]
     _emit_deferred(gen, graph, modes, guard)
     ranges, bases = live_ranges(graph)  # a buffer lives as long as its value's alias class
@@ -139,22 +140,22 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
 
 def _donation_modes(gen: CodeGen, graph: Graph, donate: dict[int, int]) -> dict:
     roots = alias_roots(graph)
-    modes: dict[int, tuple[int, str]] = {}
+    modes: dict[int, tuple[int, DonationMode]] = {}
     written = {graph.inputs[i] for o, i in donate.items()
                if graph.outputs[o] in gen.direct or graph.outputs[o] in gen.deferred}
     for o, i in donate.items():
         out, x = graph.outputs[o], graph.inputs[i]
         value = gen.values[out]
         if out is x:
-            modes[o] = (i, "same")
+            modes[o] = (i, DonationMode.SAME)
         elif out in gen.direct and value.kind == "array" and value.name == gen.name(out):
-            modes[o] = (i, "direct")
+            modes[o] = (i, DonationMode.DIRECT)
         elif out in gen.deferred and not (roots.get(out, frozenset()) & written):
-            modes[o] = (i, "deferred")
+            modes[o] = (i, DonationMode.DEFERRED)
         else:
-            modes[o] = (i, "python")
+            modes[o] = (i, DonationMode.PYTHON)
     for o, (_, mode) in modes.items():
-        if mode == "python" and graph.outputs[o] in gen.direct:
+        if mode == DonationMode.PYTHON and graph.outputs[o] in gen.direct:
             raise AssertionError("a direct donation was not written in place")
     return modes
 
@@ -162,7 +163,7 @@ def _donation_modes(gen: CodeGen, graph: Graph, donate: dict[int, int]) -> dict:
 def _emit_deferred(gen: CodeGen, graph: Graph, modes: dict, guard: int | None) -> None:
     """Copy deferred donated outputs into their inputs, after every read of the inputs."""
     todo = [(graph.outputs[o], graph.inputs[i]) for o, (i, m) in modes.items()
-            if m == "deferred"]
+            if m == DonationMode.DEFERRED]
     if not todo:
         return
     gen.line("")
@@ -190,7 +191,7 @@ def _place_buffers(gen: CodeGen, plan: BufferPlan) -> None:
                      for line in gen.lines]
         gen.lines[:0] = ["    " + line for line in prologue(plan)]
     for dtype, total in plan.totals.items():
-        gen.extra.append(ArgSpec("workspace", f"ws_{DTYPES[dtype]}", shape=(total,),
+        gen.extra.append(ArgSpec(ArgKind.WORKSPACE, f"ws_{DTYPES[dtype]}", shape=(total,),
                                  dtype=dtype))
 
 
@@ -219,9 +220,9 @@ def render_module(gen: CodeGen, input_names: list[str]) -> str:
     packs = []
     for dtype in sorted(gen.packs, key=lambda d: DTYPES[d]):
         name = f"consts_{DTYPES[dtype]}"
-        packs.append(ArgSpec("pack", name, value=np.array(gen.packs[dtype], dtype=dtype)))
-    consts = [a for a in gen.extra if a.kind == "const"]
-    buffers = [a for a in gen.extra if a.kind in ("buffer", "workspace")]
+        packs.append(ArgSpec(ArgKind.PACK, name, value=np.array(gen.packs[dtype], dtype=dtype)))
+    consts = [a for a in gen.extra if a.kind == ArgKind.CONST]
+    buffers = [a for a in gen.extra if a.kind in ALLOCATED]
     gen.extra = consts + packs + buffers
     params = input_names + [a.name for a in gen.extra]
     ir_text = "\n".join(f"# {line}" for line in format_graph(gen.graph).splitlines())

@@ -19,6 +19,7 @@ from compiler.codegen.buffers import Buffer, BufferPlan, plannable
 from ir.graph import Graph, Node, Var
 from ir.printer import Namer, format_node, node_comment
 from ir.types import DTYPES
+from runtime.specs import ArgKind, DonationMode
 
 VIEWS = "compiler.kernels.views"  # c_view: a C array over another's memory
 # Names the generated module uses itself: IR names equal to these get a trailing "_".
@@ -60,10 +61,7 @@ class Value:
 class ArgSpec:
     """One driver argument after the graph inputs: where the executable gets it."""
 
-    # "const" (array constant), "pack" (0-d constants of one dtype), "workspace" (the flat
-    # array of one dtype the work buffers are carved from), "buffer" (a work buffer whose
-    # size the driver cannot compute at its start: its own argument)
-    kind: str
+    kind: ArgKind  # const, pack, workspace or buffer (runtime/specs.py says what each is)
     name: str
     value: np.ndarray | None = None  # const / pack
     shape: tuple[int, ...] = ()  # buffer
@@ -78,9 +76,9 @@ class Generated:
     out_scalar: list[bool]  # outputs returned as scalars (0-d)
     out_types: list = field(default_factory=list)
     returned: list[int] = field(default_factory=list)  # output indices the driver returns
-    # donated output index -> (input index, mode): "same" (the input itself), "direct"
-    # (written in place by its kernel), "deferred" (copied in at the driver's end), "python"
-    donation: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # donated output index -> (input index, mode): SAME (the input itself), DIRECT (written
+    # in place by its kernel), DEFERRED (copied in at the driver's end), PYTHON
+    donation: dict[int, tuple[int, DonationMode]] = field(default_factory=dict)
     plan: BufferPlan | None = None
     guard: int | None = None  # donated writes only when this 0-d output is finite
     refs: list[int] = field(default_factory=list)  # 0-d inputs passed as 0-d arrays
@@ -237,7 +235,7 @@ class CodeGen:
             self.buffers.append(buf)
             self.line(f"{name} = @@ws{buf.id}@@")
         else:
-            self.extra.append(ArgSpec("buffer", name, shape=var.shape, dtype=var.dtype))
+            self.extra.append(ArgSpec(ArgKind.BUFFER, name, shape=var.shape, dtype=var.dtype))
 
     def array(self, var: Var, layouts: str = "C") -> str:
         """The name of a real array holding `var` with one of `layouts`; copies a view."""
@@ -285,7 +283,7 @@ class CodeGen:
     def array_constant(self, var: Var, value: np.ndarray) -> None:
         name = self.name(var)
         # C order whatever the folded value's layout (a folded transpose is Fortran order)
-        self.extra.append(ArgSpec("const", name, value=np.array(value, order="C", copy=True)))
+        self.extra.append(ArgSpec(ArgKind.CONST, name, value=np.array(value, order="C", copy=True)))
         self.top_names.add(name)  # a driver argument: the prologue may read its shape
         self.values[var] = Value("array", name, "C", owned=False)
         self.set_dims(var, [f"{name}.shape[{k}]" for k in range(value.ndim)])
