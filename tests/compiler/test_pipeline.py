@@ -158,3 +158,41 @@ def test_every_stage_is_graph_to_graph_passes():
             out = run(graph)
             assert isinstance(out, Graph)
             graph = out
+
+
+def _module_state() -> dict[str, int]:
+    """The size of every module-level dict, list, set and weak mapping in ir/, compiler/ and
+    runtime/ (and so of any registry a trace could fill)."""
+    import sys
+    import weakref
+
+    sizes = {}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in ("ir", "compiler", "runtime"):
+            continue
+        for attr, value in vars(module).items():
+            if isinstance(value, (dict, list, set, weakref.WeakKeyDictionary,
+                                  weakref.WeakValueDictionary, weakref.WeakSet)):
+                sizes[f"{name}.{attr}"] = len(value)
+    return sizes
+
+
+def test_tracing_fills_no_module_level_registry():
+    from compiler import custom_vjp
+
+    @custom_vjp
+    def clip_grad(x):
+        return x
+
+    clip_grad.defvjp(lambda x: (x, None), lambda _, g: (np.clip(g, -1.0, 1.0),))
+
+    def loss(params, x, y):
+        return deep_mlp_loss(params, clip_grad(x), y)
+
+    compile(value_and_grad(loss)).trace(*args())  # first: lazy imports and caches settle
+    before = _module_state()
+    traced_again = compile(value_and_grad(loss)).trace(*args())
+    assert traced_again.labels  # cross_entropy's label bounds: on the trace's record
+    after = _module_state()
+    grown = {k: (before.get(k), n) for k, n in after.items() if before.get(k) != n}
+    assert not grown, grown
