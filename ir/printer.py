@@ -120,8 +120,13 @@ def format_graph(graph: Graph) -> str:
     return "\n".join(_format_lines(graph, Namer(), ""))
 
 
+# node role (ir/graph.py's Role) -> box fill in pictures: forward nodes plain
+ROLE_FILLS = {"backward": "#dbe9f6", "recomputed": "#fde2c8"}
+
+
 def to_dot(graph: Graph, title: str = "graph") -> str:
-    """A Graphviz DOT description: inputs as ellipses, ops as boxes, edges labelled by type."""
+    """A Graphviz DOT description: inputs as ellipses, ops as boxes (backward nodes filled
+    blue, recomputed ones orange: `ROLE_FILLS`), edges labelled by type."""
     name = Namer()
     lines = [f'digraph "{title}" {{', "  rankdir=TB;", '  node [fontname="monospace"];']
     defined: dict[Var, str] = {}
@@ -132,7 +137,9 @@ def to_dot(graph: Graph, title: str = "graph") -> str:
         label = f"{node.op.value}{format_params(node.params)}"
         if node.source is not None:
             label += f"\\n{node.source}"
-        lines.append(f'  n{i} [shape=box label="{label}"];')
+        fill = ROLE_FILLS.get(node.role.value)
+        style = f' style=filled fillcolor="{fill}"' if fill else ""
+        lines.append(f'  n{i} [shape=box label="{label}"{style}];')
         for var in node.inputs:
             lines.append(f'  {defined[var]} -> n{i} [label="{name.typed(var)}"];')
         for var in node.outputs:

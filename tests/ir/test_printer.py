@@ -4,8 +4,9 @@ import os
 
 import numpy as np
 
-from compiler import compile
-from ir.printer import to_dot, var_name
+from compiler import compile, value_and_grad
+from ir.graph import Role
+from ir.printer import ROLE_FILLS, to_dot, var_name
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 
@@ -63,3 +64,12 @@ def test_dot_export_lists_every_node():
     assert dot.startswith('digraph "mlp"') and dot.rstrip().endswith("}")
     assert dot.count("shape=box") == len(traced.graph.nodes)
     assert "matmul" in dot and "test_printer.py" in dot
+
+
+def test_dot_fills_backward_nodes_and_only_them():
+    graph = compile(value_and_grad(mlp_loss)).trace(*mlp_args()).graph
+    dot = to_dot(graph, "mlp")
+    backward = sum(n.role is Role.BACKWARD for n in graph.nodes)
+    assert 0 < backward < len(graph.nodes)
+    assert dot.count(f'fillcolor="{ROLE_FILLS["backward"]}"') == backward
+    assert "fillcolor" not in to_dot(compile(mlp_loss).trace(*mlp_args()).graph)
