@@ -6,7 +6,7 @@ Run after every pass in tests. A failure names the node, prints it with its neig
 
 from __future__ import annotations
 
-from ir.graph import Graph, Node, Var
+from ir.graph import Graph, Node, Role, Var
 from ir.printer import Namer, format_node
 from ir.shapes import SHAPE_RULES, ShapeError
 
@@ -54,6 +54,9 @@ def _check_node(node: Node, defined: set[Var]) -> str:
             return f"output {var!r} is defined twice"
     if node.op not in SHAPE_RULES:
         return f"op {node.op} has no shape rule"
+    if not isinstance(node.role, Role) or not isinstance(node.note, str):
+        return (f"role {node.role!r} and note {node.note!r}: a node's role is a Role and its "
+                "note a str (Node's fields are op, inputs, outputs, params, source, note, role)")
     try:
         expected = SHAPE_RULES[node.op](*(v.type for v in node.inputs), **node.params)
     except (ShapeError, TypeError) as error:

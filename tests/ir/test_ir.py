@@ -145,6 +145,15 @@ def test_verifier_reports_undefined_output():
         verify(graph)
 
 
+def test_verifier_reports_a_role_that_is_not_a_role():
+    # a pass that builds Node(..., source, "vjp", node.note) has its arguments shifted
+    graph = _graph()
+    node = graph.nodes[1]
+    graph.nodes[1] = Node(node.op, node.inputs, node.outputs, {}, node.source, "why", "vjp")
+    with pytest.raises(VerifyError, match="role 'vjp' and note 'why'"):
+        verify(graph)
+
+
 def test_evaluate_runs_graph():
     graph = _graph()
     x, w = np.ones((4, 3), np.float32), np.full((3, 2), 0.1, np.float32)
