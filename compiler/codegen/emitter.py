@@ -12,6 +12,7 @@ import keyword
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -33,21 +34,38 @@ NUMPY_DTYPE_NAMES = {
 }
 
 
+class ValueKind(str, Enum):
+    """How generated code holds a value (`Value.kind`); a str Enum, equal to its string."""
+
+    ARRAY = "array"  # a real Numba array `name` (layout "C", "F" or "A")
+    SCALAR = "scalar"  # a local
+    VIEW = "view"  # element idx is base.read(index_map(idx)): broadcast, slice, transpose
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class Value:
     """How generated code reads one IR var.
 
     kind "array": a real Numba array `name` (layout "C", "F" or "A"); "scalar": a local;
     "view": element `idx` is `base.read(index_map(idx))` (broadcast, slice, transpose).
-    `owned`: the array was allocated by this call (safe to return to the user).
+    `owned`: the array was allocated by this call (safe to return to the user). A kind given
+    as a string becomes its `ValueKind` (an unknown one raises).
     """
 
-    kind: str
+    kind: ValueKind
     name: str
     layout: str = "C"
     owned: bool = False
     base: Value | None = None
     index_map: Callable[[list[str]], list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.kind = ValueKind(self.kind)
 
     def read(self, idx: list[str]) -> str:
         if self.kind == "scalar":
