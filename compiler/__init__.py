@@ -15,8 +15,9 @@ _tracing._install_methods()
 
 from compiler.api import compile  # noqa: E402
 from compiler.frontend import stop_gradient  # noqa: E402
+from compiler.loops import fori_loop, scan, while_loop  # noqa: E402
 from compiler.pytree import tree_flatten, tree_map, tree_unflatten  # noqa: E402
 from compiler.transforms import custom_vjp, grad, value_and_grad, vjp  # noqa: E402
 
-__all__ = ["compile", "custom_vjp", "grad", "stop_gradient", "tree_flatten", "tree_map",
-           "tree_unflatten", "value_and_grad", "vjp"]
+__all__ = ["compile", "custom_vjp", "fori_loop", "grad", "scan", "stop_gradient",
+           "tree_flatten", "tree_map", "tree_unflatten", "value_and_grad", "vjp", "while_loop"]

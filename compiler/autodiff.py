@@ -29,7 +29,7 @@ from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
 from compiler.vjp_rules import NON_DIFFERENTIABLE, VJP_RULES, vjp_maths
 from ir.graph import Node, Source, Var
-from ir.ops import Op
+from ir.ops import LOOPS, Op
 
 
 class AutodiffError(TraceError, ValueError):
@@ -86,6 +86,11 @@ def backward_pass(trace: Trace, start: int, stop: int, seeds: dict[Var, Var],
             continue
         grads = [cts.pop(v, None) for v in node.outputs]
         if all(g is None for g in grads):
+            continue
+        if node.op in LOOPS:  # compiler/loops_vjp.py: a reverse scan over the body's VJP
+            from compiler.loops_vjp import loop_backward
+
+            loop_backward(trace, node, grads, cts, active)
             continue
         if node.op is Op.FUSED:
             raise UnsupportedError("autodiff runs on the traced graph, before fusion: a FUSED "

@@ -105,7 +105,8 @@ class Graph:
 
 def format_params(params: dict[str, Any]) -> str:
     """Parameters as printed in brackets: ``[axes=(1,) shape=(128,10)]``."""
-    shown = [f"{k}={format_param(v)}" for k, v in params.items() if k != "body"]
+    shown = [f"{k}={format_param(v)}" for k, v in params.items()
+             if not isinstance(v, Graph)]  # sub-graphs (bodies) are printed under the node
     return f"[{' '.join(shown)}]" if shown else ""
 
 

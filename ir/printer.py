@@ -78,12 +78,19 @@ def _format_lines(graph: Graph, name: Namer, indent: str) -> list[str]:
         if comment:
             text = f"{text.ljust(COMMENT_COLUMN)}  # {comment}"
         lines.append(text)
-        body = node.params.get("body")
-        if isinstance(body, Graph):
-            lines.extend(_format_lines(body, Namer(), indent + "        "))
+        for key, body in node.params.items():  # a kernel's or a loop's body, a loop's cond
+            if isinstance(body, Graph):
+                if len(sub_graphs(node)) > 1:
+                    lines.append(f"{indent}        {key}:")
+                lines.extend(_format_lines(body, Namer(), indent + "        "))
     outs = " ".join(name(v) for v in graph.outputs)
     lines.append(f"{indent}  in ( {outs} ) }}")
     return lines
+
+
+def sub_graphs(node: Node) -> list[Graph]:
+    """The graphs a node carries: a fused kernel's body, a loop's body (and a while's cond)."""
+    return [v for v in node.params.values() if isinstance(v, Graph)]
 
 
 def format_graph(graph: Graph) -> str:

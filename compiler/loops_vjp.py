@@ -1,0 +1,162 @@
+"""Reverse mode through loops: the backward of a SCAN node is a reverse SCAN over its body's VJP.
+
+compiler/autodiff.py calls `loop_backward` when its reverse sweep reaches a loop node. For a
+scan over L steps, `carry' , y = body(consts, carry, x)`:
+
+- Residuals: the forward scan is widened to also stack the carry each step starts from (the
+  body returns its carry inputs as extra ys). That is all the backward keeps per step: the
+  backward body recomputes the step's forward from (consts, carry_t, x_t) and runs the
+  body's VJP on it. Saving carries rather than every intermediate the VJP reads keeps the
+  per-step residual to the carry's size (for a GRU, h: batch x hidden) and the forward body
+  unchanged; the recomputation is the body's forward once more, which the passes then
+  optimise together with the VJP (the backward body is optimised and fused as a program of
+  its own, pipeline.py). With `checkpoint=k` only every k-th carry is kept: the backward
+  runs over chunks of k steps, each chunk recomputing its k carries with an inner forward
+  scan from the saved one, then its reverse scan (memory L/k + k carries instead of L).
+- The backward scan runs in the opposite direction. Its carry is the cotangent of the carry
+  plus one accumulator per differentiated closed-over value (parameters: their cotangents
+  summed over the steps); it scans over xs, the saved carries and the ys' cotangents, and
+  stacks the cotangents of xs. It is ordinary IR, so grad of grad differentiates it again.
+
+WHILE has no reverse mode: its trip count is unknown, so nothing bounds what to save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from compiler import frontend as F
+from compiler.tracing import Trace
+from ir.graph import Graph, Node, Var
+from ir.ops import Op
+from ir.types import TensorType
+
+
+def loop_backward(trace: Trace, node: Node, grads: list[Var | None], cts: dict,
+                  active: set[Var]) -> None:
+    """Emit the backward of a loop node and accumulate its inputs' cotangents into `cts`."""
+    from compiler.autodiff import AutodiffError
+
+    if node.op is Op.WHILE:
+        raise AutodiffError(
+            "reverse-mode differentiation through while_loop is not supported: its number of "
+            "steps is known only when it runs, so there is no bound on what to save",
+            node.source,
+            fix="use fori_loop(lower, upper, ...) with Python int bounds, or scan(f, init, xs, "
+                "length=n) with a bound (stop early inside the body with np.where)")
+    if not any(v in active for v in node.inputs):
+        return
+    _scan_backward(trace, node, grads, cts, active)
+
+
+def _split(node: Node):
+    p = node.params
+    nc, nk = p["num_consts"], p["num_carry"]
+    return node.inputs[:nc], node.inputs[nc:nc + nk], node.inputs[nc + nk:]
+
+
+def _is_float(var: Var) -> bool:
+    return var.dtype.kind == "f"
+
+
+def _save_carries(trace: Trace, node: Node) -> tuple[Node, list[Var]]:
+    """The forward scan widened to stack the carry each step starts from (the residuals): the
+    new node (put in the trace in place of `node`) and the stacked carries."""
+    body = node.params["body"]
+    nc, nk = node.params["num_consts"], node.params["num_carry"]
+    carry_in = body.inputs[nc:nc + nk]
+    outputs, body_outs, saved = list(node.outputs), list(body.outputs), []
+    for var in carry_in:
+        if var in body_outs[nk:]:  # already saved (a second differentiation)
+            saved.append(outputs[body_outs.index(var, nk)])
+            continue
+        body_outs.append(var)
+        outputs.append(Var(TensorType((node.params["length"], *var.shape), var.dtype)))
+        saved.append(outputs[-1])
+    if len(outputs) == len(node.outputs):
+        return node, saved
+    new_body = Graph(list(body.inputs), list(body.nodes), body_outs)
+    widened = dataclasses.replace(node, outputs=tuple(outputs),
+                                  params={**node.params, "body": new_body})
+    index = next(k for k, n in enumerate(trace.nodes) if n is node)
+    trace.nodes[index] = widened
+    return widened, saved
+
+
+def _scan_backward(trace: Trace, node: Node, grads: list, cts: dict, active: set) -> None:
+    from compiler.autodiff import _accumulate, _zeros
+
+    consts, init, xs = _split(node)
+    params = node.params
+    nk = params["num_carry"]
+    node, saved = _save_carries(trace, node)
+    float_carry = [j for j, v in enumerate(init) if _is_float(v)]
+    want_consts = [i for i, v in enumerate(consts) if v in active and _is_float(v)]
+    want_xs = [i for i, v in enumerate(xs) if v in active and _is_float(v)]
+    y_grads = [(k, g) for k, g in enumerate(grads[nk:]) if g is not None]
+    source = node.source
+    with trace.annotate(f"vjp scan of %{node.outputs[0].id if node.outputs else 0}", source):
+        g_carry = [grads[j] if grads[j] is not None else _zeros(trace, init[j]).ir_var
+                   for j in float_carry]
+        g_acc = [_zeros(trace, consts[i]).ir_var for i in want_consts]
+        body = _vjp_body(trace, node, float_carry, want_consts, want_xs, [k for k, _ in y_grads])
+        seqs = [*xs, *saved, *(g for _, g in y_grads)]
+        b_consts = list(body.captured)
+        graph = Graph([body.captured[v] for v in b_consts] + list(body.inputs),
+                      list(body.nodes), body.outputs)
+        scan_params = {"body": graph, "num_consts": len(b_consts),
+                       "num_carry": len(g_carry) + len(g_acc), "length": params["length"],
+                       "reverse": not params["reverse"]}
+        outs = trace.emit(Op.SCAN, [*b_consts, *g_carry, *g_acc, *seqs], scan_params)
+    n_carry = len(g_carry)
+    for slot, j in enumerate(float_carry):
+        if init[j] in active:
+            _accumulate(trace, cts, init[j], outs[slot], source)
+    for slot, i in enumerate(want_consts):
+        _accumulate(trace, cts, consts[i], outs[n_carry + slot], source)
+    for slot, i in enumerate(want_xs):
+        _accumulate(trace, cts, xs[i], outs[n_carry + len(g_acc) + slot], source)
+
+
+def _vjp_body(trace: Trace, node: Node, float_carry: list[int], want_consts: list[int],
+              want_xs: list[int], y_with_grads: list[int]) -> Trace:
+    """The backward step as a body trace: carry (cotangents of the float carries, then the
+    closed-over values' accumulators), per-step inputs (x_t, carry_t, the ys' cotangents);
+    it recomputes the forward step and runs its VJP. `body.outputs` is set on the trace."""
+    from compiler.autodiff import backward_pass
+
+    consts, init, xs = _split(node)
+    fwd = node.params["body"]
+    nk = node.params["num_carry"]
+    body = Trace(parent=trace)
+    g_carry = [body.new_input(init[j].type).ir_var for j in float_carry]
+    acc = [body.new_input(consts[i].type).ir_var for i in want_consts]
+    x_t = [body.new_input(TensorType(v.shape[1:], v.dtype)).ir_var for v in xs]
+    c_t = [body.new_input(v.type).ir_var for v in init]
+    g_y = [body.new_input(fwd.outputs[nk + k].type).ir_var for k in y_with_grads]
+    local_consts = [body.lift(v) for v in consts]
+    start = len(body.nodes)
+    with body.annotate("recomputed forward step", node.source):
+        outs = body.inline(fwd, [*local_consts, *c_t, *x_t])
+    stop = len(body.nodes)
+    seeds: dict[Var, Var] = {}
+    pairs = [(outs[j], g) for j, g in zip(float_carry, g_carry)]
+    pairs += [(outs[nk + k], g) for k, g in zip(y_with_grads, g_y)]
+    with body.annotate("vjp scan step: seeds", node.source):
+        for var, g in pairs:
+            if not _is_float(var):
+                continue
+            seeds[var] = g if var not in seeds else \
+                F.add(F.wrap(body, seeds[var]), F.wrap(body, g)).ir_var
+    wrt = [local_consts[i] for i in want_consts] + [c_t[j] for j in float_carry] + \
+        [x_t[i] for i in want_xs]
+    with body.annotate("", node.source):
+        results = backward_pass(body, start, stop, seeds, wrt)
+    g_consts = results[:len(want_consts)]
+    g_c = results[len(want_consts):len(want_consts) + len(float_carry)]
+    g_x = results[len(want_consts) + len(float_carry):]
+    with body.annotate("vjp scan step: accumulate", node.source):
+        sums = [F.add(F.wrap(body, a), F.wrap(body, g)).ir_var for a, g in zip(acc, g_consts)]
+    body.outputs = [body.lift(v) for v in [*g_c, *sums, *g_x]]
+    return body
+
