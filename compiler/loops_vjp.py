@@ -80,6 +80,8 @@ def _save_carries(trace: Trace, node: Node) -> tuple[Node, list[Var]]:
                                   params={**node.params, "body": new_body})
     index = next(k for k, n in enumerate(trace.nodes) if n is node)
     trace.nodes[index] = widened
+    if trace.parent is not None:  # a body's own values (not captured from outside)
+        trace.local.update(widened.outputs)
     return widened, saved
 
 
