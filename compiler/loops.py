@@ -26,7 +26,7 @@ import numpy as np
 
 from compiler import frontend as F
 from compiler.errors import ShapeMismatchError, TraceError, user_source
-from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
+from compiler.pytree import TreeDef, tree_flatten, tree_map, tree_unflatten
 from compiler.tracing import Trace, Tracer, innermost_trace, recording
 from ir.graph import Graph, Var
 from ir.ops import Op
@@ -59,8 +59,9 @@ def scan(f: Callable, init: Any, xs: Any = None, length: int | None = None,
     trace = F.trace_of(init_leaves + x_leaves) or innermost_trace()
     if trace is None:
         return _scan_eagerly(f, init, xs, length, reverse)
-    return _scan_traced(trace, f, init_leaves, init_tree, x_leaves, x_tree, length, reverse,
-                        checkpoint)
+    if checkpoint is not None and 1 < checkpoint < length:
+        return _scan_checkpointed(f, init, xs, length, reverse, checkpoint)
+    return _scan_traced(trace, f, init_leaves, init_tree, x_leaves, x_tree, length, reverse)
 
 
 def fori_loop(lower: int, upper: int, body_fun: Callable, init_val: Any) -> Any:
@@ -160,9 +161,35 @@ def _scan_eagerly(f: Callable, init: Any, xs: Any, length: int, reverse: bool):
     return carry, tree_unflatten(y_tree, stacked)
 
 
+def _scan_checkpointed(f: Callable, init: Any, xs: Any, length: int, reverse: bool, k: int):
+    """A scan of chunks of k steps, each a scan (and a scan of the steps left over): reverse
+    mode then saves the carry once per chunk, and the backward of each chunk recomputes its
+    k carries from it (compiler/loops_vjp.py), so memory goes from L carries to L/k + k."""
+    chunks, main = length // k, length // k * k
+    rest = length - main
+    head = tree_map(lambda a: a[:main].reshape(chunks, k, *a.shape[1:]), xs)
+    tail = tree_map(lambda a: a[main:], xs)
+
+    def chunk(carry, x):
+        return scan(f, carry, x, length=k, reverse=reverse)
+
+    def run_tail(carry):
+        return scan(f, carry, tail, length=rest, reverse=reverse) if rest else (carry, None)
+
+    if reverse:  # the last steps run first
+        carry, ys_tail = run_tail(init)
+        carry, ys = scan(chunk, carry, head, length=chunks, reverse=True)
+    else:
+        carry, ys = scan(chunk, init, head, length=chunks)
+        carry, ys_tail = run_tail(carry)
+    ys = tree_map(lambda y: y.reshape(main, *y.shape[2:]), ys)
+    if ys_tail is not None:
+        ys = tree_map(lambda y, t: np.concatenate([y, t]), ys, ys_tail)
+    return carry, ys
+
+
 def _scan_traced(trace: Trace, f: Callable, init_leaves: list, init_tree: TreeDef,
-                 x_leaves: list, x_tree: TreeDef, length: int, reverse: bool,
-                 checkpoint: int | None):
+                 x_leaves: list, x_tree: TreeDef, length: int, reverse: bool):
     init_vars = [F.to_var(trace, leaf) for leaf in init_leaves]
     x_vars = [F.to_var(trace, leaf) for leaf in x_leaves]
     weak = [getattr(leaf, "weak", False) for leaf in init_leaves]
@@ -181,8 +208,6 @@ def _scan_traced(trace: Trace, f: Callable, init_leaves: list, init_tree: TreeDe
     body, consts, _ = _trace_body(trace, step, init_vars, weak, x_types)
     params = {"body": body, "num_consts": len(consts), "num_carry": len(init_vars),
               "length": length, "reverse": bool(reverse)}
-    if checkpoint is not None and checkpoint > 1:
-        params["checkpoint"] = checkpoint
     outs = trace.emit(Op.SCAN, [*consts, *init_vars, *x_vars], params)
     carry = [F.wrap(trace, v, w) for v, w in zip(outs, weak)]
     ys = [F.wrap(trace, v) for v in outs[len(init_vars):]]

@@ -274,11 +274,19 @@ def test_scan_checkpoint_gradient_matches_every_step_saved():
         h, ys = scan(step, h0, XS, checkpoint=checkpoint)
         return np.sum(h) + np.sum(ys * ys)
 
-    full = compile(grad(f, (0, 1)), static_argnums=(2,))(W, H0, None)
+    fn = compile(grad(f, (0, 1)), static_argnums=(2,))
+    full = fn(W, H0, None)
     for k in (2, 4):  # 4 does not divide the 6 steps
-        got = compile(grad(f, (0, 1)), static_argnums=(2,))(W, H0, k)
+        got = fn(W, H0, k)
         for a, b in zip(got, full):
             np.testing.assert_allclose(a, b, rtol=1e-10)
+
+    def saved(k):  # the stacked carries the top level keeps for the backward
+        graph = fn.trace(W, H0, k).graph
+        return sorted(v.shape for n in graph.nodes for v in n.outputs if v.shape[1:] == (2, 4))
+
+    assert saved(None) == [(6, 2, 4)]
+    assert saved(2) == [(3, 2, 4)]  # one carry per chunk of 2 steps
 
 
 def test_nested_scan_matches_python_loop_and_gradient():
