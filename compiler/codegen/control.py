@@ -42,14 +42,46 @@ def _carry_storage(gen: CodeGen, outs: tuple[Var, ...], init: tuple[Var, ...]) -
             gen.copy(gen.alloc(out), x0)
 
 
-def _emit_body(gen: CodeGen, body: Graph) -> None:
+def _emit_body(gen: CodeGen, body: Graph, in_place: dict[Var, Var] | None = None) -> None:
+    """The body's nodes, each a block; `in_place` (new carry -> carry input) are written
+    straight into the carry's storage by their node (no guard: the body's own values)."""
     from compiler.codegen.ops import EMIT_RULES
 
     gen.producers.update(body.producers())
-    for node in body.nodes:
-        gen.line("")
-        gen.comment_node(node, indent="  ")
-        EMIT_RULES[node.op](gen, node)
+    # A step's work is small (a GRU step's matmul is 32x128x384): on Numba's thread pool each
+    # of its kernels paid a fork/join every step (and their spinning threads were 80% of the
+    # GRU step's profile), so a body runs on the calling thread, matmuls on BLAS (held to one
+    # thread in a pooled driver, runtime/blas.py).
+    saved = gen.guard, gen.threads
+    gen.guard, gen.threads = None, False
+    gen.direct.update(in_place or {})
+    try:
+        for node in body.nodes:
+            gen.line("")
+            gen.comment_node(node, indent="  ")
+            EMIT_RULES[node.op](gen, node)
+    finally:
+        gen.guard, gen.threads = saved
+        for var in in_place or {}:
+            del gen.direct[var]
+
+
+def accumulated_in_place(body: Graph, carry_in: list[Var], carry_out: list[Var]) -> dict:
+    """New carries a gemm kernel can accumulate into their carry's own storage: `c + a @ b`
+    (a cotangent summed over the steps, as in a scan's backward) where the gemm is the only
+    reader of the old c. Saves two copies of c every step."""
+    consumers = body.consumers()
+    producers = body.producers()
+    found = {}
+    for new, old in zip(carry_out, carry_in):
+        node = producers.get(new)
+        if node is None or node.params.get("kind") != "gemm" or node.inputs[2] is not old:
+            continue
+        if consumers.get(old) != [node] or old in body.outputs \
+                or carry_out.count(new) > 1 or old in node.inputs[:2] + node.inputs[3:]:
+            continue
+        found[new] = old
+    return found
 
 
 def _update_carry(gen: CodeGen, body: Graph, carry_in: list[Var], carry_out: list[Var],
@@ -81,8 +113,8 @@ def _update_carry(gen: CodeGen, body: Graph, carry_in: list[Var], carry_out: lis
             continue
         if out.ndim == 0:
             gen.line(f"{gen.name(out)} = {NUMPY_DTYPE_NAMES[out.dtype]}({gen.read(new, [])})")
-        else:
-            gen.copy(gen.values[out].name, new)
+        elif gen.values[new].kind != "array" or gen.values[new].name != gen.values[out].name:
+            gen.copy(gen.values[out].name, new)  # (else accumulated in place)
 
 
 def emit_scan(gen: CodeGen, node: Node) -> None:
@@ -117,7 +149,7 @@ def emit_scan(gen: CodeGen, node: Node) -> None:
             size = " * ".join(dims)
             gen.line(f"{local} = {gen.c_reshape(name, dims, f'{at} * {size}')}")
             gen.values[inner] = Value("array", local, "C")
-    _emit_body(gen, body)
+    _emit_body(gen, body, accumulated_in_place(body, carry_in, list(body.outputs[:nk])))
     gen.line("")
     gen.line("# the step's ys, then its new carry")
     for name, out, y in zip(stacks, node.outputs[nk:], body.outputs[nk:]):

@@ -205,7 +205,7 @@ class CodeGen:
         owned = var in self.output_set and var not in self.deferred \
             and var not in self.direct
         if var in self.direct and name == self.name(var):  # donated: the input's memory
-            in_place = f"{name} = {self.name(self.direct[var])}  # in place (donated)"
+            in_place = f"{name} = {self.values[self.direct[var]].name}  # in place (donated)"
             if self.guard is None:
                 self.line(in_place)
             else:  # only when the guard is finite, else a work buffer (the input keeps its
