@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler import compile, fori_loop, grad, scan, value_and_grad, vjp, while_loop
+from compiler import compile, fori_loop, grad, nn, scan, value_and_grad, vjp, while_loop
 from compiler.autodiff import AutodiffError
 from compiler.errors import ShapeMismatchError
 from compiler.loops import LoopError
 from ir.verifier import verify
+from runtime import fit, optim, train_step
 from runtime.cache import cached_text
 
 RNG = np.random.default_rng(18)
@@ -301,3 +302,120 @@ def test_nested_scan_matches_python_loop_and_gradient():
     args = (W, H0)
     assert compile(f)(*args) == pytest.approx(f(*args), rel=1e-12)
     _fd_check(f, args, (0, 1))
+
+
+# -- recurrent cells, train_step and fit -----------------------------------------------------
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _gru_reference(x, h, w_x, w_h, b_x, b_h):
+    """PyTorch's GRUCell equations, gate by gate."""
+    n_h = h.shape[-1]
+    g_x, g_h = x @ w_x + b_x, h @ w_h + b_h
+    r = _sigmoid(g_x[:, :n_h] + g_h[:, :n_h])
+    z = _sigmoid(g_x[:, n_h:2 * n_h] + g_h[:, n_h:2 * n_h])
+    n = np.tanh(g_x[:, 2 * n_h:] + r * g_h[:, 2 * n_h:])
+    return (1 - z) * n + z * h
+
+
+def _lstm_reference(x, h, c, w_x, w_h, b):
+    n_h = h.shape[-1]
+    g = x @ w_x + h @ w_h + b
+    i, f = _sigmoid(g[:, :n_h]), _sigmoid(g[:, n_h:2 * n_h])
+    c = f * c + i * np.tanh(g[:, 2 * n_h:3 * n_h])
+    return _sigmoid(g[:, 3 * n_h:]) * np.tanh(c), c
+
+
+CELL = {"w_x": RNG.normal(size=(3, 12)) * 0.5, "w_h": RNG.normal(size=(4, 12)) * 0.5,
+        "b_x": RNG.normal(size=12) * 0.1, "b_h": RNG.normal(size=12) * 0.1,
+        "w_x4": RNG.normal(size=(3, 16)) * 0.5, "w_h4": RNG.normal(size=(4, 16)) * 0.5,
+        "b4": RNG.normal(size=16) * 0.1}
+
+
+def gru_sequence_loss(p, xs, h0):
+    def step(h, x):
+        h = nn.gru_cell(x, h, p["w_x"], p["w_h"], p["b_x"], p["b_h"])
+        return h, np.sum(h ** 2)
+
+    h, ys = scan(step, h0, xs)
+    return np.sum(h) + np.sum(ys)
+
+
+def lstm_sequence_loss(p, xs, h0):
+    def step(state, x):
+        state = nn.lstm_cell(x, state, p["w_x4"], p["w_h4"], p["b4"])
+        return state, state[0][:, 0]
+
+    (h, c), ys = scan(step, (h0, h0 * 0.5), xs)
+    return np.sum(h * c) + np.sum(np.sin(ys))
+
+
+def test_gru_and_lstm_cells_match_the_reference_equations():
+    x, h, c = XS[0], H0, H0[::-1] * 3
+    p = CELL
+    np.testing.assert_allclose(nn.gru_cell(x, h, p["w_x"], p["w_h"], p["b_x"], p["b_h"]),
+                               _gru_reference(x, h, p["w_x"], p["w_h"], p["b_x"], p["b_h"]))
+    got = compile(nn.lstm_cell)(x, (h, c), p["w_x4"], p["w_h4"], p["b4"])
+    for a, b in zip(got, _lstm_reference(x, h, c, p["w_x4"], p["w_h4"], p["b4"])):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    projected = nn.gru_cell(x @ p["w_x"], h, None, p["w_h"], None, p["b_h"])
+    np.testing.assert_allclose(projected, _gru_reference(x, h, p["w_x"], p["w_h"], 0, p["b_h"]))
+
+
+@pytest.mark.parametrize("model", [gru_sequence_loss, lstm_sequence_loss],
+                         ids=lambda m: m.__name__)
+def test_recurrent_cell_scan_gradients(model):
+    assert compile(model)(CELL, XS, H0) == pytest.approx(model(CELL, XS, H0), rel=1e-12)
+    grads = compile(grad(model))(CELL, XS, H0)
+    ref = compile(grad(model), backend="interpreter")(CELL, XS, H0)
+    rng = np.random.default_rng(2)
+    for key in CELL:
+        np.testing.assert_allclose(grads[key], ref[key], rtol=1e-10, atol=1e-12)
+        direction = rng.normal(size=CELL[key].shape)
+        eps = 1e-6
+        shifted = [dict(CELL, **{key: CELL[key] + s * eps * direction}) for s in (1, -1)]
+        fd = (model(shifted[0], XS, H0) - model(shifted[1], XS, H0)) / (2 * eps)
+        assert np.sum(grads[key] * direction) == pytest.approx(fd, rel=1e-6, abs=1e-9), key
+
+
+def _gru_lm(p, ids, targets):
+    x = nn.embedding(p["emb"], ids) @ p["w_x"] + p["b_x"]
+    h0 = np.zeros((ids.shape[0], 4), np.float32)
+
+    def step(h, g):
+        h = nn.gru_cell(g, h, None, p["w_h"], None, p["b_h"])
+        return h, h
+
+    _, hs = scan(step, h0, x.transpose(1, 0, 2))
+    return nn.cross_entropy(hs.transpose(1, 0, 2) @ p["head"], targets)
+
+
+def _lm_data():
+    rng = np.random.default_rng(3)
+    f32 = lambda *shape: (rng.normal(size=shape) * 0.3).astype(np.float32)  # noqa: E731
+    params = {"emb": f32(5, 3), "w_x": f32(3, 12), "b_x": f32(12), "w_h": f32(4, 12),
+              "b_h": f32(12), "head": f32(4, 5)}
+    ids = np.tile(np.arange(5), (8, 2))[:, :7]  # a cycle: each id predicts the next
+    return params, ids[:, :-1].copy(), ids[:, 1:].copy()
+
+
+def test_scan_under_train_step_matches_an_sgd_update():
+    params, x, y = _lm_data()
+    expected = {k: v.copy() for k, v in params.items()}
+    g = compile(grad(_gru_lm), backend="interpreter")(expected, x, y)
+    expected = {k: v - np.float32(0.5) * g[k] for k, v in expected.items()}
+    step = train_step(_gru_lm, optim.SGD(0.5), wait=True)
+    loss = step(params, x, y)  # updates params in place
+    assert float(loss) == pytest.approx(float(_gru_lm(_lm_data()[0], x, y)), rel=1e-5)
+    for key in params:
+        np.testing.assert_allclose(params[key], expected[key], rtol=1e-4, atol=1e-6)
+
+
+def test_scan_under_fit_learns_a_cycle():
+    params, x, y = _lm_data()
+    history = fit(_gru_lm, params, (x, y), optim.Adam(0.05), epochs=30, batch_size=8,
+                  progress=False, wait=True)
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
