@@ -3,16 +3,18 @@
 compiler/autodiff.py calls `loop_backward` when its reverse sweep reaches a loop node. For a
 scan over L steps, `carry' , y = body(consts, carry, x)`:
 
-- Residuals: the forward scan is widened to also stack the carry each step starts from (the
-  body returns its carry inputs as extra ys). That is all the backward keeps per step: the
-  backward body recomputes the step's forward from (consts, carry_t, x_t) and runs the
-  body's VJP on it. Saving carries rather than every intermediate the VJP reads keeps the
-  per-step residual to the carry's size (for a GRU, h: batch x hidden) and the forward body
-  unchanged; the recomputation is the body's forward once more, which the passes then
-  optimise together with the VJP (the backward body is optimised and fused as a program of
-  its own, pipeline.py). With `checkpoint=k` only every k-th carry is kept: the backward
-  runs over chunks of k steps, each chunk recomputing its k carries with an inner forward
-  scan from the saved one, then its reverse scan (memory L/k + k carries instead of L).
+- Residuals: the backward body is the step's forward recomputed from (consts, carry_t, x_t)
+  followed by the body's VJP. The forward scan is widened to stack, per step, the carry the
+  step starts from and the results of the step's expensive nodes the VJP reads (matmuls,
+  reductions, gathers, library calls and inner loops whose inputs vary with the step); the
+  backward reads those instead of recomputing them, so only elementwise work is recomputed,
+  inside the kernels the VJP's elementwise work fuses into anyway. That is the min-cut's
+  rule for straight-line code (passes/remat.py: cheap elementwise values are recomputed
+  where holding them costs more) applied at the loop boundary, where holding means a stack of
+  L copies. Values depending on the consts only (a weight's transpose) are left in the
+  backward body. With `checkpoint=k` only every k-th carry is kept: the backward runs over
+  chunks of k steps, each chunk recomputing its k carries with an inner forward scan from the
+  saved one, then its reverse scan (memory L/k + k carries instead of L).
 - The backward scan runs in the opposite direction. Its carry is the cotangent of the carry
   plus one accumulator per differentiated closed-over value (parameters: their cotangents
   summed over the steps); it scans over xs, the saved carries and the ys' cotangents, and
@@ -26,7 +28,9 @@ from __future__ import annotations
 import dataclasses
 
 from compiler import frontend as F
+from compiler.passes.dce import eliminate_dead_code
 from compiler.tracing import Trace
+from ir import ops
 from ir.graph import Graph, Node, Var
 from ir.ops import Op
 from ir.types import TensorType
@@ -59,14 +63,14 @@ def _is_float(var: Var) -> bool:
     return var.dtype.kind == "f"
 
 
-def _save_carries(trace: Trace, node: Node) -> tuple[Node, list[Var]]:
-    """The forward scan widened to stack the carry each step starts from (the residuals): the
-    new node (put in the trace in place of `node`) and the stacked carries."""
+def _save(trace: Trace, node: Node, extra: list[Var]) -> tuple[Node, list[Var]]:
+    """The forward scan widened to stack, per step, the carry it starts from and the body
+    values `extra` (residuals): the new node (put in the trace in place of `node`) and the
+    stacked values, carries first."""
     body = node.params["body"]
     nc, nk = node.params["num_consts"], node.params["num_carry"]
-    carry_in = body.inputs[nc:nc + nk]
     outputs, body_outs, saved = list(node.outputs), list(body.outputs), []
-    for var in carry_in:
+    for var in [*body.inputs[nc:nc + nk], *extra]:
         if var in body_outs[nk:]:  # already saved (a second differentiation)
             saved.append(outputs[body_outs.index(var, nk)])
             continue
@@ -85,13 +89,25 @@ def _save_carries(trace: Trace, node: Node) -> tuple[Node, list[Var]]:
     return widened, saved
 
 
+# What the backward reads from the forward step rather than recomputing it.
+EXPENSIVE = ops.CONTRACTION | ops.REDUCTION | ops.INDEXING | ops.LIBRARY | ops.LOOPS
+
+
+def _step_varying(graph: Graph, first: int) -> set[Var]:
+    """Values of `graph` that depend on its inputs from `first` on (the carry and x)."""
+    varying = set(graph.inputs[first:])
+    for n in graph.nodes:
+        if any(v in varying for v in n.inputs):
+            varying.update(n.outputs)
+    return varying
+
+
 def _scan_backward(trace: Trace, node: Node, grads: list, cts: dict, active: set) -> None:
     from compiler.autodiff import _accumulate, _zeros
 
     consts, init, xs = _split(node)
     params = node.params
     nk = params["num_carry"]
-    node, saved = _save_carries(trace, node)
     float_carry = [j for j, v in enumerate(init) if _is_float(v)]
     want_consts = [i for i, v in enumerate(consts) if v in active and _is_float(v)]
     want_xs = [i for i, v in enumerate(xs) if v in active and _is_float(v)]
@@ -101,11 +117,18 @@ def _scan_backward(trace: Trace, node: Node, grads: list, cts: dict, active: set
         g_carry = [grads[j] if grads[j] is not None else _zeros(trace, init[j]).ir_var
                    for j in float_carry]
         g_acc = [_zeros(trace, consts[i]).ir_var for i in want_consts]
-        body = _vjp_body(trace, node, float_carry, want_consts, want_xs, [k for k, _ in y_grads])
-        seqs = [*xs, *saved, *(g for _, g in y_grads)]
+        body, residuals = _vjp_body(trace, node, float_carry, want_consts, want_xs,
+                                    [k for k, _ in y_grads])
+        node, saved = _save(trace, node, [fwd for _, fwd in residuals])
+        # the backward reads each residual as a per-step input instead of recomputing it
+        read = {inner: Var(inner.type) for inner, _ in residuals}
+        nodes = [dataclasses.replace(n, inputs=tuple(read.get(v, v) for v in n.inputs))
+                 for n in body.nodes]
+        seqs = [*xs, *saved[:nk], *(g for _, g in y_grads), *saved[nk:]]
         b_consts = list(body.captured)
-        graph = Graph([body.captured[v] for v in b_consts] + list(body.inputs),
-                      list(body.nodes), body.outputs)
+        graph = eliminate_dead_code(Graph(  # the recomputations the residuals replace
+            [body.captured[v] for v in b_consts] + list(body.inputs) + list(read.values()),
+            nodes, [read.get(v, v) for v in body.outputs]))
         scan_params = {"body": graph, "num_consts": len(b_consts),
                        "num_carry": len(g_carry) + len(g_acc), "length": params["length"],
                        "reverse": not params["reverse"]}
@@ -121,10 +144,12 @@ def _scan_backward(trace: Trace, node: Node, grads: list, cts: dict, active: set
 
 
 def _vjp_body(trace: Trace, node: Node, float_carry: list[int], want_consts: list[int],
-              want_xs: list[int], y_with_grads: list[int]) -> Trace:
+              want_xs: list[int], y_with_grads: list[int]) -> tuple[Trace, list]:
     """The backward step as a body trace: carry (cotangents of the float carries, then the
     closed-over values' accumulators), per-step inputs (x_t, carry_t, the ys' cotangents);
-    it recomputes the forward step and runs its VJP. `body.outputs` is set on the trace."""
+    it recomputes the forward step and runs its VJP (`body.outputs` is set on the trace).
+    And the residuals: (value here, forward body value) of the expensive step-varying
+    values the VJP reads (the caller makes them per-step inputs)."""
     from compiler.autodiff import backward_pass
 
     consts, init, xs = _split(node)
@@ -138,8 +163,9 @@ def _vjp_body(trace: Trace, node: Node, float_carry: list[int], want_consts: lis
     g_y = [body.new_input(fwd.outputs[nk + k].type).ir_var for k in y_with_grads]
     local_consts = [body.lift(v) for v in consts]
     start = len(body.nodes)
+    copies: dict[Var, Var] = {}  # forward body value -> its recomputation here
     with body.annotate("recomputed forward step", node.source):
-        outs = body.inline(fwd, [*local_consts, *c_t, *x_t])
+        outs = body.inline(fwd, [*local_consts, *c_t, *x_t], copies)
     stop = len(body.nodes)
     seeds: dict[Var, Var] = {}
     pairs = [(outs[j], g) for j, g in zip(float_carry, g_carry)]
@@ -160,5 +186,18 @@ def _vjp_body(trace: Trace, node: Node, float_carry: list[int], want_consts: lis
     with body.annotate("vjp scan step: accumulate", node.source):
         sums = [F.add(F.wrap(body, a), F.wrap(body, g)).ir_var for a, g in zip(acc, g_consts)]
     body.outputs = [body.lift(v) for v in [*g_c, *sums, *g_x]]
-    return body
+    varying = {copies[v] for v in _step_varying(fwd, node.params["num_consts"])}
+    # what the VJP needs of the recomputed step, through its cheap nodes: the expensive
+    # values among it are read from the forward instead
+    needed = {v for n in body.nodes[stop:] for v in n.inputs} | set(body.outputs)
+    saved: set[Var] = set()
+    for n in reversed(body.nodes[start:stop]):
+        if not any(v in needed for v in n.outputs):
+            continue
+        if n.op in EXPENSIVE and n.outputs[0] in varying:
+            saved.update(v for v in n.outputs if v in needed)
+        else:
+            needed.update(n.inputs)
+    residuals = [(copies[v], v) for n in fwd.nodes for v in n.outputs if copies[v] in saved]
+    return body, residuals
 

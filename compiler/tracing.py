@@ -81,9 +81,12 @@ class Trace:
             self.local.add(inner)
         return inner
 
-    def inline(self, graph: Graph, args: Sequence[Var]) -> list[Var]:
-        """Record `graph`'s nodes again here, on `args`: its outputs' new vars."""
-        env = dict(zip(graph.inputs, args))
+    def inline(self, graph: Graph, args: Sequence[Var],
+               copies: dict[Var, Var] | None = None) -> list[Var]:
+        """Record `graph`'s nodes again here, on `args`: its outputs' new vars (`copies`, when
+        given, receives every value of `graph` -> its new var)."""
+        env = copies if copies is not None else {}
+        env.update(zip(graph.inputs, args))
         for node in graph.nodes:
             outputs = tuple(Var(v.type) for v in node.outputs)
             inputs = tuple(self.lift(env.get(v, v)) for v in node.inputs)
