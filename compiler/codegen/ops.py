@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.codegen.control import emit_scan, emit_while
 from compiler.codegen.conv import emit_conv2d
 from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
-from compiler.codegen.control import emit_scan, emit_while
 from compiler.codegen.extra_ops import EXTRA_EMIT_RULES
 from compiler.codegen.loops import broadcast_view, comment_body, emit_fused, emit_single
 from ir import ops

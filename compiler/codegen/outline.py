@@ -232,7 +232,6 @@ def outline_kernels(source: str, stamp: str, decorator: str) -> tuple[str, dict[
 
 def _outline_kernels(source: str, stamp: str, decorator: str) -> tuple[str, dict[str, Kernel]]:
     from runtime.cache import KERNEL_PREFIX as MODULE_PREFIX
-    from runtime.cache import cached_text, module_name
 
     source = _sizes_as_locals(source)
     lines = source.splitlines()
