@@ -26,6 +26,7 @@ WHILE has no reverse mode: its trip count is unknown, so nothing bounds what to 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from compiler import frontend as F
 from compiler.passes.dce import eliminate_dead_code
@@ -89,6 +90,7 @@ def _save(trace: Trace, node: Node, extra: list[Var]) -> tuple[Node, list[Var]]:
     return widened, saved
 
 
+_VAR_REF = re.compile(r"%\d+")  # a value named in a node's note (ir/printer.py)
 # What the backward reads from the forward step rather than recomputing it.
 EXPENSIVE = ops.CONTRACTION | ops.REDUCTION | ops.INDEXING | ops.LIBRARY | ops.LOOPS
 
@@ -122,7 +124,10 @@ def _scan_backward(trace: Trace, node: Node, grads: list, cts: dict, active: set
         node, saved = _save(trace, node, [fwd for _, fwd in residuals])
         # the backward reads each residual as a per-step input instead of recomputing it
         read = {inner: Var(inner.type) for inner, _ in residuals}
-        nodes = [dataclasses.replace(n, inputs=tuple(read.get(v, v) for v in n.inputs))
+        renamed = {f"%{inner.id}": f"%{v.id}" for inner, v in read.items()}  # notes name it
+        nodes = [dataclasses.replace(n, inputs=tuple(read.get(v, v) for v in n.inputs),
+                                     note=_VAR_REF.sub(lambda m: renamed.get(m[0], m[0]),
+                                                       n.note))
                  for n in body.nodes]
         seqs = [*xs, *saved[:nk], *(g for _, g in y_grads), *saved[nk:]]
         b_consts = list(body.captured)

@@ -45,8 +45,6 @@ def _carry_storage(gen: CodeGen, outs: tuple[Var, ...], init: tuple[Var, ...]) -
 def _emit_body(gen: CodeGen, body: Graph, in_place: dict[Var, Var] | None = None) -> None:
     """The body's nodes, each a block; `in_place` (new carry -> carry input) are written
     straight into the carry's storage by their node (no guard: the body's own values)."""
-    from compiler.codegen.ops import EMIT_RULES
-
     gen.producers.update(body.producers())
     # A step's work is small (a GRU step's matmul is 32x128x384): on Numba's thread pool each
     # of its kernels paid a fork/join every step (and their spinning threads were 80% of the
@@ -59,7 +57,7 @@ def _emit_body(gen: CodeGen, body: Graph, in_place: dict[Var, Var] | None = None
         for node in body.nodes:
             gen.line("")
             gen.comment_node(node, indent="  ")
-            EMIT_RULES[node.op](gen, node)
+            gen.emit_rules[node.op](gen, node)  # ops.EMIT_RULES (which imports this)
     finally:
         gen.guard, gen.threads = saved
         for var in in_place or {}:

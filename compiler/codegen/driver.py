@@ -74,6 +74,7 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
 
     donate = dict(donate or {})
     gen = CodeGen(graph)
+    gen.emit_rules = EMIT_RULES
     gen.threads = pooled(graph)
     input_names = [gen.name(v) for v in graph.inputs]
     # donated 0-d inputs come as 0-d arrays (`<name>_ref`), read once, written at the end

@@ -129,6 +129,7 @@ class CodeGen:
         # fastmath={"reassoc"} so float reductions vectorise); rendered into the decorator.
         self.jit_options: dict[str, object] = {}
         self.threads = False  # the driver runs on Numba's thread pool (Generated.threads)
+        self.emit_rules: dict = {}  # op -> emitter (ops.EMIT_RULES; loop bodies use it)
 
     # -- names ---------------------------------------------------------------------------
     def name(self, var: Var) -> str:
