@@ -5,7 +5,8 @@ The workload: character ids (batch 32, sequence 64) from a vocabulary of 64, an 
 64, one GRU layer of hidden 128 (PyTorch's equations), a linear head and the mean
 cross-entropy of the next character; one SGD step (lr 0.1) updating every parameter. All
 three systems compute the input projection for every step in one matmul before the loop
-(as cuDNN and PyTorch's CPU GRU do) and loop over time in the compiled code.
+(as cuDNN and PyTorch's CPU GRU do) and loop over time in the compiled code. Each system
+runs in a worker process of its own.
 
     python benchmarks/gru_lm.py                 # steady state: alternating paired runs
     python benchmarks/gru_lm.py --cold          # cold define + first call, seq 64 and seq 8
@@ -28,7 +29,10 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BATCH, SEQ, VOCAB, EMBED, HIDDEN, LR = 32, 64, 64, 64, 128, 0.1
+BATCH, SEQ, HIDDEN, LR = 32, 64, 128, 0.1
+# --vocab/--embed change these (children inherit them through the environment)
+VOCAB = int(os.environ.get("GRU_LM_VOCAB", 64))
+EMBED = int(os.environ.get("GRU_LM_EMBED", 64))
 
 
 def make(seq: int = SEQ, seed: int = 0):
@@ -134,7 +138,7 @@ def torch_step(params):
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
         loss.backward()
         opt.step()
-        return float(loss)
+        return loss.item()
 
     return run
 
@@ -142,26 +146,46 @@ def torch_step(params):
 SYSTEMS = {"chainjit": chainjit_step, "jax": jax_step, "torch": torch_step}
 
 
-def steady(repeats: int, rounds: int) -> dict[str, list[float]]:
-    """Per-step seconds of each system, interleaved: each round runs every system `repeats`
-    steps in a rotating order, so a noisy neighbour hurts every system alike."""
+def worker(system: str) -> None:
+    """One system in a process of its own (their thread pools would spin against each other
+    in one process): builds and warms its step, prints its first loss, then for each line
+    `n` on stdin runs n steps and prints their seconds as JSON."""
     x, y, params = make()
-    steps = {}
-    first_loss = {}
-    for name, build in SYSTEMS.items():
-        steps[name] = build({k: v.copy() for k, v in params.items()})
-        first_loss[name] = float(steps[name](x, y))  # compile / warm up
-        steps[name](x, y)
+    run = SYSTEMS[system](params)
+    first = float(run(x, y))
+    run(x, y)
+    print(json.dumps({"loss": first}), flush=True)
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            run(x, y)
+            times.append(time.perf_counter() - start)
+        print(json.dumps(times), flush=True)
+
+
+def steady(repeats: int, rounds: int) -> dict[str, list[float]]:
+    """Per-step seconds of each system, interleaved: each round runs every system's worker
+    `repeats` steps in a rotating order (one at a time), so a noisy neighbour hurts every
+    system alike."""
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    workers = {name: subprocess.Popen([sys.executable, __file__, "--worker", name], env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True, cwd=ROOT)
+               for name in SYSTEMS}
+    first = {name: json.loads(w.stdout.readline())["loss"] for name, w in workers.items()}
     print("first-step losses (same data and parameters):",
-          ", ".join(f"{k} {v:.5f}" for k, v in first_loss.items()))
+          ", ".join(f"{k} {v:.5f}" for k, v in first.items()))
     times: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     names = list(SYSTEMS)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                steps[name](x, y)
-                times[name].append(time.perf_counter() - start)
+            workers[name].stdin.write(f"{repeats}\n")
+            workers[name].stdin.flush()
+            times[name] += json.loads(workers[name].stdout.readline())
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
     return times
 
 
@@ -188,10 +212,21 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cold-child", nargs=2, metavar=("SYSTEM", "SEQ"))
+    parser.add_argument("--worker", metavar="SYSTEM")
     parser.add_argument("--systems", default="chainjit,jax,torch")
+    parser.add_argument("--vocab", type=int, help="vocabulary size (default 64)")
+    parser.add_argument("--embed", type=int, help="embedding size (default 64)")
     args = parser.parse_args()
+    global VOCAB, EMBED
+    for name, value in (("VOCAB", args.vocab), ("EMBED", args.embed)):
+        if value is not None:
+            os.environ[f"GRU_LM_{name}"] = str(value)
+    VOCAB, EMBED = args.vocab or VOCAB, args.embed or EMBED
     if args.cold_child:
         cold_child(args.cold_child[0], int(args.cold_child[1]))
+        return
+    if args.worker:
+        worker(args.worker)
         return
     for name in [n for n in SYSTEMS if n not in args.systems.split(",")]:
         del SYSTEMS[name]
