@@ -419,3 +419,14 @@ def test_scan_under_fit_learns_a_cycle():
     history = fit(_gru_lm, params, (x, y), optim.Adam(0.05), epochs=30, batch_size=8,
                   progress=False, wait=True)
     assert history["loss"][-1] < 0.5 * history["loss"][0]
+
+
+def test_gate_gradients_join_into_one_array_not_a_sum_of_pads():
+    """The slices of a cell's gates have pads as gradients; their sum is one concatenation."""
+    from compiler.pipeline import lower
+
+    graph = lower(compile(grad(gru_sequence_loss)).trace(CELL, XS, H0).graph, "optimized")
+    bodies = [n.params["body"] for n in graph.nodes if n.op.value == "scan"]
+    backward = bodies[-1]
+    ops_in_body = [n.op.value for n in backward.nodes]
+    assert "pad" not in ops_in_body and "concatenate" in ops_in_body
