@@ -21,19 +21,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from compiler import primitives as F
-from compiler.errors import TraceError, UnsupportedError
+from compiler.cotangents import AutodiffError, accumulate, zeros
+from compiler.errors import UnsupportedError
+from compiler.loops_vjp import loop_backward
 from compiler.pytree import TreeDef, tree_flatten, tree_unflatten
 from compiler.tracing import Trace, Tracer
 from compiler.vjp_rules import NON_DIFFERENTIABLE, VJP_RULES, vjp_maths
 from ir.graph import Node, Role, Source, Var
-from ir.ops import Op
-
-
-class AutodiffError(TraceError, ValueError):
-    """A gradient that cannot be taken as asked (non-scalar output, integer argument, ...)."""
+from ir.ops import LOOPS, Op
 
 
 @dataclass(eq=False)
@@ -71,7 +67,7 @@ def backward_pass(trace: Trace, start: int, stop: int, seeds: dict[Var, Var],
     cts: dict[Var, Var] = {}
     for var, seed in seeds.items():
         if var in active:
-            _accumulate(trace, cts, var, seed, None)
+            accumulate(trace, cts, var, seed, None)
     handled: set[int] = set()
     for node in reversed(tape):
         custom = trace.custom_vjps.get(node)
@@ -82,6 +78,9 @@ def backward_pass(trace: Trace, start: int, stop: int, seeds: dict[Var, Var],
             continue
         grads = [cts.pop(v, None) for v in node.outputs]
         if all(g is None for g in grads):
+            continue
+        if node.op in LOOPS:  # compiler/loops_vjp.py: a reverse scan over the body's VJP
+            loop_backward(trace, node, grads, cts, active, backward_pass)
             continue
         if node.op is Op.FUSED:
             raise UnsupportedError("autodiff runs on the traced graph, before fusion: a FUSED "
@@ -94,13 +93,8 @@ def backward_pass(trace: Trace, start: int, stop: int, seeds: dict[Var, Var],
             continue
         with trace.annotate(f"zero gradient: no path from %{var.id} to the output",
                             role=Role.BACKWARD):
-            results.append(_zeros(trace, var).ir_var)
+            results.append(zeros(trace, var).ir_var)
     return results
-
-
-def _zeros(trace: Trace, var: Var) -> Tracer:
-    """A symbolic zero made concrete: a 0-d zero broadcast to `var`'s shape."""
-    return F.broadcast_to(F.wrap(trace, trace.constant(np.zeros((), var.dtype))), var.shape)
 
 
 def _active_values(tape: Sequence[Node], wrt: Sequence[Var],
@@ -116,19 +110,6 @@ def _active_values(tape: Sequence[Node], wrt: Sequence[Var],
         if depends:
             active.update(v for v in node.outputs if is_differentiable(v))
     return active
-
-
-def _accumulate(trace: Trace, cts: dict[Var, Var], var: Var, ct: Var,
-                source: Source | None) -> None:
-    if ct.dtype != var.dtype:
-        (ct,) = trace.emit(Op.CAST, (ct,), {"dtype": var.dtype})
-    if ct.shape != var.shape:
-        raise AssertionError(f"VJP rule produced {ct.type} for a value of type {var.type}")
-    if var not in cts:
-        cts[var] = ct
-        return
-    with trace.annotate(f"vjp accumulate d%{var.id}", source, Role.BACKWARD):
-        cts[var] = F.add(F.wrap(trace, cts[var]), F.wrap(trace, ct)).ir_var
 
 
 def _node_backward(trace: Trace, node: Node, g: Var, cts: dict[Var, Var],
@@ -149,7 +130,7 @@ def _node_backward(trace: Trace, node: Node, g: Var, cts: dict[Var, Var],
                 kept[i] = result.ir_var if isinstance(result, Tracer) else F.to_var(trace, result)
     _prune_and_label(trace, first, node, kept)
     for i, ct in kept.items():
-        _accumulate(trace, cts, node.inputs[i], ct, node.source)
+        accumulate(trace, cts, node.inputs[i], ct, node.source)
 
 
 def _prune_and_label(trace: Trace, first: int, node: Node, kept: dict[int, Var]) -> None:
@@ -200,7 +181,7 @@ def _custom_backward(trace: Trace, custom: CustomVjp, cts: dict[Var, Var], activ
         g_leaves = [
             None if v is None
             else F.wrap(trace, g) if g is not None
-            else _zeros(trace, v)
+            else zeros(trace, v)
             for g, v in zip(grads, custom.outputs)
         ]
         results = custom.bwd(custom.residuals, tree_unflatten(custom.out_tree, g_leaves))
@@ -223,4 +204,4 @@ def _custom_backward(trace: Trace, custom: CustomVjp, cts: dict[Var, Var], activ
             if var is None or ct is None or var not in active:
                 continue
             ct_var = F.to_var(trace, F.broadcast_to(ct, var.shape))
-            _accumulate(trace, cts, var, ct_var, source)
+            accumulate(trace, cts, var, ct_var, source)

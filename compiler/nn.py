@@ -32,10 +32,12 @@ __all__ = [
     "dropout",
     "embedding",
     "gelu",
+    "gru_cell",
     "layer_norm",
     "linear",
     "log_softmax",
     "logsumexp",
+    "lstm_cell",
     "max_pool2d",
     "mse",
     "one_hot",
@@ -238,3 +240,60 @@ def scaled_dot_product_attention(q, k, v, causal: bool = False, mask=None):
         # a large finite negative, not -inf: exp gives exactly 0 and no NaN appears anywhere
         scores = F.where(allowed, scores, -1e9)
     return softmax(scores, axis=-1) @ v
+
+
+# -- recurrent cells (one step; loop them with compiler.scan) --------------------------------
+
+
+def _gates(x, h, w_x, w_h, b_x, b_h):
+    gx = x if w_x is None else x @ w_x  # w_x None: x is already projected (all steps at once)
+    gx = gx if b_x is None else gx + b_x
+    gh = h @ w_h if b_h is None else h @ w_h + b_h
+    return gx, gh
+
+
+def gru_cell(x, h, w_x, w_h, b_x=None, b_h=None):
+    """One GRU step, PyTorch's `nn.GRUCell` equations with the gates side by side in the
+    last axis, in its order (reset r, update z, new n): `w_x` (in, 3H), `w_h` (H, 3H),
+    biases (3H,). Returns the new h (batch, H). With `w_x=None`, `x` is the input already
+    projected (x W_x for every step in one matmul before the loop, as cuDNN does).
+
+        r = σ(x W_xr + b_xr + h W_hr + b_hr)    z = σ(... z ...)
+        n = tanh(x W_xn + b_xn + r (h W_hn + b_hn))    h' = (1 - z) n + z h
+
+    >>> import numpy as np
+    >>> h = gru_cell(np.ones((2, 3)), np.zeros((2, 4)), np.zeros((3, 12)), np.zeros((4, 12)))
+    >>> h.shape, float(h.sum())
+    ((2, 4), 0.0)
+    """
+    size = F.shape_of(h)[-1]
+    gx, gh = _gates(x, h, w_x, w_h, b_x, b_h)
+    r = sigmoid(gx[..., :size] + gh[..., :size])
+    z = sigmoid(gx[..., size:2 * size] + gh[..., size:2 * size])
+    n = np.tanh(gx[..., 2 * size:] + r * gh[..., 2 * size:])
+    return n + z * (h - n)  # = (1 - z) n + z h
+
+
+def lstm_cell(x, state, w_x, w_h, b=None):
+    """One LSTM step, PyTorch's `nn.LSTMCell` with the gates side by side in the last axis, in
+    its order (input i, forget f, cell g, output o): `state` = (h, c), `w_x` (in, 4H), `w_h`
+    (H, 4H), `b` (4H,) (PyTorch's two biases summed). Returns the new (h, c).
+
+        c' = σ(f) c + σ(i) tanh(g)    h' = σ(o) tanh(c')
+
+    >>> import numpy as np
+    >>> zeros = np.zeros((2, 4))
+    >>> h, c = lstm_cell(np.ones((2, 3)), (zeros, zeros), np.zeros((3, 16)), np.zeros((4, 16)))
+    >>> h.shape, c.shape
+    ((2, 4), (2, 4))
+    """
+    h, c = state
+    size = F.shape_of(h)[-1]
+    gates, gh = _gates(x, h, w_x, w_h, b, None)
+    gates = gates + gh
+    i = sigmoid(gates[..., :size])
+    f = sigmoid(gates[..., size:2 * size])
+    g = np.tanh(gates[..., 2 * size:3 * size])
+    o = sigmoid(gates[..., 3 * size:])
+    c = f * c + i * g
+    return o * np.tanh(c), c

@@ -10,6 +10,7 @@ with `check=True` (as in tests) the verifier runs after every pass.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 
 from compiler.cost_model import planned_arena_bytes
@@ -22,6 +23,7 @@ from compiler.passes.move_work import move_work_for_fusion
 from compiler.passes.remat import rematerialize_cheap_values
 from compiler.passes.simplify import simplify_algebra
 from ir.graph import Graph
+from ir.ops import LOOPS
 from ir.verifier import verify
 
 Pass = Callable[[Graph], Graph]
@@ -158,13 +160,36 @@ def check_order(stages: dict[str, tuple[Pass, ...]] = STAGES,
 check_order()
 
 
+def on_loop_bodies(run_pass: Pass) -> Pass:
+    """`run_pass` on the graph and on every loop body in it (nested ones too), each body as a
+    program of its own: a loop's body runs once per step, so it gets the whole optimisation
+    and fusion a program gets, its kernels formed once for every step. The outer graph sees
+    a loop as one opaque node (nothing is moved across the loop boundary)."""
+
+    def run(graph: Graph) -> Graph:
+        nodes, changed = [], False
+        for node in graph.nodes:
+            if node.op in LOOPS:
+                params = {key: run(value) if isinstance(value, Graph) else value
+                          for key, value in node.params.items()}
+                if any(params[k] is not node.params[k] for k in params):
+                    node, changed = dataclasses.replace(node, params=params), True
+            nodes.append(node)
+        if changed:
+            graph = Graph(list(graph.inputs), nodes, list(graph.outputs))
+        return run_pass(graph)
+
+    run.__name__ = getattr(run_pass, "__name__", "pass")
+    return run
+
+
 def lower(graph: Graph, stage: str = "fused", check: bool = False) -> Graph:
     """Run every pass up to and including `stage` ("joint", "optimized" or "fused")."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
     for name, passes in STAGES.items():
         for run_pass in passes:
-            graph = run_pass(graph)
+            graph = on_loop_bodies(run_pass)(graph)
             if check:
                 verify(graph)
         if name == stage:

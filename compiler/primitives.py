@@ -27,6 +27,11 @@ def trace_of(args: Sequence) -> Trace | None:
     for arg in args:
         if isinstance(arg, Tracer):
             if trace is not None and arg.trace is not trace:
+                if trace.encloses(arg.trace):  # a loop body's value: record in the body
+                    trace = arg.trace
+                    continue
+                if arg.trace.encloses(trace):  # a value the body closes over
+                    continue
                 raise TraceError(
                     "a traced value from another trace was used here (a tracer escaped its "
                     "function, for example stored in a global or a closure cell)",

@@ -47,10 +47,15 @@ class Trace:
     """A growing graph: inputs, and nodes in the order the user's code produced them.
 
     `tracer_type`: the Tracer class its values are wrapped in (`wrap`); compiler/api.py and
-    compiler/transforms.py record with `ArrayTracer` (compiler/array_tracer.py)."""
+    compiler/transforms.py record with `ArrayTracer` (compiler/array_tracer.py).
 
-    def __init__(self, tracer_type: type[Tracer] | None = None) -> None:
-        self.tracer_type = tracer_type or Tracer
+    A trace with a `parent` records a loop body (compiler/loops.py): a value of an enclosing
+    trace used in it (a closure over parameters) is captured, becoming an input of the body
+    (`captured`: outer var -> body var), so the body is a closed sub-graph."""
+
+    def __init__(self, tracer_type: type[Tracer] | None = None,
+                 parent: Trace | None = None) -> None:
+        self.tracer_type = tracer_type or (parent.tracer_type if parent is not None else Tracer)
         self.inputs: list[Var] = []
         self.nodes: list[Node] = []
         self.constants: dict[tuple, Var] = {}
@@ -62,15 +67,51 @@ class Trace:
         self._note = ""
         self._source: Source | None = None
         self._role = Role.FORWARD
+        self.parent = parent
+        self.depth = 0 if parent is None else parent.depth + 1
+        self.captured: dict[Var, Var] = {}
+        self.local: set[Var] = set()  # vars defined here (only kept for a body)
 
     def new_input(self, type: TensorType, weak: bool = False) -> Tracer:
         var = Var(type)
         self.inputs.append(var)
+        self.local.add(var)
         return self.wrap(var, weak)
 
     def wrap(self, var: Var, weak: bool = False) -> Tracer:
         """The tracer standing for `var`, a value of this trace."""
         return self.tracer_type(var, self, weak)
+
+    def encloses(self, other: Trace) -> bool:
+        """Whether `other` is this trace or a body recorded inside it."""
+        while other is not None and other is not self:
+            other = other.parent
+        return other is self
+
+    def lift(self, var: Var) -> Var:
+        """`var` as a value of this trace: an enclosing trace's value is captured once."""
+        if self.parent is None or var in self.local:
+            return var
+        inner = self.captured.get(var)
+        if inner is None:
+            inner = self.captured[var] = Var(var.type)
+            self.local.add(inner)
+        return inner
+
+    def inline(self, graph: Graph, args: Sequence[Var],
+               copies: dict[Var, Var] | None = None) -> list[Var]:
+        """Record `graph`'s nodes again here, on `args`: its outputs' new vars (`copies`, when
+        given, receives every value of `graph` -> its new var)."""
+        env = copies if copies is not None else {}
+        env.update(zip(graph.inputs, args))
+        for node in graph.nodes:
+            outputs = tuple(Var(v.type) for v in node.outputs)
+            inputs = tuple(self.lift(env.get(v, v)) for v in node.inputs)
+            self.nodes.append(Node(node.op, inputs, outputs, dict(node.params), node.source,
+                                   self._note or node.note))
+            self.local.update(outputs)
+            env.update(zip(node.outputs, outputs))
+        return [self.lift(env.get(v, v)) for v in graph.outputs]
 
     @contextlib.contextmanager
     def annotate(self, note: str, source: Source | None = None, role: Role = Role.FORWARD):
@@ -92,6 +133,9 @@ class Trace:
             raise ShapeMismatchError(f"{op.value}: {error}", source,
                                      fix=SHAPE_FIXES.get(op, _SHAPE_FIX)) from None
         outputs = tuple(Var(t) for t in out_types)
+        if self.parent is not None:
+            inputs = [self.lift(v) for v in inputs]
+            self.local.update(outputs)
         self.nodes.append(Node(op, tuple(inputs), outputs, params, source, self._note,
                                self._role))
         return outputs

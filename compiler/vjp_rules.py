@@ -402,3 +402,10 @@ def _cholesky_vjp(g, out, a):
 @vjp_rule(Op.FUSED)
 def _fused_vjp(g, out, *xs, **params):
     raise NotImplementedError("autodiff runs on the traced graph, before fusion")
+
+
+@vjp_rule(Op.SCAN)
+@vjp_rule(Op.WHILE)
+def _loop_vjp(g, out, *xs, **params):
+    # one cotangent per output, not one `g`: autodiff calls compiler/loops_vjp.py instead
+    raise NotImplementedError("loops are differentiated by compiler/loops_vjp.loop_backward")

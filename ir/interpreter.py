@@ -119,6 +119,34 @@ def _fused(*xs, body, **_):  # kind and shape guide codegen only
     return tuple(evaluate(body, xs))
 
 
+def _scan(*xs, body, num_consts, num_carry, length, reverse):
+    consts = list(xs[:num_consts])
+    carry = list(xs[num_consts:num_consts + num_carry])
+    seqs = xs[num_consts + num_carry:]
+    ys: list[list[np.ndarray]] = [[] for _ in body.outputs[num_carry:]]
+    steps = range(length - 1, -1, -1) if reverse else range(length)
+    for t in steps:
+        outs = evaluate(body, consts + carry + [x[t] for x in seqs])
+        carry = outs[:num_carry]
+        for stack, y in zip(ys, outs[num_carry:]):
+            stack.append(y)
+    stacked = []
+    for stack, var in zip(ys, body.outputs[num_carry:]):
+        stack = stack[::-1] if reverse else stack
+        stacked.append(np.stack(stack) if stack else np.zeros((0, *var.shape), var.dtype))
+    return tuple(carry + stacked)
+
+
+def _while(*xs, cond, body, num_cond_consts):
+    num_carry = len(body.outputs)
+    cond_consts = list(xs[:num_cond_consts])
+    body_consts = list(xs[num_cond_consts:len(xs) - num_carry])
+    carry = list(xs[len(xs) - num_carry:])
+    while bool(evaluate(cond, cond_consts + carry)[0]):
+        carry = evaluate(body, body_consts + carry)
+    return tuple(carry)
+
+
 def _fmod(x, y):
     if x.dtype.kind == "f":
         return np.fmod(x, y)
@@ -141,6 +169,8 @@ EVAL_RULES[Op.CONV2D] = _conv2d
 EVAL_RULES[Op.SCATTER_ADD] = _scatter_add
 EVAL_RULES[Op.RANDOM_UNIFORM] = _random_uniform
 EVAL_RULES[Op.FUSED] = _fused
+EVAL_RULES[Op.SCAN] = _scan
+EVAL_RULES[Op.WHILE] = _while
 
 
 def eval_node(node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:

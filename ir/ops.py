@@ -76,6 +76,9 @@ class Op(Enum):
     CHOLESKY = "cholesky"  # np.linalg.cholesky: lower L, L Lᵀ = a (reads a's lower triangle)
     # a fused kernel: [body] is a sub-graph (see compiler/passes)
     FUSED = "fused"
+    # structured loops (compiler/loops.py): the body is a sub-graph, run once per step
+    SCAN = "scan"  # [body num_consts num_carry length reverse]: consts init xs -> carry ys
+    WHILE = "while"  # [cond body num_cond_consts]: cond_consts body_consts init -> carry
 
     def __repr__(self) -> str:
         return f"Op.{self.name}"
@@ -96,6 +99,7 @@ INDEXING = frozenset({Op.GATHER, Op.SCATTER_ADD})
 CONTRACTION = frozenset({Op.MATMUL, Op.CONV2D})
 LIBRARY = frozenset({Op.ATAN2, Op.FMOD, Op.ARGSORT, Op.SOLVE, Op.SLOGDET, Op.CHOLESKY})
 OTHER = frozenset({Op.CONSTANT, Op.RANDOM_UNIFORM, Op.FUSED})
+LOOPS = frozenset({Op.SCAN, Op.WHILE})
 
 # Every op belongs to exactly one group (tests/ir/test_ir.py checks it).
 GROUPS = {
@@ -106,6 +110,7 @@ GROUPS = {
     "contraction": CONTRACTION,
     "library": LIBRARY,
     "other": OTHER,
+    "loops": LOOPS,
 }
 
 

@@ -72,7 +72,8 @@ def node_comment(node: Node, name: Namer | None = None) -> str:
 
 def format_params(params: dict[str, Any]) -> str:
     """Parameters as printed in brackets: ``[axes=(1,) shape=(128,10)]``."""
-    shown = [f"{k}={format_param(v)}" for k, v in params.items() if k != "body"]
+    shown = [f"{k}={format_param(v)}" for k, v in params.items()
+             if not _is_graph(v)]  # sub-graphs (bodies) are printed under the node
     return f"[{' '.join(shown)}]" if shown else ""
 
 
@@ -107,12 +108,26 @@ def _format_lines(graph: Graph, name: Namer, indent: str) -> list[str]:
         if comment:
             text = f"{text.ljust(COMMENT_COLUMN)}  # {comment}"
         lines.append(text)
-        body = node.params.get("body")
-        if isinstance(body, type(graph)):
-            lines.extend(_format_lines(body, Namer(), indent + "        "))
+        bodies = sub_graphs(node)
+        for key, body in node.params.items():  # a kernel's or a loop's body, a loop's cond
+            if any(body is b for b in bodies):
+                if len(bodies) > 1:
+                    lines.append(f"{indent}        {key}:")
+                lines.extend(_format_lines(body, Namer(), indent + "        "))
     outs = " ".join(name(v) for v in graph.outputs)
     lines.append(f"{indent}  in ( {outs} ) }}")
     return lines
+
+
+def sub_graphs(node: Node) -> list[Graph]:
+    """The graphs a node carries: a fused kernel's body, a loop's body (and a while's cond)."""
+    return [v for v in node.params.values() if _is_graph(v)]
+
+
+def _is_graph(value: Any) -> bool:
+    """A sub-graph in a node's params (by its shape: ir/graph.py imports this module, not the
+    other way round)."""
+    return all(hasattr(value, a) for a in ("inputs", "nodes", "outputs"))
 
 
 def format_graph(graph: Graph) -> str:

@@ -275,3 +275,48 @@ def _fused_shape(*xs, body, **_):  # also kind, shape: used by codegen
     if got != tuple(xs):
         raise ShapeError(f"fused body expects {got}, got {xs}")
     return tuple(v.type for v in body.outputs)
+
+
+def _types_text(types) -> str:
+    return "(" + ", ".join(str(t) for t in types) + ")"
+
+
+@shape_rule(Op.SCAN)
+def _scan_shape(*xs, body, num_consts, num_carry, length, reverse):
+    """consts, init and xs (scanned over their leading axis, `length` long) -> the final carry
+    and the ys the body gives at each step, stacked on a new leading axis."""
+    del reverse
+    consts, init, seqs = (xs[:num_consts], xs[num_consts:num_consts + num_carry],
+                          xs[num_consts + num_carry:])
+    for x in seqs:
+        if not x.shape or x.shape[0] != length:
+            raise ShapeError(f"scan over {length} steps got a sequence {x} whose leading axis "
+                             "is not that long")
+    expect = (*consts, *init, *(TensorType(x.shape[1:], x.dtype) for x in seqs))
+    got = tuple(v.type for v in body.inputs)
+    if got != expect:
+        raise ShapeError(f"scan body takes {_types_text(got)}, the scan gives it "
+                         f"{_types_text(expect)}")
+    outs = tuple(v.type for v in body.outputs)
+    if outs[:num_carry] != tuple(init):
+        raise ShapeError(f"scan body returns the carry {_types_text(outs[:num_carry])}, it "
+                         f"must keep the carry's types {_types_text(init)}")
+    return (*init, *(TensorType((length, *t.shape), t.dtype) for t in outs[num_carry:]))
+
+
+@shape_rule(Op.WHILE)
+def _while_shape(*xs, cond, body, num_cond_consts):
+    """cond consts, body consts, init -> the carry once cond(carry) is false."""
+    num_carry = len(body.outputs)
+    init = xs[len(xs) - num_carry:]
+    body_consts = xs[num_cond_consts:len(xs) - num_carry]
+    if tuple(v.type for v in cond.inputs) != (*xs[:num_cond_consts], *init):
+        raise ShapeError(f"while cond takes {_types_text(v.type for v in cond.inputs)}")
+    if tuple(v.type for v in cond.outputs) != (TensorType((), np.dtype(np.bool_)),):
+        raise ShapeError("while cond must return one bool scalar")
+    if tuple(v.type for v in body.inputs) != (*body_consts, *init):
+        raise ShapeError(f"while body takes {_types_text(v.type for v in body.inputs)}")
+    if tuple(v.type for v in body.outputs) != tuple(init):
+        raise ShapeError(f"while body returns {_types_text(v.type for v in body.outputs)}, "
+                         f"it must keep the carry's types {_types_text(init)}")
+    return tuple(init)

@@ -64,10 +64,10 @@ def _check_node(node: Node, defined: set[Var]) -> str:
     got = tuple(v.type for v in node.outputs)
     if tuple(expected) != got:
         return f"{node.op.value} should give {tuple(expected)}, the node declares {got}"
-    body = node.params.get("body")
-    if isinstance(body, Graph):
-        try:
-            verify(body)
-        except VerifyError as error:
-            return f"fused body is malformed: {error}"
+    for key, body in node.params.items():
+        if isinstance(body, Graph):
+            try:
+                verify(body)
+            except VerifyError as error:
+                return f"{node.op.value} {key} is malformed: {error}"
     return ""

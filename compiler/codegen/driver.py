@@ -75,6 +75,7 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
 
     donate = dict(donate or {})
     gen = CodeGen(graph)
+    gen.emit_rules = EMIT_RULES
     gen.threads = pooled(graph)
     input_names = [gen.name(v) for v in graph.inputs]
     # donated 0-d inputs come as 0-d arrays (`<name>_ref`), read once, written at the end
@@ -110,8 +111,8 @@ def generate(graph: Graph, donate: dict[int, int] | None = None,
     names = [emit_output(gen, graph.outputs[i]) for i in returned]
     _emit_deferred(gen, graph, modes, guard)
     ranges, bases = live_ranges(graph)  # a buffer lives as long as its value's alias class
-    for buf in gen.buffers:
-        buf.end = max(buf.start, ranges[bases.get(buf.var, buf.var)][1])
+    for buf in gen.buffers:  # a loop body's buffers (no range here) live for its loop node
+        buf.end = max(buf.start, ranges.get(bases.get(buf.var, buf.var), (0, buf.start))[1])
     gen.line("")
     gen.line(f"return ({''.join(r + ', ' for r in names)})")
     plan = plan_slots(gen.buffers)

@@ -145,6 +145,7 @@ class CodeGen:
         # fastmath={"reassoc"} so float reductions vectorise); rendered into the decorator.
         self.jit_options: dict[str, object] = {}
         self.threads = False  # the driver runs on Numba's thread pool (Generated.threads)
+        self.emit_rules: dict = {}  # op -> emitter (ops.EMIT_RULES; loop bodies use it)
 
     # -- names ---------------------------------------------------------------------------
     def name(self, var: Var) -> str:
@@ -221,7 +222,7 @@ class CodeGen:
         owned = var in self.output_set and var not in self.deferred \
             and var not in self.direct
         if var in self.direct and name == self.name(var):  # donated: the input's memory
-            in_place = f"{name} = {self.name(self.direct[var])}  # in place (donated)"
+            in_place = f"{name} = {self.values[self.direct[var]].name}  # in place (donated)"
             if self.guard is None:
                 self.line(in_place)
             else:  # only when the guard is finite, else a work buffer (the input keeps its

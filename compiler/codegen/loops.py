@@ -416,6 +416,8 @@ def pooled(graph: Graph) -> bool:
     for node in graph.nodes:
         if node.op == Op.CONV2D:
             return True
+        if node.op in ops.LOOPS:  # its steps run on one thread (codegen/control.py): a pool's
+            return False  # idle threads spin through them, taking a core from BLAS
         if node.op == Op.FUSED and node.params["kind"] != KernelKind.GEMM:
             loop_work += int(np.prod(node.params["shape"]))
         elif node.op in ops.ELEMENTWISE | ops.REDUCTION:

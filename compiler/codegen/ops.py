@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.codegen.control import emit_scan, emit_while
 from compiler.codegen.conv import emit_conv2d
 from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.codegen.extra_ops import EXTRA_EMIT_RULES
@@ -375,5 +376,7 @@ EMIT_RULES = {
     Op.CONV2D: emit_conv2d,  # compiler/codegen/conv.py
     Op.RANDOM_UNIFORM: emit_random_uniform,
     Op.FUSED: emit_fused_node,  # loop kernels; gemm kernels above
+    Op.SCAN: emit_scan,  # loops in the driver: compiler/codegen/control.py
+    Op.WHILE: emit_while,
     **EXTRA_EMIT_RULES,  # library ops: compiler/codegen/extra_ops.py
 }

@@ -232,7 +232,6 @@ def outline_kernels(source: str, stamp: str, decorator: str) -> tuple[str, dict[
 
 def _outline_kernels(source: str, stamp: str, decorator: str) -> tuple[str, dict[str, Kernel]]:
     from runtime.cache import KERNEL_PREFIX as MODULE_PREFIX
-    from runtime.cache import cached_text, module_name
 
     source = _sizes_as_locals(source)
     lines = source.splitlines()
@@ -248,44 +247,102 @@ def _outline_kernels(source: str, stamp: str, decorator: str) -> tuple[str, dict
                        for n in imports if isinstance(n, ast.ImportFrom) for a in n.names}
     globals_ = found_globals.names | _BUILTINS
     prologue, blocks = _blocks(driver.body[:-1], lines)
-    names = [_names(b) for b in blocks]
-    later = _names([driver.body[-1]]).exposed
-    read_later = []
-    for found in reversed(names):
-        read_later.append(set(later))
-        later |= found.exposed
-    read_later.reverse()
     available = {a.arg for a in driver.args.args} | _names(prologue).stores
-
     kernels: dict[str, Kernel] = {}
     out: list[str] = lines[:driver.body[0].lineno - 1]
     if prologue:
         out += lines[prologue[0].lineno - 1:prologue[-1].end_lineno]
     start = prologue[-1].end_lineno if prologue else driver.body[0].lineno - 1
+    context = _Context(globals_, library, library_imports, stamp, decorator, lines, kernels,
+                       MODULE_PREFIX)
+    start = _outline_blocks(context, blocks, start, available,
+                            _names([driver.body[-1]]).exposed, out)
+    out += lines[start:]
+    return _with_callers(out, driver, kernels, MODULE_PREFIX), kernels
+
+
+@dataclass
+class _Context:
+    globals_: set[str]
+    library: set[str]
+    imports: dict[str, tuple[str, str]]
+    stamp: str
+    decorator: str
+    lines: list[str]
+    kernels: dict[str, Kernel]
+    prefix: str
+
+
+_STEP = re.compile(r"step_\d+")  # a scan's step (compiler/codegen/control.py)
+
+
+def _loop_of(block: list[ast.stmt]) -> ast.For | ast.While | None:
+    """The loop of a loop node's block (a scan's `for step_<k>`, a while's `while True`)."""
+    if len(block) != 1:
+        return None
+    stmt = block[0]
+    if isinstance(stmt, ast.For) and isinstance(stmt.target, ast.Name) \
+            and _STEP.fullmatch(stmt.target.id):
+        return stmt
+    if isinstance(stmt, ast.While) and isinstance(stmt.test, ast.Constant) \
+            and stmt.test.value is True:
+        return stmt
+    return None
+
+
+def _outline_blocks(ctx: _Context, blocks: list[list[ast.stmt]], start: int,
+                    available: set[str], later: set[str], out: list[str]) -> int:
+    """Append the driver lines for `blocks` (from line `start` on) to `out`, each block that
+    works a kernel call; a loop node's loop stays in the driver and its body's blocks are
+    outlined in turn (so each body kernel is one module, called every step). The line
+    after the last block."""
+    lines = ctx.lines
+    names = [_names(b) for b in blocks]
+    read_later = []
+    for found in reversed(names):
+        read_later.append(set(later))
+        later = later | found.exposed
+    read_later.reverse()
     for block, later_reads in zip(blocks, read_later):
         head, work = _hoist_glue(block)
         stop = block[-1].end_lineno
-        if not work or not _does_work(work, library):
+        loop = _loop_of(block)
+        if loop is not None:
+            inner_prologue, inner = _blocks(loop.body, lines)
+            out += lines[start:loop.body[0].lineno - 1]
+            inner_start = loop.body[0].lineno - 1
+            if inner_prologue:
+                out += lines[inner_start:inner_prologue[-1].end_lineno]
+                inner_start = inner_prologue[-1].end_lineno
+            every = _names(loop.body)  # the next step reads what this one wrote
+            inner_later = later_reads | every.exposed | {
+                n for b in inner for n in _names(b).exposed}
+            inner_available = available | every.stores | _names([loop]).stores
+            inner_start = _outline_blocks(ctx, inner, inner_start, inner_available,
+                                          inner_later, out)
+            out += lines[inner_start:stop]
+        elif not work or not _does_work(work, ctx.library):
             out += lines[start:stop]
         else:
             first = block[0].lineno - 1
             while first > start and lines[first - 1].strip().startswith("#"):
                 first -= 1  # the node's comments stay above its call
             out += lines[start:first]
-            kernel = _outline(work, available | _names(head).stores, later_reads, globals_,
-                              library_imports, stamp, decorator, lines)
-            name = module_name(cached_text(kernel.text), MODULE_PREFIX)
-            kernels[name] = kernel
+            kernel = _outline(work, available | _names(head).stores, later_reads,
+                              ctx.globals_, ctx.imports, ctx.stamp, ctx.decorator, lines)
+            from runtime.cache import cached_text, module_name
+
+            name = module_name(cached_text(kernel.text), ctx.prefix)
+            ctx.kernels[name] = kernel
             out += lines[first:block[0].lineno - 1]
             indent = " " * block[0].col_offset
             out += [indent + ast.unparse(stmt) for stmt in head]
-            call = f"{KERNEL_PREFIX}{name[len(MODULE_PREFIX):][:10]}({', '.join(kernel.params)})"
+            call = f"{KERNEL_PREFIX}{name[len(ctx.prefix):][:10]}({', '.join(kernel.params)})"
             returned = ", ".join(kernel.returns)
             out.append(f"{indent}{returned} = {call}" if returned else f"{indent}{call}")
         available |= _names(block).stores
         start = stop
-    out += lines[start:]
-    return _with_callers(out, driver, kernels, MODULE_PREFIX), kernels
+    return start
 
 
 def _comment(line: str) -> str:

@@ -288,6 +288,9 @@ def move_work_for_fusion(graph: Graph) -> Graph:
     b = rewriter.b
     for node in graph.nodes:
         node = b.renamed(node)
+        if len(node.outputs) != 1:  # a loop: its body is rewritten as a program of its own
+            b.add(node)
+            continue
         result = _drop_trivial_reshapes(node, b) if node.op == Op.RESHAPE else None
         for rewrite in REWRITES:
             if result is not None:

@@ -192,6 +192,53 @@ def _rebroadcast(node, b):
     return _emit(b, Op.BROADCAST_TO, inner.inputs[0], like=node, shape=node.out.shape)
 
 
+def _padded_axis(node: Node) -> int | None:
+    """The one axis a PAD without interior padding pads, else None."""
+    p = node.params
+    if any(p["interiors"]):
+        return None
+    axes = [k for k, (lo, hi) in enumerate(zip(p["lows"], p["highs"])) if lo or hi]
+    return axes[0] if len(axes) == 1 else None
+
+
+def _sum_of_pads(node, b):
+    """pad(x) + pad(y) padding one axis, x's part just before y's -> pad(concatenate(x, y)):
+    a slice's gradient is a pad, so the gradient of a value sliced into parts (the gates of
+    a GRU or an LSTM step) was a sum of pads, each a kernel writing the whole array."""
+    px, py = (b.producer(v) for v in node.inputs)
+    if px is None or py is None or px.op != Op.PAD or py.op != Op.PAD:
+        return None
+    axis = _padded_axis(px)
+    if axis is None or axis != _padded_axis(py):
+        return None
+    (x,), (y,) = px.inputs, py.inputs
+    if px.params["lows"][axis] + x.shape[axis] != py.params["lows"][axis]:
+        if py.params["lows"][axis] + y.shape[axis] != px.params["lows"][axis]:
+            return None
+        px, py, x, y = py, px, y, x
+    joined = _emit(b, Op.CONCATENATE, x, y, like=node, axis=axis)
+    lows, highs = list(px.params["lows"]), list(py.params["highs"])
+    if not any(lows) and not any(highs):
+        return joined
+    return _emit(b, Op.PAD, joined, like=node, lows=tuple(lows), highs=tuple(highs),
+                 interiors=px.params["interiors"])
+
+
+def _concatenate_of_concatenate(node, b):
+    """concatenate[k](.., concatenate[k](a, b), ..) -> concatenate[k](.., a, b, ..)"""
+    axis = node.params["axis"] % node.out.ndim
+    parts, merged = [], False
+    for v in node.inputs:
+        inner = b.producer(v)
+        if inner is not None and inner.op == Op.CONCATENATE \
+                and inner.params["axis"] % v.ndim == axis:
+            parts.extend(inner.inputs)
+            merged = True
+        else:
+            parts.append(v)
+    return _emit(b, Op.CONCATENATE, *parts, like=node, axis=axis) if merged else None
+
+
 # -- reductions -----------------------------------------------------------------------------
 
 
@@ -265,6 +312,10 @@ SIMPLIFY_RULES: dict[Op, tuple[Rewrite, ...]] = {
         _identity_element(0, "right"),  # x + 0 -> x
         _identity_element(0, "left"),  # 0 + x -> x
         _add_negated,  # x + neg(y) -> x - y ; neg(x) + y -> y - x
+        _sum_of_pads,  # pad(x) + pad(y), y's part right after x's -> pad(concatenate(x, y))
+    ),
+    Op.CONCATENATE: (
+        _concatenate_of_concatenate,  # concatenate(a, concatenate(b, c)) -> concatenate(a, b, c)
     ),
     Op.SUB: (
         _identity_element(0, "right"),  # x - 0 -> x

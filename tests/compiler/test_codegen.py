@@ -151,7 +151,49 @@ OP_TABLE = {
         b.emit(Op.CONSTANT, [], value=np.arange(6, dtype=dt).reshape(2, 3)), b.input((2, 3), dt)]),
     "constant_scalar": lambda b, dt: b.emit(Op.MUL, [b.emit(Op.BROADCAST_TO, [
         b.emit(Op.CONSTANT, [], value=np.array(0.25, dt))], shape=(3,)), b.input((3,), dt)]),
+    "scan": lambda b, dt: _scan(b, dt, reverse=False),
+    "scan_reverse": lambda b, dt: _scan(b, dt, reverse=True),
+    "while": lambda b, dt: _while(b, dt),
 }
+
+
+def _body(inputs, build):
+    """A loop body: `build(emit, *inputs)` returns its outputs."""
+    nodes = []
+
+    def emit(op, args, **params):
+        outs = tuple(Var(t) for t in infer(op, [v.type for v in args], params))
+        nodes.append(Node(op, tuple(args), outs, params))
+        return outs[0]
+
+    return Graph(list(inputs), nodes, list(build(emit, *inputs)))
+
+
+def _scan(b, dt, reverse):
+    """h = h * c + x over 4 steps of x (3,); the ys (h * c) summed into the result."""
+    v = lambda: Var(TensorType((3,), dt))  # noqa: E731
+    body = _body([v(), v(), v()], lambda emit, c, h, x: (
+        emit(Op.ADD, [emit(Op.MUL, [h, c]), x]), emit(Op.MUL, [h, c])))
+    c, h0, xs = b.input((3,), dt), b.input((3,), dt), b.input((4, 3), dt)
+    params = {"body": body, "num_consts": 1, "num_carry": 1, "length": 4, "reverse": reverse}
+    outs = tuple(Var(t) for t in infer(Op.SCAN, [c.type, h0.type, xs.type], params))
+    b.nodes.append(Node(Op.SCAN, (c, h0, xs), outs, params))
+    return b.emit(Op.ADD, [outs[0], b.emit(Op.REDUCE_SUM, [outs[1]], axes=(0,))])
+
+
+def _while(b, dt):
+    """(h, k) = (h + h, k + 1) while k < 3, from k = 0: h * 8."""
+    h, k = Var(TensorType((3,), dt)), Var(TensorType((), np.int64))
+    limit = Var(TensorType((), np.int64))
+    cond = _body([limit, h, k], lambda emit, lim, h, k: (emit(Op.LT, [k, lim]),))
+    body = _body([Var(h.type), Var(k.type)], lambda emit, h, k: (
+        emit(Op.ADD, [h, h]), emit(Op.ADD, [k, emit(Op.CONSTANT, [], value=np.int64(1))])))
+    args = (b.emit(Op.CONSTANT, [], value=np.int64(3)), b.input((3,), dt),
+            b.emit(Op.CONSTANT, [], value=np.int64(0)))
+    params = {"cond": cond, "body": body, "num_cond_consts": 1}
+    outs = tuple(Var(t) for t in infer(Op.WHILE, [a.type for a in args], params))
+    b.nodes.append(Node(Op.WHILE, args, outs, params))
+    return outs[0]
 
 
 def non_contiguous(value):

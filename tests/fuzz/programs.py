@@ -3,7 +3,8 @@
 `programs()` draws a `Program`: the source text of a plain NumPy function `f(a, b, ...)`
 (what a user would write: elementwise maths, broadcasting with size-1 dims, reductions with
 axis/keepdims, views, slicing with steps, integer and array indexing, take, concatenate /
-stack / split, 1-D, 2-D and batched matmul, einsum, where/clip, casts), its inputs (float32
+stack / split, 1-D, 2-D and batched matmul, einsum, where/clip, casts, scan and fori_loop
+with a smooth body), its inputs (float32
 or float64, drawn from a seeded generator) and the cotangent and directions the gradient
 checks use. Each statement is run eagerly while it is drawn, so the generator knows every
 intermediate's shape and values: it keeps log/sqrt/divide in their domains, and keeps
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from compiler import nn
+from compiler import fori_loop, nn, scan
 
+NAMESPACE = {"np": np, "nn": nn, "scan": scan, "fori_loop": fori_loop}  # what programs see
 MARGIN = 1e-2  # distance from a kink (abs at 0, max at a tie, where at its threshold)
 UNARY = ["np.sin({})", "np.cos({})", "np.tanh({})", "np.negative({})", "np.square({})",
          "np.log({0} * {0} + 1.0)", "np.sqrt({0} * {0} + 0.5)", "({} ** 3)", "({} ** 2)",
@@ -57,7 +59,7 @@ class Program:
 
     def function(self):
         """The program as a Python function (compiled from its source)."""
-        namespace = {"np": np, "nn": nn}
+        namespace = dict(NAMESPACE)
         exec(compile(self.source, "<fuzz program>", "exec"), namespace)  # noqa: S102
         return namespace["f"]
 
@@ -101,7 +103,7 @@ class _Builder:
         """Evaluate `expr` eagerly; keep it as a new statement when its values are tame."""
         try:
             with np.errstate(all="raise"):
-                value = eval(expr, {"np": np, "nn": nn}, dict(self.env))  # noqa: S307
+                value = eval(expr, dict(NAMESPACE), dict(self.env))  # noqa: S307
         except (FloatingPointError, ValueError, IndexError, TypeError):
             return False
         value = np.asarray(value)
@@ -428,6 +430,23 @@ def _select(b: _Builder) -> str | None:
     return f"np.clip({name}, {c}, {hi})"
 
 
+def _loop(b: _Builder) -> str | None:
+    """A structured loop with a smooth body: a fori_loop whose body closes over a constant of
+    the carry's dtype, or a scan over a value's leading axis (ys stacked, or the carry)."""
+    name = b.var(lambda v: v.dtype == b.dtype)
+    if name is None:
+        return None
+    x = b.env[name]
+    if x.ndim == 0 or b.draw(st.booleans()):
+        shift = b.constant(x.shape[b.draw(st.integers(0, x.ndim)):])
+        steps = b.draw(st.integers(0, 3))
+        return f"fori_loop(0, {steps}, lambda i, c: np.tanh(c * 0.5 + {shift}), {name})"
+    result = b.pick(["[0]", "[1]"])  # the final carry (a row) or the ys (x's shape)
+    reverse = b.pick(["", ", reverse=True"])
+    return (f"scan(lambda c, r: (np.tanh(c + r), c * r), {name}[0] * 0.5, {name}"
+            f"{reverse}){result}")
+
+
 def _cast(b: _Builder) -> str | None:
     name = b.var()
     if name is None:
@@ -445,13 +464,13 @@ STATEMENTS = {
     "unary": _unary, "binary": _binary, "reduction": _reduction, "movement": _movement,
     "slicing": _slicing, "indexing": _indexing, "joining": _joining,
     "contraction": _contraction, "select": _select, "cast": _cast, "softmax": _softmax,
-    "count": _count,
+    "count": _count, "loop": _loop,
     "unsupported": _maybe_unsupported,
 }
 # How often each kind is drawn (the sampled list repeats the common ones).
 KINDS = (["unary"] * 4 + ["binary"] * 4 + ["reduction"] * 2 + ["movement"] * 3
          + ["slicing"] * 2 + ["indexing"] * 2 + ["joining"] * 2 + ["contraction"] * 2
-         + ["select", "cast", "softmax", "count"] + ["unsupported"])
+         + ["select", "cast", "softmax", "count", "loop"] + ["unsupported"])
 SHAPES = [(), (3,), (4,), (2, 3), (3, 3), (1, 3), (2, 1), (3, 4), (2, 2, 3), (2, 3, 1),
           (1, 2, 2), (2, 1, 3, 2)]
 

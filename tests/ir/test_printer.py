@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from compiler import compile
+from compiler import compile, grad, scan, while_loop
 from ir.printer import to_dot, var_name
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
@@ -63,6 +63,26 @@ def test_dot_export_lists_every_node():
     assert dot.startswith('digraph "mlp"') and dot.rstrip().endswith("}")
     assert dot.count("shape=box") == len(traced.graph.nodes)
     assert "matmul" in dot and "test_printer.py" in dot
+
+
+def rnn_loss(w, xs, h0):
+    def step(h, x):
+        h = np.tanh(h @ w + x)
+        return h, np.sum(h)
+
+    h, ys = scan(step, h0, xs)
+    return np.sum(ys) + np.sum(while_loop(lambda c: np.sum(c) < 1.0, lambda c: c + 0.5, h))
+
+
+def test_loop_printout_golden():
+    """A loop node prints its body indented under it (a while: its cond, then its body); the
+    joint graph shows the forward scan saving its carries and the reverse scan of its VJP."""
+    w, xs, h0 = np.ones((2, 2), np.float32), np.ones((3, 1, 2), np.float32), np.zeros((1, 2),
+                                                                                    np.float32)
+    check_golden("loops_traced.txt", compile(rnn_loss).ir(w, xs, h0, stage="traced"))
+    joint = compile(grad(lambda w, xs, h0: np.sum(scan(
+        lambda h, x: (np.tanh(h @ w + x), None), h0, xs)[0])))
+    check_golden("scan_joint.txt", joint.ir(w, xs, h0, stage="joint"))
 
 
 def test_dot_fills_backward_nodes_and_only_them():
