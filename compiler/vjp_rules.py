@@ -40,6 +40,7 @@ import numpy as np
 
 from compiler import frontend as F
 from compiler import frontend_extra as E
+from compiler.errors import TraceError
 from ir.ops import Op
 
 VjpRule = Callable[..., tuple]
@@ -396,6 +397,22 @@ def _cholesky_vjp(g, out, a):
     s = _swap_last(E.solve(lt, _swap_last(E.solve(lt, phi))))
     sym = s + _swap_last(s)
     return (F.where(strict, sym, F.where(lower, s, 0.0)),)  # dA = tril(S + Sᵀ) - diag(S)
+
+
+@vjp_rule(Op.ALL_REDUCE)
+def _all_reduce_vjp(g, out, *xs, op):
+    # out = Σ_ranks concat(x) on every rank, so a rank's x reaches every rank's loss: its
+    # cotangent is the same reduction of every rank's g (mean: 1/N of it), cut back to x
+    if op not in ("sum", "mean"):
+        raise TraceError(f"all_reduce(op={op!r}) has no gradient (only sum and mean do)",
+                         fix="wrap its operand in stop_gradient, or reduce with sum or mean")
+    total = F.apply(Op.ALL_REDUCE, [g], {"op": op})
+    parts, start = [], 0
+    for x in xs:
+        size = int(np.prod(x.shape))
+        parts.append(F.reshape(F.slice_(total, (start,), (start + size,), (1,)), x.shape))
+        start += size
+    return tuple(parts)  # dX = all_reduce(G)[X's part]
 
 
 @vjp_rule(Op.FUSED)

@@ -143,6 +143,15 @@ EVAL_RULES[Op.RANDOM_UNIFORM] = _random_uniform
 EVAL_RULES[Op.FUSED] = _fused
 
 
+def _all_reduce_one_rank(*xs, op):
+    """One rank's all_reduce (the operands, raveled and concatenated). compiler/collectives.py
+    puts the rule that reduces across ranks here when the first all_reduce is traced."""
+    return np.concatenate([np.ravel(x) for x in xs])
+
+
+EVAL_RULES[Op.ALL_REDUCE] = _all_reduce_one_rank
+
+
 def eval_node(node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Evaluate one node; results are cast to the node's declared output types."""
     with np.errstate(all="ignore"):  # inf/nan propagate as in NumPy, without warnings

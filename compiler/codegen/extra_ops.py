@@ -15,6 +15,7 @@ from ir.graph import Node
 from ir.ops import Op
 
 KERNELS_MODULE = "compiler.kernels.library"
+MPI_KERNELS = "compiler.kernels.mpi"
 
 
 def emit_binary_libm(gen: CodeGen, node: Node) -> None:
@@ -88,6 +89,34 @@ def emit_slogdet(gen: CodeGen, node: Node) -> None:
     gen.line(f"slogdet_batched({_rows(gen, source, a, 2)}, {_rows(gen, name, node.out, 1)})")
 
 
+def emit_all_reduce(gen: CodeGen, node: Node) -> None:
+    """The operands packed into the output buffer, then one in-place MPI_Allreduce of it
+    (compiler/kernels/mpi.py: the handles are read at run time, never written here)."""
+    from compiler.kernels.mpi import OP_CODES
+
+    gen.set_dims(node.out, [_total_size(gen, node.inputs)])
+    name = gen.alloc(node.out)
+    gen.fast_imports.add(f"{MPI_KERNELS}:mpi_pack")
+    gen.fast_imports.add(f"{MPI_KERNELS}:mpi_allreduce")
+    offset = "0"
+    for x in node.inputs:
+        if x.ndim == 0:
+            gen.line(f"{name}[{offset}] = {gen.read(x, [])}")
+        else:
+            flat = gen.c_reshape(gen.array(x, "C"), [_size(gen, x)])
+            gen.line(f"mpi_pack({name}, {offset}, {flat})")
+        offset = f"{offset} + {_size(gen, x)}"
+    gen.line(f"mpi_allreduce({name}, {OP_CODES[node.params['op']]})  # {node.params['op']}")
+
+
+def _size(gen: CodeGen, var) -> str:
+    return " * ".join(f"({d})" for d in gen.dims[var]) or "1"
+
+
+def _total_size(gen: CodeGen, xs) -> str:
+    return " + ".join(_size(gen, x) for x in xs)
+
+
 EXTRA_EMIT_RULES = {
     Op.ATAN2: emit_binary_libm,
     Op.FMOD: emit_binary_libm,
@@ -95,4 +124,5 @@ EXTRA_EMIT_RULES = {
     Op.SOLVE: emit_solve,
     Op.SLOGDET: emit_slogdet,
     Op.CHOLESKY: emit_cholesky,
+    Op.ALL_REDUCE: emit_all_reduce,
 }

@@ -19,7 +19,7 @@ from ir.interpreter import eval_node
 from ir.ops import ELEMENTWISE, Op
 
 MAX_FOLDED_ELEMENTS = 1024
-NEVER_FOLDED = frozenset({Op.CONSTANT, Op.BROADCAST_TO})
+NEVER_FOLDED = frozenset({Op.CONSTANT, Op.BROADCAST_TO, Op.ALL_REDUCE})  # all_reduce: at run time
 
 
 def _constant_source(b: GraphBuilder, var) -> np.ndarray | None:
