@@ -89,7 +89,8 @@ class TrainStep:
 
     def __init__(self, loss_fn: Callable, optimizer: Optimizer, has_aux: bool = False,
                  check_finite: bool = True, check_batch: bool = True,
-                 backend: str | None = None, wait: bool | None = None):
+                 backend: str | None = None, wait: bool | None = None,
+                 data_parallel: bool = False, timeout: float | None = None):
         self.loss_fn = _uncompiled(loss_fn)
         self.optimizer = optimizer
         self.has_aux = has_aux
@@ -100,11 +101,24 @@ class TrainStep:
         # signature key -> (label leaves to range-check, whether every leaf of params and state
         # is updated in place, the compiled step's direct call for the key or None)
         self._checked: dict[Any, tuple[list, bool, Callable | None]] = {}
+        # data_parallel: gradients averaged over every rank's shard inside the compiled call
+        # (runtime/data_parallel.py); None, or the first-call checks and the watchdog
+        self.parallel = None
+        if data_parallel:
+            from runtime.data_parallel import DataParallel
+
+            self.parallel = DataParallel(self, timeout)
+            if self.parallel.active:
+                wait = True  # the interpreter rounds differently: every rank runs compiled
 
         def train_step_fn(params, opt_state, *batch):
             from compiler.transforms import value_and_grad
 
             value, grads = value_and_grad(self.loss_fn, has_aux=has_aux)(params, *batch)
+            if data_parallel:
+                from runtime.data_parallel import average_gradients, batch_count
+
+                value, grads = average_gradients(value, grads, batch_count(batch), has_aux)
             new_params, new_state = optimizer.update(grads, opt_state, params)
             return value, new_params, new_state
 
@@ -166,7 +180,15 @@ class TrainStep:
         for index, classes, path in labels:
             if labels_out_of_range(leaves[index], classes):
                 nn.check_labels(leaves[index], classes, f"labels {path}")  # raises
-        value, new_params, new_state = call(leaves) if call else self.compiled(*args)
+        parallel = self.parallel
+        if parallel is not None and parallel.active:
+            parallel.arm()  # the watchdog: a rank that never reaches the all_reduce
+            try:
+                value, new_params, new_state = call(leaves) if call else self.compiled(*args)
+            finally:
+                parallel.disarm()
+        else:
+            value, new_params, new_state = call(leaves) if call else self.compiled(*args)
         self._finish(value, params, batch, new_params, new_state, in_place)
         return value
 
@@ -175,7 +197,16 @@ class TrainStep:
         remembered (with where its labels are and whether the compiled step updates every
         leaf of params and state in place) once a call with a finite loss went through."""
         self.check(params, batch)
-        value, new_params, new_state = self.compiled(*args)
+        parallel = self.parallel
+        if parallel is not None and parallel.active:
+            parallel.first_call(params, batch, args)  # same step everywhere, rank 0's params
+            parallel.arm()
+            try:
+                value, new_params, new_state = self.compiled(*args)
+            finally:
+                parallel.disarm()
+        else:
+            value, new_params, new_state = self.compiled(*args)
         in_place = _same_leaves(params, new_params) and _same_leaves(self.state, new_state)
         self._finish(value, params, batch, new_params, new_state, in_place)
         if key is not None and not self.compiled.building(*args):  # checked each call while
