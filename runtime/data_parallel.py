@@ -181,6 +181,43 @@ def _first_difference(a: str, b: str, rank: int) -> str:
     return "one graph is longer than the other"
 
 
+class Shard:
+    """`fit`'s view of one rank's share: rows [lo, hi) of every batch, a slice of the
+    evaluation data, metrics reduced across ranks. One rank: the whole batch, no reduction."""
+
+    def __init__(self, batch_size: int, data_parallel: bool):
+        world = distributed.world() if data_parallel else None
+        self.ranks = world.size if world is not None else 1
+        self.root = world is None or world.rank == 0
+        if batch_size < self.ranks:
+            raise ValueError(f"batch_size {batch_size} is smaller than the {self.ranks} ranks: "
+                             "every rank needs at least one example of each batch")
+        rank = world.rank if world is not None else 0
+        self.lo, self.hi = shard_bounds(batch_size, self.ranks, rank)
+        self.size = self.hi - self.lo
+        self.batch_size, self.rank = batch_size, rank
+        self.eval_count = 0
+
+    def rows(self, order: np.ndarray, batches: int) -> np.ndarray:
+        """This rank's examples of an epoch in `order`, batch after batch."""
+        used = order[: batches * self.batch_size]
+        if self.ranks == 1:
+            return used
+        return used.reshape(batches, self.batch_size)[:, self.lo : self.hi].reshape(-1)
+
+    def of_eval(self, eval_data: tuple, count: int) -> tuple:
+        """This rank's slice of the evaluation data (all of it when it has fewer examples
+        than there are ranks: then every rank evaluates everything, nothing is reduced)."""
+        if self.ranks == 1 or count < self.ranks:
+            return eval_data
+        lo, hi = shard_bounds(count, self.ranks, self.rank)
+        self.eval_count = hi - lo
+        return tuple(np.asarray(a)[lo:hi] for a in eval_data)
+
+    def reduce(self, values: dict) -> dict:
+        return reduce_metrics(values, self.eval_count) if self.eval_count else values
+
+
 def shard_bounds(count: int, ranks: int, rank: int) -> tuple[int, int]:
     """[lo, hi) of `rank`'s share of `count` examples (np.array_split's split)."""
     base, extra = divmod(count, ranks)

@@ -44,6 +44,7 @@ __all__ = ["barrier", "is_root", "rank", "size"]
 # Open MPI (OMPI_*) and Slurm's srun with --mpi=pmi2 (PMI_*).
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
 DEFAULT_TIMEOUT = 60.0  # seconds a collective may wait for the other ranks
+ABORT_GRACE = 0.3  # seconds between printing why a rank aborts and MPI_Abort
 
 
 class DistributedError(RuntimeError):
@@ -101,6 +102,8 @@ class World:
         """Print `message` and end every rank of the job (MPI_Abort on COMM_WORLD)."""
         sys.stderr.write(f"chainjit: rank {self.rank} of {self.size}: {message}\n")
         sys.stderr.flush()
+        sys.stdout.flush()
+        time.sleep(ABORT_GRACE)  # mpiexec forwards what this rank printed before it kills it
         if self.mpi is not None:
             self.mpi.COMM_WORLD.Abort(code)
         os._exit(code)  # pragma: no cover - MPI_Abort does not return

@@ -341,7 +341,8 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         has_aux: bool = False, shuffle: bool = True, step: TrainStep | None = None,
         state: Any = None,
         checkpoint: str | None = None, stream=None, backend: str | None = None,
-        wait: bool | None = None) -> History:
+        wait: bool | None = None, data_parallel: bool = False,
+        timeout: float | None = None) -> History:
     """Train `params` in place on `data` = (inputs, labels, ...) arrays sharing axis 0.
 
     Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs
@@ -353,6 +354,11 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     `checkpoint.load`); `checkpoint` is a path saved after every epoch. `backend` and `wait`
     are passed to `compile`: by default the first steps (and the first evaluation) run on the
     reference interpreter while their code compiles in the background. Returns a History.
+
+    With `data_parallel=True` (launched by mpiexec: runtime/data_parallel.py) every rank
+    shuffles alike and trains on its own slice of each batch of `batch_size` (the global
+    batch); the loss in the history is the global batch's, evaluation metrics are means over
+    every rank's slice of `eval_data`, and only rank 0 draws progress and saves checkpoints.
     """
     from runtime import checkpoint as ckpt
 
@@ -360,14 +366,19 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     n = _batch_size_of(data, "training data")
     batch_size = min(batch_size, n)
     batches = n // batch_size
-    step = step or train_step(loss_fn, optimizer, has_aux, backend=backend, wait=wait)
+    step = step or train_step(loss_fn, optimizer, has_aux, backend=backend, wait=wait,
+                              data_parallel=data_parallel, timeout=timeout)
+    from runtime.data_parallel import Shard
+
+    shard = Shard(batch_size, data_parallel)  # this rank's rows [lo, hi) of every batch
+    progress, checkpoint = progress and shard.root, checkpoint if shard.root else None
     if state is not None:
         step.state = step.optimizer.init(params)
         commit(step.state, state)
     eval_fn = None
     if eval_data is not None:
         eval_data = _as_tuple(eval_data)
-        _batch_size_of(eval_data, "evaluation data")
+        eval_data = shard.of_eval(eval_data, _batch_size_of(eval_data, "evaluation data"))
         eval_fn = compile_metrics({"loss": loss_fn, **(metrics or {})}, backend, wait)
         eval_fn.precompile(params, *eval_data)  # its build starts now, not after epoch 1
     history = History(loss=[], epoch_time=[], samples_per_sec=[])
@@ -375,24 +386,25 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     history.eval_fn = eval_fn
     rng = np.random.default_rng(seed)
     bar = _Progress(progress, epochs, batches, stream)
-    used = batches * batch_size
+    used, local = batches * batch_size, shard.size
     # Each epoch gathers its shuffled examples once into these arrays (one np.take per array,
     # no allocation); a step's batch is then a contiguous slice of them, not a fancy index.
-    epoch_data = tuple(np.empty((used, *np.shape(a)[1:]), np.asarray(a).dtype) for a in data) \
-        if shuffle else tuple(np.asarray(a) for a in data)
+    gather = shuffle or shard.ranks > 1
+    epoch_data = tuple(np.empty((batches * local, *np.shape(a)[1:]), np.asarray(a).dtype)
+                       for a in data) if gather else tuple(np.asarray(a) for a in data)
     for epoch in range(epochs):
         order = rng.permutation(n) if shuffle else np.arange(n)
-        if shuffle:
+        if gather and (shuffle or epoch == 0):
             for a, out in zip(data, epoch_data):
-                np.take(a, order[:used], axis=0, out=out)
+                np.take(a, shard.rows(order, batches), axis=0, out=out)
         start = time.perf_counter()
         total, aux_totals = 0.0, {}
         for b in range(batches):
-            batch = tuple(a[b * batch_size : (b + 1) * batch_size] for a in epoch_data)
+            batch = tuple(a[b * local : (b + 1) * local] for a in epoch_data)
             try:
                 value = step(params, *batch)
             except NonFiniteLossError as error:
-                examples = order[b * batch_size : b * batch_size + 4].tolist()
+                examples = order[b * batch_size + shard.lo :][:4].tolist()
                 raise FitError(f"training stopped at epoch {epoch + 1}, step "
                                f"{epoch * batches + b + 1} (batch index {b} of the epoch, "
                                f"examples {examples}...): {error}") from error
@@ -412,7 +424,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
             history.setdefault(f"train_{key}", []).append(v / batches)
         summary = f"{elapsed:.2f}s"
         if eval_fn is not None:
-            for name, v in eval_fn(params, *eval_data).items():
+            for name, v in shard.reduce(eval_fn(params, *eval_data)).items():
                 history.setdefault(f"eval_{name}", []).append(float(v))
                 summary += f"  eval {name} {v:.4f}"
         bar.end_epoch(summary)

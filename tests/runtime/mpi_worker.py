@@ -49,14 +49,17 @@ def reference(optimizer: str, batch: int) -> dict:
     return params
 
 
-def equivalence(out: Path, optimizer: str, batch: str) -> None:
+def equivalence(out: Path, *cases: str) -> None:
+    """Each case `optimizer:batch`: STEPS data-parallel steps, each rank on its shard."""
     rank, size = distributed.rank(), distributed.size()
-    params = init(100 + rank)  # different on every rank: the first call broadcasts rank 0's
-    step = train_step(loss, OPTIMIZERS[optimizer](), data_parallel=True)
-    x, y = data(int(batch))
-    lo, hi = shard_bounds(int(batch), size, rank)
-    losses = [float(step(params, x[lo:hi], y[lo:hi])) for _ in range(STEPS)]
-    np.savez(out / f"{optimizer}-{batch}-{size}-rank{rank}.npz", losses=losses, **params)
+    for case in cases:
+        optimizer, batch = case.split(":")
+        params = init(100 + rank)  # different on every rank: the first call sends rank 0's
+        step = train_step(loss, OPTIMIZERS[optimizer](), data_parallel=True)
+        x, y = data(int(batch))
+        lo, hi = shard_bounds(int(batch), size, rank)
+        losses = [float(step(params, x[lo:hi], y[lo:hi])) for _ in range(STEPS)]
+        np.savez(out / f"{optimizer}-{batch}-{size}-rank{rank}.npz", losses=losses, **params)
 
 
 def collectives(out: Path) -> None:
