@@ -19,5 +19,5 @@ from compiler.frontend import stop_gradient  # noqa: E402
 from compiler.pytree import tree_flatten, tree_map, tree_unflatten  # noqa: E402
 from compiler.transforms import custom_vjp, grad, value_and_grad, vjp  # noqa: E402
 
-__all__ = ["all_reduce", "compile", "custom_vjp", "grad", "stop_gradient", "tree_flatten", "tree_map",
-           "tree_unflatten", "value_and_grad", "vjp"]
+__all__ = ["all_reduce", "compile", "custom_vjp", "grad", "stop_gradient", "tree_flatten",
+           "tree_map", "tree_unflatten", "value_and_grad", "vjp"]

@@ -386,7 +386,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     history.eval_fn = eval_fn
     rng = np.random.default_rng(seed)
     bar = _Progress(progress, epochs, batches, stream)
-    used, local = batches * batch_size, shard.size
+    local = shard.size
     # Each epoch gathers its shuffled examples once into these arrays (one np.take per array,
     # no allocation); a step's batch is then a contiguous slice of them, not a fancy index.
     gather = shuffle or shard.ranks > 1

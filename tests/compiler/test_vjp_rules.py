@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from compiler import frontend as F
 from compiler import all_reduce, grad, vjp
+from compiler import frontend as F
 from compiler.collectives import all_reduce_flat
 from compiler.tracing import Trace
 from compiler.vjp_rules import NON_DIFFERENTIABLE, VJP_RULES, vjp_maths
