@@ -143,10 +143,20 @@ EVAL_RULES[Op.RANDOM_UNIFORM] = _random_uniform
 EVAL_RULES[Op.FUSED] = _fused
 
 
-def _all_reduce_one_rank(*xs, op):
-    """One rank's all_reduce (the operands, raveled and concatenated). compiler/collectives.py
-    puts the rule that reduces across ranks here when the first all_reduce is traced."""
-    return np.concatenate([np.ravel(x) for x in xs])
+def cut(flat: np.ndarray, shapes) -> tuple[np.ndarray, ...]:
+    """`flat`'s elements in order, as arrays of `shapes` (ALL_REDUCE's outputs)."""
+    parts, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        parts.append(flat[start : start + size].reshape(shape))
+        start += size
+    return tuple(parts)
+
+
+def _all_reduce_one_rank(x, *, op, shapes):
+    """One rank's all_reduce: x itself, cut into its parts. compiler/collectives.py puts the
+    rule that reduces across ranks here when the compiler is imported."""
+    return cut(np.array(x).ravel(), shapes)
 
 
 EVAL_RULES[Op.ALL_REDUCE] = _all_reduce_one_rank

@@ -273,17 +273,17 @@ ALL_REDUCE_OPS = ("sum", "mean", "max", "min")
 
 
 @shape_rule(Op.ALL_REDUCE)
-def _all_reduce_shape(*xs, op):
+def _all_reduce_shape(x, *, op, shapes):
     if op not in ALL_REDUCE_OPS:
         raise ShapeError(f"all_reduce op must be one of {ALL_REDUCE_OPS}, got {op!r}")
-    dtypes = {x.dtype for x in xs}
-    if not xs or len(dtypes) != 1 or np.dtype(xs[0].dtype).name not in (
-            "float32", "float64", "int32", "int64"):
-        raise ShapeError(f"all_reduce needs operands of one dtype (float32, float64, int32 or "
-                         f"int64), got {', '.join(map(str, xs)) or 'none'}")
-    if op == "mean" and not is_float(xs[0].dtype):
-        raise ShapeError(f"all_reduce mean needs float operands, got {xs[0]}")
-    return (TensorType((sum(int(np.prod(x.shape)) for x in xs),), xs[0].dtype),)
+    if np.dtype(x.dtype).name not in ("float32", "float64", "int32", "int64"):
+        raise ShapeError(f"all_reduce needs a float32, float64, int32 or int64 operand, got {x}")
+    if op == "mean" and not is_float(x.dtype):
+        raise ShapeError(f"all_reduce mean needs a float operand, got {x}")
+    if sum(int(np.prod(s)) for s in shapes) != int(np.prod(x.shape)):
+        raise ShapeError(f"all_reduce parts {list(shapes)} do not hold the {x} operand's "
+                         "elements")
+    return tuple(TensorType(tuple(s), x.dtype) for s in shapes)
 
 
 @shape_rule(Op.FUSED)

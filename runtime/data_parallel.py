@@ -2,12 +2,12 @@
 `fit(..., data_parallel=True)` add to a step (runtime/training.py).
 
 Each rank passes its own shard of the batch. Inside the one compiled call, the step computes
-its local loss and gradients, packs `n * gradient` for every parameter, `n * loss` and `n`
-(its shard's sample count) into ONE flat buffer, sums it across ranks with one in-place
-MPI_Allreduce (`all_reduce_flat`: compiler/kernels/mpi.py) and divides by the global count,
-so every rank applies the same update: the mean over the global batch, right for uneven
-shards too. (The loss is taken to be a mean over its batch, as `nn.cross_entropy` and
-`nn.mse` are; one buffer per dtype when parameters mix float32 and float64.)
+its shard's `n * loss` and `n * gradients` (n, the shard's sample count, seeds the backward:
+one scalar multiply), packs them and `n` into ONE flat buffer, sums it across ranks with one
+in-place MPI_Allreduce (`all_reduce_parts`: compiler/kernels/mpi.py) and divides by the
+global count, so every rank applies the same update: the mean over the global batch, right
+for uneven shards too. (The loss is taken to be a mean over its batch, as `nn.cross_entropy`
+and `nn.mse` are; one buffer per dtype when parameters mix float32 and float64.)
 
 The first call of a signature, before anything is compiled or reduced:
   1. every rank traces the step at rank 0's shard size and hashes its graph and signature;
@@ -50,11 +50,25 @@ def batch_count(batch: Sequence) -> int:
     raise ValueError("a data-parallel step needs a batch holding an array with a batch axis")
 
 
+def value_and_mean_grad(loss_fn, has_aux: bool, params: Any, batch: Sequence):
+    """(the global batch's mean loss, its mean gradients), traced, from this rank's shard."""
+    from compiler.transforms import value_and_grad
+
+    count = batch_count(batch)
+
+    def weighted(p, *b):  # n x loss: the backward's seed is n, so the gradients come out
+        out = loss_fn(p, *b)  # multiplied by n at the cost of one scalar multiply
+        return (out[0] * float(count), out[1]) if has_aux else out * float(count)
+
+    value, grads = value_and_grad(weighted, has_aux=has_aux)(params, *batch)
+    return average_gradients(value, grads, count, has_aux)
+
+
 def average_gradients(value: Any, grads: Any, count: int, has_aux: bool) -> tuple[Any, Any]:
-    """(global mean loss, global mean gradients) from this rank's (loss, gradients) of its
-    `count` examples, traced: one all_reduce of one flat buffer per dtype."""
-    from compiler.collectives import all_reduce_flat
-    from compiler.frontend import astype, result_dtype, shape_of
+    """(global mean loss, global mean gradients) from this rank's `count` x (loss, gradients)
+    of its `count` examples, traced: one all_reduce of one flat buffer per dtype."""
+    from compiler.collectives import all_reduce_parts
+    from compiler.frontend import astype, result_dtype
     from compiler.pytree import tree_flatten, tree_unflatten
 
     loss = value[0] if has_aux else value
@@ -70,20 +84,16 @@ def average_gradients(value: Any, grads: Any, count: int, has_aux: bool) -> tupl
     total = global_loss = None
     for k, dtype in enumerate(dtypes):
         slots = [i for i, leaf in enumerate(leaves) if result_dtype(leaf) == dtype]
-        parts = [leaves[i] * float(count) for i in slots]
+        parts = [leaves[i] for i in slots]
         if k == 0:  # the loss and the count ride with the first dtype's gradients
-            parts += [astype(loss, dtype) * float(count), np.asarray(count, dtype)]
-        flat = all_reduce_flat(parts, "sum")
+            parts += [astype(loss, dtype), np.asarray(count, dtype)]
+        reduced = all_reduce_parts(parts, "sum")
         if k == 0:
-            total = flat[-1]  # the global sample count
-            global_loss = astype(flat[-2] / total, result_dtype(loss))
+            total = reduced[-1]  # the global sample count
+            global_loss = astype(reduced[-2] / total, result_dtype(loss))
         scale = total if k == 0 else astype(total, dtype)
-        start = 0
-        for i in slots:
-            shape = shape_of(leaves[i])
-            size = int(np.prod(shape))
-            new_leaves[i] = (flat[start : start + size] / scale).reshape(shape)
-            start += size
+        for i, part in zip(slots, reduced):
+            new_leaves[i] = part / scale
     value = (global_loss, value[1]) if has_aux else global_loss
     return value, tree_unflatten(tree, new_leaves)
 

@@ -114,11 +114,12 @@ class TrainStep:
         def train_step_fn(params, opt_state, *batch):
             from compiler.transforms import value_and_grad
 
-            value, grads = value_and_grad(self.loss_fn, has_aux=has_aux)(params, *batch)
-            if data_parallel:
-                from runtime.data_parallel import average_gradients, batch_count
+            if data_parallel:  # averaged over every rank's shard: runtime/data_parallel.py
+                from runtime.data_parallel import value_and_mean_grad
 
-                value, grads = average_gradients(value, grads, batch_count(batch), has_aux)
+                value, grads = value_and_mean_grad(self.loss_fn, has_aux, params, batch)
+            else:
+                value, grads = value_and_grad(self.loss_fn, has_aux=has_aux)(params, *batch)
             new_params, new_state = optimizer.update(grads, opt_state, params)
             return value, new_params, new_state
 

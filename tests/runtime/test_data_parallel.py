@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from compiler import all_reduce, compile, grad, nn
-from compiler.collectives import all_reduce_flat
+from compiler.collectives import all_reduce_parts
 from compiler.errors import ShapeMismatchError, TraceError
 from runtime import distributed, optim, train_step
 from runtime.data_parallel import shard_bounds
@@ -156,33 +156,44 @@ def test_all_reduce_in_one_process_is_the_identity_compiled_and_eager():
         f = compile(lambda v, op=op: all_reduce(v * 2.0, op) + 1.0)
         np.testing.assert_array_equal(f(x), x * 2 + 1)
         np.testing.assert_array_equal(all_reduce(x, op), x)
-    flat = compile(lambda a, b, c: all_reduce_flat([a, b, c]))
+    parts = compile(lambda a, b, c: all_reduce_parts([a * 1.0, b, c]))
     a, b = np.ones((2, 2)), np.arange(3.0)
-    np.testing.assert_array_equal(flat(a, b, 7.0), np.concatenate([a.ravel(), b, [7.0]]))
+    got = parts(a, b, 7.0)
+    np.testing.assert_array_equal(got[0], a)
+    np.testing.assert_array_equal(got[1], b)
+    assert got[2] == 7.0
     ints = compile(lambda v: all_reduce(v, "max"))
     np.testing.assert_array_equal(ints(np.arange(4)), np.arange(4))
 
 
 def test_all_reduce_compiled_matches_the_interpreter():
     def fn(x, y):
-        return all_reduce_flat([x * x - 1.0, y * 3.0], "mean")[2:] * 2.0
+        a, b = all_reduce_parts([x * x - 1.0, y * 3.0], "mean")  # in place on the concatenation
+        c = all_reduce(x, "max") + x  # a copy: x is read again after it
+        return a * 2.0 + b[:2].sum(), c, all_reduce(np.sum(y))
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=4).astype(np.float32)
     want = compile(fn, backend="interpreter")(x, y)
-    np.testing.assert_array_equal(compile(fn)(x, y), want)
-    assert "all_reduce[op=mean]" in compile(fn).ir(x, y)
+    for got, expected in zip(compile(fn)(x, y), want):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(want[1], 2 * x)
+    assert "all_reduce[op=mean shapes=((2,3),(4,))]" in compile(fn).ir(x, y)
 
 
 def test_all_reduce_errors_name_the_op_and_the_fix():
     x = np.ones(3, np.float32)
     with pytest.raises(ValueError, match="all_reduce op must be one of sum, mean, max, min"):
         compile(lambda v: all_reduce(v, "prod"))(x)
-    with pytest.raises(ShapeMismatchError, match="all_reduce mean needs float operands"):
+    with pytest.raises(ShapeMismatchError, match="all_reduce mean needs a float operand, got "
+                       "i64") as error:
         compile(lambda v: all_reduce(v, "mean"))(np.arange(3))
+    assert "test_data_parallel.py" in str(error.value) and "astype(np.float32)" in str(error.value)
     with pytest.raises(TraceError, match="has no gradient") as error:
         compile(grad(lambda v: np.sum(all_reduce(v, "max"))))(x)
     assert "stop_gradient" in str(error.value)
+    with pytest.raises(TraceError, match="a buffer of several parts"):
+        compile(grad(lambda v: np.sum(all_reduce_parts([v, v * 2.0])[1])))(x)
 
 
 def test_data_parallel_step_in_one_process_equals_the_plain_step():
