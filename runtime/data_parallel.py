@@ -128,9 +128,25 @@ class DataParallel:
             leaves = tree_flatten((params, self.step.state))[0]
             self.world.broadcast([a for a in leaves if isinstance(a, np.ndarray)])
             self.synced = True
-        compiled.precompile(*args)
+        self.build(args)
         self.world.barrier("the barrier after building the data-parallel step",
                            max(FIRST_CALL_TIMEOUT, self.watchdog.timeout))
+
+    def build(self, args: tuple) -> None:
+        """Compile the step. Ranks on one host sharing a cache folder let their first rank
+        compile while they wait, then load its code from the disk cache: N ranks compiling
+        the same step at once on one host's cores would take about N times as long."""
+        from runtime.cache import cache_dir
+
+        host = self.world.host()
+        limit = max(FIRST_CALL_TIMEOUT, self.watchdog.timeout)
+        folders = host.allgather(str(cache_dir()), "the ranks' cache folders on this host")
+        staged = host.size > 1 and len(set(folders)) == 1
+        if staged and host.rank > 0:
+            host.barrier("waiting for this host's first rank to compile the step", limit)
+        self.step.compiled.precompile(*args)
+        if staged and host.rank == 0:
+            host.barrier("releasing this host's ranks to load the compiled step", limit)
 
     def check_same_step(self, params, batch: Sequence) -> None:
         """Every rank traced the same step (hash of signature and graph), or a clear error."""

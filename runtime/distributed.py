@@ -98,6 +98,14 @@ class World:
             with self.watchdog.armed(what, timeout):
                 self.comm.Barrier()
 
+    def host(self) -> World:
+        """The ranks of this job on this host (MPI_COMM_TYPE_SHARED), as a World."""
+        if getattr(self, "_host", None) is None:
+            self._host = self if self.comm is None else \
+                World(self.comm.Split_type(self.mpi.COMM_TYPE_SHARED), self.mpi)
+            self._host.watchdog = self.watchdog
+        return self._host
+
     def abort(self, message: str, code: int = 1) -> None:
         """Print `message` and end every rank of the job (MPI_Abort on COMM_WORLD)."""
         sys.stderr.write(f"chainjit: rank {self.rank} of {self.size}: {message}\n")
