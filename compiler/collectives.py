@@ -1,7 +1,7 @@
 """Collectives across the ranks of a data-parallel job: `all_reduce`, traced as the
 ALL_REDUCE primitive (ir/ops.py), or run eagerly on NumPy arrays.
 
-ALL_REDUCE[op, shapes] reduces its one operand across ranks and gives it back cut into parts
+ALL_REDUCE[reduction, shapes] reduces its one operand across ranks and gives it back cut into parts
 of `shapes` (one part, x's own shape, for `all_reduce(x)`). `all_reduce_parts` packs many
 values into one buffer (a concatenation) and reduces it with ONE MPI_Allreduce, so a
 training step sums all its gradients at once (runtime/data_parallel.py); its parts are
@@ -29,12 +29,12 @@ from ir.shapes import ALL_REDUCE_OPS
 __all__ = ["all_reduce", "all_reduce_parts"]
 
 
-def _all_reduce_across_ranks(x, *, op, shapes):
+def _all_reduce_across_ranks(x, *, reduction, shapes):
     """The interpreter's (and eager NumPy's) ALL_REDUCE: mpi4py's in-place Allreduce."""
     from runtime import distributed
 
     buffer = np.array(x).ravel()  # a fresh C-contiguous copy, reduced in place
-    return cut(distributed.world().allreduce(buffer, op), shapes)
+    return cut(distributed.world().allreduce(buffer, reduction), shapes)
 
 
 EVAL_RULES[Op.ALL_REDUCE] = _all_reduce_across_ranks
@@ -63,7 +63,7 @@ def all_reduce_parts(xs: Sequence, op: str = "sum") -> list:
 def _emit(x, op: str, shapes: tuple) -> list:
     if op not in ALL_REDUCE_OPS:
         raise ValueError(f"all_reduce op must be one of {', '.join(ALL_REDUCE_OPS)}; got {op!r}")
-    params = {"op": op, "shapes": tuple(tuple(s) for s in shapes)}
+    params = {"reduction": op, "shapes": tuple(tuple(s) for s in shapes)}
     trace = F.trace_of([x])
     if trace is None:
         return list(EVAL_RULES[Op.ALL_REDUCE](np.asarray(x), **params))

@@ -400,17 +400,17 @@ def _cholesky_vjp(g, out, a):
 
 
 @vjp_rule(Op.ALL_REDUCE)
-def _all_reduce_vjp(g, out, x, *, op, shapes):
+def _all_reduce_vjp(g, out, x, *, reduction, shapes):
     # out = Σ_ranks x on every rank, so a rank's x reaches every rank's loss: its cotangent
     # is the same reduction of every rank's g (mean: 1/N of it)
-    if op not in ("sum", "mean") or len(shapes) != 1:
-        what = f"op={op!r}" if len(shapes) == 1 else "a buffer of several parts"
+    if reduction not in ("sum", "mean") or len(shapes) != 1:
+        what = f"op={reduction!r}" if len(shapes) == 1 else "a buffer of several parts"
         raise TraceError(f"all_reduce({what}) has no gradient (only sum and mean of one "
                          "value do)", fix="all_reduce each value that needs a gradient with "
                          "sum or mean, or wrap it in stop_gradient")
     from compiler.collectives import all_reduce
 
-    return (all_reduce(g, op),)  # dX = all_reduce(G)
+    return (all_reduce(g, reduction),)  # dX = all_reduce(G)
 
 
 @vjp_rule(Op.FUSED)

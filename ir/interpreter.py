@@ -153,7 +153,7 @@ def cut(flat: np.ndarray, shapes) -> tuple[np.ndarray, ...]:
     return tuple(parts)
 
 
-def _all_reduce_one_rank(x, *, op, shapes):
+def _all_reduce_one_rank(x, *, reduction, shapes):
     """One rank's all_reduce: x itself, cut into its parts. compiler/collectives.py puts the
     rule that reduces across ranks here when the compiler is imported."""
     return cut(np.array(x).ravel(), shapes)

@@ -101,7 +101,8 @@ def emit_all_reduce(gen: CodeGen, node: Node) -> None:
     producer = gen.producers.get(x)
     readers = sum(n.inputs.count(x) for n in gen.graph.nodes)
     value = gen.values[x]
-    in_place = (producer is not None and producer.op in FRESH_OPS and readers == 1
+    in_place = (producer is not None and producer.op in FRESH_OPS - {Op.CONSTANT}
+                and readers == 1
                 and x not in gen.graph.outputs and value.kind == "array" and value.layout == "C"
                 and not value.owned)
     if in_place:
@@ -117,7 +118,8 @@ def emit_all_reduce(gen: CodeGen, node: Node) -> None:
     buffer = gen.fresh("reduced")
     gen.line(f"{buffer} = {gen.c_reshape(source, [_size(gen.dims[x])])}")
     gen.fast_imports.add(f"{MPI_KERNELS}:mpi_allreduce")
-    gen.line(f"mpi_allreduce({buffer}, {OP_CODES[node.params['op']]})  # {node.params['op']}")
+    reduction = node.params["reduction"]
+    gen.line(f"mpi_allreduce({buffer}, {OP_CODES[reduction]})  # {reduction}")
     offset = "0"
     for out in node.outputs:
         dims = gen.resolve_shape(out.shape, tuple(node.inputs))

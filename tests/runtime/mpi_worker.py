@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler import all_reduce, compile, grad, nn
+from compiler.collectives import all_reduce_parts
 from runtime import distributed, fit, optim, train_step
 from runtime.data_parallel import shard_bounds
 
@@ -68,6 +69,13 @@ def collectives(out: Path) -> None:
     results = {op: compile(lambda v, op=op: all_reduce(v, op))(x) for op in
                ("sum", "mean", "max", "min")}
     results["eager_sum"] = all_reduce(x)
+    parts = compile(lambda v: all_reduce_parts([v * 2.0, np.float32(1.0)]))(x)
+    results["parts_sum"], results["parts_count"] = parts
+    constant = compile(lambda v: all_reduce(np.arange(3.0)) + v)
+    constant(np.zeros(3))
+    results["constant_call_2"] = constant(np.zeros(3))
+    results["rank"] = np.array(rank)
+    results["x_after"] = x + rank  # the input is untouched by every call above (x0 + 2 rank)
     results["grad_mean"] = compile(grad(lambda v: np.sum(all_reduce(v, "mean") ** 2)))(x)
     np.savez(out / f"collectives-{size}-rank{rank}.npz", **results)
 

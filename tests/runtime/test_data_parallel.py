@@ -76,6 +76,11 @@ def test_all_reduce_across_two_ranks(tmp_path):
         np.testing.assert_array_equal(got["mean"], (x0 + x1) / 2)
         np.testing.assert_array_equal(got["max"], x1)
         np.testing.assert_array_equal(got["min"], x0)
+        np.testing.assert_array_equal(got["parts_sum"], (x0 + x1) * 2)
+        np.testing.assert_array_equal(got["parts_count"], 2.0)
+        # a constant operand is copied, not reduced in place: the same on every call
+        np.testing.assert_array_equal(got["constant_call_2"], np.arange(3.0) * 2)
+        np.testing.assert_array_equal(got["x_after"], x0 + 2 * (got["rank"] == 1))
         # d/dx_r of Σ_ranks sum(mean(x)²) = mean over ranks of 2 mean(x) = x0 + x1
         np.testing.assert_allclose(got["grad_mean"], x0 + x1, rtol=1e-6)
 
@@ -178,7 +183,7 @@ def test_all_reduce_compiled_matches_the_interpreter():
     for got, expected in zip(compile(fn)(x, y), want):
         np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(want[1], 2 * x)
-    assert "all_reduce[op=mean shapes=((2,3),(4,))]" in compile(fn).ir(x, y)
+    assert "all_reduce[reduction=mean shapes=((2,3),(4,))]" in compile(fn).ir(x, y)
 
 
 def test_all_reduce_errors_name_the_op_and_the_fix():
@@ -233,3 +238,17 @@ def test_shard_bounds_split_as_array_split():
             assert [hi - lo for lo, hi in bounds] == want
             assert bounds[0][0] == 0 and bounds[-1][1] == count
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_mlp_digits_example_trains_on_two_ranks():
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in distributed.LAUNCHER_VARIABLES and k != "CHAINJIT_MPI"}
+    environment.update({"PYTHONPATH": str(ROOT), "CHAINJIT_WAIT": "1"})
+    done = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "examples/mlp_digits.py",
+                           "--data-parallel", "--quick"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("test accuracy") == 1  # printed by rank 0 only
+    assert "2 ranks (data parallel)" in done.stdout
