@@ -230,6 +230,29 @@ def test_data_parallel_step_averages_by_the_global_count():
     np.testing.assert_allclose(params["w"], want_params["w"] - 0.5 * g, rtol=1e-6)
 
 
+def test_data_parallel_step_with_aux_and_mixed_dtypes():
+    # float32 and float64 parameters: one buffer each; the aux output stays the shard's own
+    def loss(p, x, y):
+        logits = x @ p["w"] + p["b"].astype(np.float32)
+        value = nn.cross_entropy(logits, y)
+        return value, {"scale": np.sum(p["b"])}
+
+    x, y = mpi_worker.data(6)
+    make = lambda: {"w": np.full((mpi_worker.FEATURES, mpi_worker.CLASSES), 0.1, np.float32),
+                    "b": np.array([0.1, -0.2, 0.3])}
+    plain, parallel = make(), make()
+    step = train_step(loss, optim.SGD(0.5), has_aux=True)
+    step_dp = train_step(loss, optim.SGD(0.5), has_aux=True, data_parallel=True)
+    for _ in range(2):
+        (want, want_aux), (got, got_aux) = step(plain, x, y), step_dp(parallel, x, y)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        np.testing.assert_allclose(got_aux["scale"], want_aux["scale"], rtol=1e-6)  # via f32
+    assert parallel["b"].dtype == np.float64
+    for name in plain:
+        np.testing.assert_allclose(parallel[name], plain[name], rtol=1e-5, atol=1e-7)
+    assert step_dp.ir(parallel, x, y).count("all_reduce[") == 2  # one buffer per dtype
+
+
 def test_shard_bounds_split_as_array_split():
     for count in (7, 8, 9, 10):
         for ranks in (1, 2, 3, 4):
