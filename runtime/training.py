@@ -371,6 +371,9 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
                               data_parallel=data_parallel, timeout=timeout)
     from runtime.data_parallel import Shard
 
+    if data_parallel and step.parallel is None:
+        raise ValueError("fit(..., data_parallel=True) was given a step made without "
+                         "data_parallel=True; pass train_step(..., data_parallel=True) or none")
     shard = Shard(batch_size, data_parallel)  # this rank's rows [lo, hi) of every batch
     progress, checkpoint = progress and shard.root, checkpoint if shard.root else None
     if state is not None:
