@@ -240,6 +240,13 @@ class Shard:
         self.eval_count = hi - lo
         return tuple(np.asarray(a)[lo:hi] for a in eval_data)
 
+    def after_checkpoint(self, saved: bool) -> None:
+        """The other ranks wait while rank 0 saves a checkpoint, at a barrier that allows
+        FIRST_CALL_TIMEOUT, not in the next step's all_reduce under the step's timeout."""
+        if saved and self.ranks > 1:
+            distributed.world().barrier("waiting for rank 0 to save the checkpoint",
+                                        FIRST_CALL_TIMEOUT)
+
     def reduce(self, values: dict) -> dict:
         return reduce_metrics(values, self.eval_count) if self.eval_count else values
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["barrier", "is_root", "rank", "size"]
+__all__ = ["barrier", "is_root", "rank", "rank_key", "size"]
 
 # Set by the launchers for every rank: MPICH's hydra (PMI_*), PMIx (Open MPI 5, Slurm),
 # Open MPI (OMPI_*) and Slurm's srun with --mpi=pmi2 (PMI_*).
@@ -262,6 +262,19 @@ def is_root() -> bool:
     return world().rank == 0
 
 
-def barrier() -> None:
-    """Wait until every rank has reached this line (under the watchdog)."""
-    world().barrier()
+def barrier(timeout: float | None = None) -> None:
+    """Wait until every rank has reached this line; under the watchdog, which ends the job
+    after `timeout` seconds (default CHAINJIT_MPI_TIMEOUT)."""
+    world().barrier("distributed.barrier()", timeout)
+
+
+def rank_key(key):
+    """A random key for this rank: distinct keys give distinct keys on every rank (for
+    `nn.dropout(x, rate, rank_key(step))` in a data-parallel loss); `key` itself in one
+    process. Works on traced keys too.
+
+    >>> rank_key(7)
+    7
+    """
+    w = world()
+    return key * w.size + w.rank if w.size > 1 else key

@@ -375,6 +375,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         raise ValueError("fit(..., data_parallel=True) was given a step made without "
                          "data_parallel=True; pass train_step(..., data_parallel=True) or none")
     shard = Shard(batch_size, data_parallel)  # this rank's rows [lo, hi) of every batch
+    has_checkpoint = bool(checkpoint)
     progress, checkpoint = progress and shard.root, checkpoint if shard.root else None
     if state is not None:
         step.state = step.optimizer.init(params)
@@ -434,4 +435,5 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         bar.end_epoch(summary)
         if checkpoint:
             ckpt.save(checkpoint, params, step.state)
+        shard.after_checkpoint(has_checkpoint)
     return history

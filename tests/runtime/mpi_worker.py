@@ -75,6 +75,7 @@ def collectives(out: Path) -> None:
     constant(np.zeros(3))
     results["constant_call_2"] = constant(np.zeros(3))
     results["rank"] = np.array(rank)
+    results["key"] = np.array(distributed.rank_key(5))
     results["x_after"] = x + rank  # the input is untouched by every call above (x0 + 2 rank)
     results["grad_mean"] = compile(grad(lambda v: np.sum(all_reduce(v, "mean") ** 2)))(x)
     np.savez(out / f"collectives-{size}-rank{rank}.npz", **results)
@@ -100,7 +101,8 @@ def fit_run(out: Path) -> None:
     params = init(100)
     x, y = data(40)
     history = fit(loss, params, (x, y), optim.Adam(0.05), epochs=2, batch_size=10,
-                  eval_data=data(12, seed=2), progress=rank == 0, data_parallel=True)
+                  eval_data=data(12, seed=2), progress=rank == 0, data_parallel=True,
+                  checkpoint=str(out / f"fit-{size}.ckpt"))
     np.savez(out / f"fit-{size}-rank{rank}.npz", loss=history["loss"],
              eval_loss=history["eval_loss"], **params)
 

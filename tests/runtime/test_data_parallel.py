@@ -83,6 +83,8 @@ def test_all_reduce_across_two_ranks(tmp_path):
         np.testing.assert_array_equal(got["x_after"], x0 + 2 * (got["rank"] == 1))
         # d/dx_r of Σ_ranks sum(mean(x)²) = mean over ranks of 2 mean(x) = x0 + x1
         np.testing.assert_allclose(got["grad_mean"], x0 + x1, rtol=1e-6)
+    keys = [int(got["key"]) for got in rank_results(tmp_path, "collectives-2", 2)]
+    assert keys == [10, 11]  # distributed.rank_key: distinct dropout keys on every rank
 
 
 @needs_mpi
@@ -91,6 +93,7 @@ def test_fit_on_two_ranks_matches_one_process(tmp_path):
     assert code == 0, output
     assert output.count("epoch 2/2") == 1, output  # the progress bar on rank 0 only
     results = rank_results(tmp_path, "fit-2", 2)
+    assert list(tmp_path.glob("fit-2.ckpt*")), list(tmp_path.iterdir())  # saved by rank 0
     params = mpi_worker.init(100)
     x, y = mpi_worker.data(40)
     from runtime import fit
