@@ -36,6 +36,7 @@ SLOTS = ("size", "handle_bytes", "comm", "in_place", "sum", "max", "min",
 SLOT = {name: i for i, name in enumerate(SLOTS)}
 OP_CODES = {"sum": 0, "mean": 1, "max": 2, "min": 3}  # the kernel's `op` argument
 _OP_SLOTS = (SLOT["sum"], SLOT["sum"], SLOT["max"], SLOT["min"])
+_SIZE = SLOT["size"]
 
 _TABLE = np.zeros(16, np.int64)  # lives as long as the process: compiled code reads it
 _STUB = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1)  # never called: size is 1 without MPI
@@ -139,7 +140,7 @@ def mpi_pack(out, offset, x):
 def mpi_allreduce(buffer, op):
     """`buffer` (1-d, C-contiguous) reduced in place across ranks: op is OP_CODES' sum,
     mean, max or min. Returns at once in one process."""
-    size = table_slot(0)
+    size = table_slot(_SIZE)
     if size == 1:
         return
     if buffer.size > 2147483647:
