@@ -170,6 +170,11 @@ def test_all_reduce_in_one_process_is_the_identity_compiled_and_eager():
     np.testing.assert_array_equal(got[0], a)
     np.testing.assert_array_equal(got[1], b)
     assert got[2] == 7.0
+    returned = compile(lambda v: all_reduce(v))  # the result of an input: a copy, kept
+    first = returned(x)
+    returned(x + 10)
+    np.testing.assert_array_equal(first, x)
+    assert not np.shares_memory(first, x)
     ints = compile(lambda v: all_reduce(v, "max"))
     np.testing.assert_array_equal(ints(np.arange(4)), np.arange(4))
 
