@@ -10,12 +10,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(VENV)/.stamp-test: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e ".[test,examples]"
+# .[mpi] (mpi4py + MPICH) so that the tests launch real `mpiexec -n 2` and `-n 4` jobs
+$(VENV)/.stamp-test: pyproject.toml Makefile | $(PY)
+	$(PIP) install --quiet -e ".[test,examples,mpi]"
 	touch $@
 
 $(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-test
-	$(PIP) install --quiet -e ".[test,examples,bench]"
+	$(PIP) install --quiet -e ".[test,examples,mpi,bench]"
 	touch $@
 
 test: $(VENV)/.stamp-test

@@ -11,10 +11,11 @@ codegen, and the public API.
 """
 
 from compiler.api import compile
+from compiler.collectives import all_reduce
 from compiler.loops import fori_loop, scan, while_loop
 from compiler.primitives import stop_gradient
 from compiler.pytree import tree_flatten, tree_map, tree_unflatten
 from compiler.transforms import custom_vjp, grad, value_and_grad, vjp
 
-__all__ = ["compile", "custom_vjp", "fori_loop", "grad", "scan", "stop_gradient",
+__all__ = ["all_reduce", "compile", "custom_vjp", "fori_loop", "grad", "scan", "stop_gradient",
            "tree_flatten", "tree_map", "tree_unflatten", "value_and_grad", "vjp", "while_loop"]

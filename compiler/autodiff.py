@@ -122,8 +122,9 @@ def _node_backward(trace: Trace, node: Node, g: Var, cts: dict[Var, Var],
         raise UnsupportedError(f"no VJP rule for {node.op.value}", node.source)
     first = len(trace.nodes)
     wrap = lambda v: F.wrap(trace, v)
-    with trace.annotate(f"vjp {node.op.value} of %{node.out.id}", node.source, Role.BACKWARD):
-        results = rule(wrap(g), wrap(node.out), *map(wrap, node.inputs), **node.params)
+    out = node.outputs[0]  # (all_reduce of several parts: its rule raises)
+    with trace.annotate(f"vjp {node.op.value} of %{out.id}", node.source, Role.BACKWARD):
+        results = rule(wrap(g), wrap(out), *map(wrap, node.inputs), **node.params)
         kept: dict[int, Var] = {}
         for i, result in enumerate(results):
             if needed[i] and result is not None:

@@ -169,6 +169,8 @@ SHAPE_FIXES = {
     **{op: _BROADCAST_FIX for op in (ops.BINARY | ops.COMPARISON | {Op.WHERE, Op.BROADCAST_TO})},
     **{op: "cast the operand to a float dtype with astype(np.float32)"
        for op in ops.UNARY},
+    Op.ALL_REDUCE: "all_reduce takes float32/float64 (int32/int64 for sum, max, min) arrays: "
+                   "cast it with astype(np.float32)",
     Op.CONCATENATE: "every operand must have the same rank, dtype and size on each axis but "
                     "`axis`: slice, pad or reshape the operands, or concatenate along the axis "
                     "where they differ",

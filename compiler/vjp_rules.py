@@ -41,6 +41,7 @@ import numpy as np
 
 from compiler import primitives as F
 from compiler import primitives_extra as E
+from compiler.errors import TraceError
 from ir.ops import Op
 
 VjpRule = Callable[..., tuple]
@@ -397,6 +398,20 @@ def _cholesky_vjp(g, out, a):
     s = _swap_last(E.solve(lt, _swap_last(E.solve(lt, phi))))
     sym = s + _swap_last(s)
     return (F.where(strict, sym, F.where(lower, s, 0.0)),)  # dA = tril(S + Sᵀ) - diag(S)
+
+
+@vjp_rule(Op.ALL_REDUCE)
+def _all_reduce_vjp(g, out, x, *, reduction, shapes):
+    # out = Σ_ranks x on every rank, so a rank's x reaches every rank's loss: its cotangent
+    # is the same reduction of every rank's g (mean: 1/N of it)
+    if reduction not in ("sum", "mean") or len(shapes) != 1:
+        what = f"op={reduction!r}" if len(shapes) == 1 else "a buffer of several parts"
+        raise TraceError(f"all_reduce({what}) has no gradient (only sum and mean of one "
+                         "value do)", fix="all_reduce each value that needs a gradient with "
+                         "sum or mean, or wrap it in stop_gradient")
+    from compiler.collectives import all_reduce
+
+    return (all_reduce(g, reduction),)  # dX = all_reduce(G)
 
 
 @vjp_rule(Op.FUSED)

@@ -173,6 +173,25 @@ EVAL_RULES[Op.SCAN] = _scan
 EVAL_RULES[Op.WHILE] = _while
 
 
+def cut(flat: np.ndarray, shapes) -> tuple[np.ndarray, ...]:
+    """`flat`'s elements in order, as arrays of `shapes` (ALL_REDUCE's outputs)."""
+    parts, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        parts.append(flat[start : start + size].reshape(shape))
+        start += size
+    return tuple(parts)
+
+
+def _all_reduce_one_rank(x, *, reduction, shapes):
+    """One rank's all_reduce: x itself, cut into its parts. compiler/collectives.py puts the
+    rule that reduces across ranks here when the compiler is imported."""
+    return cut(np.array(x).ravel(), shapes)
+
+
+EVAL_RULES[Op.ALL_REDUCE] = _all_reduce_one_rank
+
+
 def eval_node(node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Evaluate one node; results are cast to the node's declared output types."""
     with np.errstate(all="ignore"):  # inf/nan propagate as in NumPy, without warnings

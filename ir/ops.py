@@ -74,6 +74,8 @@ class Op(Enum):
     SOLVE = "solve"  # np.linalg.solve(a (..., n, n), b (..., n, k)) with equal batch dims
     SLOGDET = "slogdet"  # a (..., n, n) -> (..., 2): [sign, log|det|] of np.linalg.slogdet
     CHOLESKY = "cholesky"  # np.linalg.cholesky: lower L, L Lᵀ = a (reads a's lower triangle)
+    # collectives across the ranks of a data-parallel job (runtime/distributed.py)
+    ALL_REDUCE = "all_reduce"  # [reduction, shapes]: x summed (...) over ranks, cut into shapes
     # a fused kernel: [body] is a sub-graph (see compiler/passes)
     FUSED = "fused"
     # structured loops (compiler/loops.py): the body is a sub-graph, run once per step
@@ -98,6 +100,7 @@ MOVEMENT = frozenset(
 INDEXING = frozenset({Op.GATHER, Op.SCATTER_ADD})
 CONTRACTION = frozenset({Op.MATMUL, Op.CONV2D})
 LIBRARY = frozenset({Op.ATAN2, Op.FMOD, Op.ARGSORT, Op.SOLVE, Op.SLOGDET, Op.CHOLESKY})
+COLLECTIVE = frozenset({Op.ALL_REDUCE})
 OTHER = frozenset({Op.CONSTANT, Op.RANDOM_UNIFORM, Op.FUSED})
 LOOPS = frozenset({Op.SCAN, Op.WHILE})
 
@@ -109,6 +112,7 @@ GROUPS = {
     "indexing": INDEXING,
     "contraction": CONTRACTION,
     "library": LIBRARY,
+    "collective": COLLECTIVE,
     "other": OTHER,
     "loops": LOOPS,
 }

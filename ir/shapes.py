@@ -269,6 +269,23 @@ def _random_shape(key, *, shape, dtype):
     return (TensorType(shape, dtype),)
 
 
+ALL_REDUCE_OPS = ("sum", "mean", "max", "min")
+
+
+@shape_rule(Op.ALL_REDUCE)
+def _all_reduce_shape(x, *, reduction, shapes):
+    if reduction not in ALL_REDUCE_OPS:
+        raise ShapeError(f"all_reduce op must be one of {ALL_REDUCE_OPS}, got {reduction!r}")
+    if np.dtype(x.dtype).name not in ("float32", "float64", "int32", "int64"):
+        raise ShapeError(f"all_reduce needs a float32, float64, int32 or int64 operand, got {x}")
+    if reduction == "mean" and not is_float(x.dtype):
+        raise ShapeError(f"all_reduce mean needs a float operand, got {x}")
+    if sum(int(np.prod(s)) for s in shapes) != int(np.prod(x.shape)):
+        raise ShapeError(f"all_reduce parts {list(shapes)} do not hold the {x} operand's "
+                         "elements")
+    return tuple(TensorType(tuple(s), x.dtype) for s in shapes)
+
+
 @shape_rule(Op.FUSED)
 def _fused_shape(*xs, body, **_):  # also kind, shape: used by codegen
     got = tuple(x.type for x in body.inputs)

@@ -6,7 +6,7 @@ def __getattr__(name):  # training exports, imported lazily (they import the com
         from runtime import training
 
         return getattr(training, name)
-    if name in ("optim", "init", "checkpoint"):
+    if name in ("optim", "init", "checkpoint", "distributed", "data_parallel"):
         import importlib
 
         return importlib.import_module(f"runtime.{name}")

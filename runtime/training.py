@@ -89,7 +89,8 @@ class TrainStep:
 
     def __init__(self, loss_fn: Callable, optimizer: Optimizer, has_aux: bool = False,
                  check_finite: bool = True, check_batch: bool = True,
-                 backend: str | None = None, wait: bool | None = None):
+                 backend: str | None = None, wait: bool | None = None,
+                 data_parallel: bool = False, timeout: float | None = None):
         self.loss_fn = _uncompiled(loss_fn)
         self.optimizer = optimizer
         self.has_aux = has_aux
@@ -100,11 +101,25 @@ class TrainStep:
         # signature key -> (label leaves to range-check, whether every leaf of params and state
         # is updated in place, the compiled step's direct call for the key or None)
         self._checked: dict[Any, tuple[list, bool, Callable | None]] = {}
+        # data_parallel: gradients averaged over every rank's shard inside the compiled call
+        # (runtime/data_parallel.py); None, or the first-call checks and the watchdog
+        self.parallel = None
+        if data_parallel:
+            from runtime.data_parallel import DataParallel
+
+            self.parallel = DataParallel(self, timeout)
+            if self.parallel.active:
+                wait = True  # the interpreter rounds differently: every rank runs compiled
 
         def train_step_fn(params, opt_state, *batch):
             from compiler.transforms import value_and_grad
 
-            value, grads = value_and_grad(self.loss_fn, has_aux=has_aux)(params, *batch)
+            if data_parallel:  # averaged over every rank's shard: runtime/data_parallel.py
+                from runtime.data_parallel import value_and_mean_grad
+
+                value, grads = value_and_mean_grad(self.loss_fn, has_aux, params, batch)
+            else:
+                value, grads = value_and_grad(self.loss_fn, has_aux=has_aux)(params, *batch)
             new_params, new_state = optimizer.update(grads, opt_state, params)
             return value, new_params, new_state
 
@@ -164,7 +179,15 @@ class TrainStep:
         for index, classes, path in labels:
             if labels_out_of_range(leaves[index], classes):
                 nn.check_labels(leaves[index], classes, f"labels {path}")  # raises
-        value, new_params, new_state = call(leaves) if call else self.compiled(*args)
+        parallel = self.parallel
+        if parallel is not None and parallel.active:
+            parallel.arm()  # the watchdog: a rank that never reaches the all_reduce
+            try:
+                value, new_params, new_state = call(leaves) if call else self.compiled(*args)
+            finally:
+                parallel.disarm()
+        else:
+            value, new_params, new_state = call(leaves) if call else self.compiled(*args)
         self._finish(value, params, batch, new_params, new_state, in_place)
         return value
 
@@ -173,7 +196,16 @@ class TrainStep:
         remembered (with where its labels are and whether the compiled step updates every
         leaf of params and state in place) once a call with a finite loss went through."""
         self.check(params, batch)
-        value, new_params, new_state = self.compiled(*args)
+        parallel = self.parallel
+        if parallel is not None and parallel.active:
+            parallel.first_call(params, batch, args)  # same step everywhere, rank 0's params
+            parallel.arm()
+            try:
+                value, new_params, new_state = self.compiled(*args)
+            finally:
+                parallel.disarm()
+        else:
+            value, new_params, new_state = self.compiled(*args)
         in_place = _same_leaves(params, new_params) and _same_leaves(self.state, new_state)
         self._finish(value, params, batch, new_params, new_state, in_place)
         if key is not None and not self.compiled.building(*args):  # checked each call while
@@ -287,7 +319,8 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         has_aux: bool = False, shuffle: bool = True, step: TrainStep | None = None,
         state: Any = None,
         checkpoint: str | None = None, stream=None, backend: str | None = None,
-        wait: bool | None = None) -> History:
+        wait: bool | None = None, data_parallel: bool = False,
+        timeout: float | None = None) -> History:
     """Train `params` in place on `data` = (inputs, labels, ...) arrays sharing axis 0.
 
     Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs
@@ -301,6 +334,11 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     reference interpreter while their code compiles in the background. `progress`: a tqdm bar
     per epoch (True; a text bar without tqdm), none (False), or a dict of tqdm options
     (runtime/progress.py). Returns a History (`History.plot()` draws it).
+
+    With `data_parallel=True` (launched by mpiexec: runtime/data_parallel.py) every rank
+    shuffles alike and trains on its own slice of each batch of `batch_size` (the global
+    batch); the loss in the history is the global batch's, evaluation metrics are means over
+    every rank's slice of `eval_data`, and only rank 0 draws progress and saves checkpoints.
     """
     from runtime import checkpoint as ckpt
 
@@ -308,14 +346,24 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     n = _batch_size_of(data, "training data")
     batch_size = min(batch_size, n)
     batches = n // batch_size
-    step = step or train_step(loss_fn, optimizer, has_aux, backend=backend, wait=wait)
+    step = step or train_step(loss_fn, optimizer, has_aux, backend=backend, wait=wait,
+                              data_parallel=data_parallel, timeout=timeout)
+    from runtime.data_parallel import Shard
+
+    if data_parallel and step.parallel is None:
+        raise ValueError("fit(..., data_parallel=True) was given a step made without "
+                         "data_parallel=True; pass train_step(..., data_parallel=True) or none")
+    shard = Shard(batch_size, data_parallel)  # this rank's rows [lo, hi) of every batch
+    has_checkpoint = bool(checkpoint)
+    progress = progress if shard.root else False
+    checkpoint = checkpoint if shard.root else None
     if state is not None:
         step.state = step.optimizer.init(params)
         commit(step.state, state)
     eval_fn = None
     if eval_data is not None:
         eval_data = _as_tuple(eval_data)
-        _batch_size_of(eval_data, "evaluation data")
+        eval_data = shard.of_eval(eval_data, _batch_size_of(eval_data, "evaluation data"))
         eval_fn = compile_metrics({"loss": loss_fn, **(metrics or {})}, backend, wait)
         eval_fn.precompile(params, *eval_data)  # its build starts now, not after epoch 1
     history = History(loss=[], epoch_time=[], samples_per_sec=[])
@@ -323,24 +371,25 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     history.eval_fn = eval_fn
     rng = np.random.default_rng(seed)
     bar = progress_bar(progress, epochs, batches, stream)
-    used = batches * batch_size
+    local = shard.size
     # Each epoch gathers its shuffled examples once into these arrays (one np.take per array,
     # no allocation); a step's batch is then a contiguous slice of them, not a fancy index.
-    epoch_data = tuple(np.empty((used, *np.shape(a)[1:]), np.asarray(a).dtype) for a in data) \
-        if shuffle else tuple(np.asarray(a) for a in data)
+    gather = shuffle or shard.ranks > 1
+    epoch_data = tuple(np.empty((batches * local, *np.shape(a)[1:]), np.asarray(a).dtype)
+                       for a in data) if gather else tuple(np.asarray(a) for a in data)
     for epoch in range(epochs):
         order = rng.permutation(n) if shuffle else np.arange(n)
-        if shuffle:
+        if gather and (shuffle or epoch == 0):
             for a, out in zip(data, epoch_data):
-                np.take(a, order[:used], axis=0, out=out)
+                np.take(a, shard.rows(order, batches), axis=0, out=out)
         start = time.perf_counter()
         total, aux_totals = 0.0, {}
         for b in range(batches):
-            batch = tuple(a[b * batch_size : (b + 1) * batch_size] for a in epoch_data)
+            batch = tuple(a[b * local : (b + 1) * local] for a in epoch_data)
             try:
                 value = step(params, *batch)
             except NonFiniteLossError as error:
-                examples = order[b * batch_size : b * batch_size + 4].tolist()
+                examples = order[b * batch_size + shard.lo :][:4].tolist()
                 raise FitError(f"training stopped at epoch {epoch + 1}, step "
                                f"{epoch * batches + b + 1} (batch index {b} of the epoch, "
                                f"examples {examples}...): {error}") from error
@@ -360,10 +409,11 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
             history.setdefault(f"train_{key}", []).append(v / batches)
         summary = f"{elapsed:.2f}s"
         if eval_fn is not None:
-            for name, v in eval_fn(params, *eval_data).items():
+            for name, v in shard.reduce(eval_fn(params, *eval_data)).items():
                 history.setdefault(f"eval_{name}", []).append(float(v))
                 summary += f"  eval {name} {v:.4f}"
         bar.end_epoch(summary)
         if checkpoint:
             ckpt.save(checkpoint, params, step.state)
+        shard.after_checkpoint(has_checkpoint)
     return history

@@ -34,9 +34,9 @@ def test_every_example_is_listed():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_example_runs_in_quick_mode(script):
-    # this checkout's packages (the script's folder comes first on sys.path, not the cwd)
-    env = {**os.environ, "CHAINJIT_QUICK": "1",
-           "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")])}
+    # the tree under test first, not whichever checkout the venv's editable install names
+    path = os.pathsep.join(filter(None, [str(EXAMPLES.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "CHAINJIT_QUICK": "1", "PYTHONPATH": path}
     if script in BACKEND:
         env["CHAINJIT_BACKEND"] = BACKEND[script]
     command = [sys.executable, str(EXAMPLES / script), "--quick"]

@@ -15,6 +15,7 @@ from ir.graph import Node
 from ir.ops import Op
 
 KERNELS_MODULE = "compiler.kernels.library"
+MPI_KERNELS = "compiler.kernels.mpi"
 
 
 def emit_binary_libm(gen: CodeGen, node: Node) -> None:
@@ -88,6 +89,55 @@ def emit_slogdet(gen: CodeGen, node: Node) -> None:
     gen.line(f"slogdet_batched({_rows(gen, source, a, 2)}, {_rows(gen, name, node.out, 1)})")
 
 
+def emit_all_reduce(gen: CodeGen, node: Node) -> None:
+    """One in-place MPI_Allreduce of the operand's buffer (compiler/kernels/mpi.py: the
+    handles are read at run time, never written here); the outputs are views of it. In place
+    only on a fresh array nothing else reads (all_reduce_parts' concatenation), else a copy.
+    (The buffer plan treats ALL_REDUCE's outputs as views of its operand.)"""
+    from compiler.codegen.plan import FRESH_OPS
+    from compiler.kernels.mpi import OP_CODES
+
+    (x,) = node.inputs
+    producer = gen.producers.get(x)
+    readers = sum(n.inputs.count(x) for n in gen.graph.nodes)
+    value = gen.values[x]
+    in_place = (producer is not None and producer.op in FRESH_OPS - {Op.CONSTANT}
+                and readers == 1
+                and x not in gen.graph.outputs and value.kind == "array" and value.layout == "C"
+                and not value.owned)
+    if in_place:
+        source = value.name
+    elif x.ndim == 0:
+        source = gen.fresh("one")
+        gen.line(f"{source} = np.empty(1, np.{x.dtype.name})")
+        gen.line(f"{source}[0] = {gen.read(x, [])}")
+    else:  # a copy to reduce, while later readers of x still read x
+        source = gen.alloc_copy(x)
+        gen.copy(source, x, value)
+        gen.values[x] = value
+    buffer = gen.fresh("reduced")
+    gen.line(f"{buffer} = {gen.c_reshape(source, [_size(gen.dims[x])])}")
+    gen.fast_imports.add(f"{MPI_KERNELS}:mpi_allreduce")
+    reduction = node.params["reduction"]
+    gen.line(f"mpi_allreduce({buffer}, {OP_CODES[reduction]})  # {reduction}")
+    offset = "0"
+    for out in node.outputs:
+        dims = gen.resolve_shape(out.shape, tuple(node.inputs))
+        gen.set_dims(out, dims)
+        name = gen.name(out)
+        if out.ndim == 0:
+            gen.line(f"{name} = {buffer}[{offset}]")
+            gen.values[out] = Value("scalar", name)
+        else:
+            gen.line(f"{name} = {gen.c_reshape(buffer, gen.dims[out], offset)}")
+            gen.values[out] = Value("array", name, "C", False)
+        offset = f"{offset} + {_size(gen.dims[out])}"
+
+
+def _size(dims) -> str:
+    return " * ".join(f"({d})" for d in dims) or "1"
+
+
 EXTRA_EMIT_RULES = {
     Op.ATAN2: emit_binary_libm,
     Op.FMOD: emit_binary_libm,
@@ -95,4 +145,5 @@ EXTRA_EMIT_RULES = {
     Op.SOLVE: emit_solve,
     Op.SLOGDET: emit_slogdet,
     Op.CHOLESKY: emit_cholesky,
+    Op.ALL_REDUCE: emit_all_reduce,
 }

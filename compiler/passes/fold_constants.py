@@ -19,7 +19,8 @@ from ir.interpreter import eval_node
 from ir.ops import ELEMENTWISE, Op
 
 MAX_FOLDED_ELEMENTS = 1024
-NEVER_FOLDED = frozenset({Op.CONSTANT, Op.BROADCAST_TO, Op.SCAN, Op.WHILE})  # loops: run them
+# loops: run them; all_reduce: at run time
+NEVER_FOLDED = frozenset({Op.CONSTANT, Op.BROADCAST_TO, Op.SCAN, Op.WHILE, Op.ALL_REDUCE})
 
 
 def _constant_source(b: GraphBuilder, var) -> np.ndarray | None:

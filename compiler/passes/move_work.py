@@ -292,7 +292,7 @@ def move_work_for_fusion(graph: Graph) -> Graph:
             b.add(node)
             continue
         result = _drop_trivial_reshapes(node, b) if node.op == Op.RESHAPE else None
-        for rewrite in REWRITES:
+        for rewrite in REWRITES if len(node.outputs) == 1 else ():  # all_reduce has parts
             if result is not None:
                 break
             result = rewrite(rewriter, node)

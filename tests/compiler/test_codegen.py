@@ -147,6 +147,11 @@ OP_TABLE = {
                                              b.input((2, 3, 2), dt)]),
     "slogdet": lambda b, dt: b.emit(Op.SLOGDET, [b.input((2, 3, 3), dt)]),
     "cholesky": lambda b, dt: b.emit(Op.CHOLESKY, [b.input((3, 3), dt, "spd")]),
+    "all_reduce": lambda b, dt: b.emit(Op.ALL_REDUCE, [b.input((3, 4), dt)],
+                                       reduction="mean",
+                                       shapes=((2, 3), (6,))),  # one process: its first part
+    "all_reduce_i64": lambda b, dt: b.emit(Op.ALL_REDUCE, [b.input((5,), np.int64, "int")],
+                                           reduction="max", shapes=((5,),)),
     "constant_array": lambda b, dt: b.emit(Op.ADD, [
         b.emit(Op.CONSTANT, [], value=np.arange(6, dtype=dt).reshape(2, 3)), b.input((2, 3), dt)]),
     "constant_scalar": lambda b, dt: b.emit(Op.MUL, [b.emit(Op.BROADCAST_TO, [

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from compiler import grad, vjp
+from compiler import all_reduce, grad, vjp
 from compiler import primitives as F
 from compiler.array_tracer import new_trace
 from compiler.vjp_rules import NON_DIFFERENTIABLE, VJP_RULES, vjp_maths
@@ -96,6 +96,10 @@ PRIM_SPECS = [
              ((2, 3, 3),)),
     PrimSpec("cholesky_lower_triangle", Op.CHOLESKY,  # NumPy reads only the lower triangle
              lambda a: np.linalg.cholesky(a + 4 * np.eye(3)), 1, ((3, 3),)),
+    PrimSpec("all_reduce_sum", Op.ALL_REDUCE,  # one process: the identity
+             lambda x: np.sin(all_reduce(x * x)), 1),
+    PrimSpec("all_reduce_mean", Op.ALL_REDUCE,
+             lambda x, y: np.tanh(all_reduce(y * x, "mean")), 2),
     PrimSpec("conv2d", Op.CONV2D, lambda x, w: F.conv2d_primitive(
         x, w, (2, 1), ((1, 0), (1, 1)), (1, 2)), 2, ((2, 2, 5, 6), (3, 2, 2, 2))),
 ]
