@@ -125,6 +125,11 @@ class TrainStep:
         """The whole step's IR at a stage ("traced", "joint", "optimized", "fused")."""
         return self.compiled.ir(params, self._state_for(params), *batch, stage=stage)
 
+    def profile(self, params, *batch, seconds: float = 0.5):
+        """The step's time per kernel against the machine's roofline (`Compiled.profile`);
+        `params` and the state are not updated."""
+        return self.compiled.profile(params, self._state_for(params), *batch, seconds=seconds)
+
     def _state_for(self, params):
         if self.state is None:
             self.state = self.optimizer.init(params)
@@ -310,7 +315,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         has_aux: bool = False, shuffle: bool = True, step: TrainStep | None = None,
         state: Any = None,
         checkpoint: str | None = None, stream=None, backend: str | None = None,
-        wait: bool | None = None) -> History:
+        wait: bool | None = None, profile: bool = False) -> History:
     """Train `params` in place on `data` = (inputs, labels, ...) arrays sharing axis 0.
 
     Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs
@@ -321,7 +326,9 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     `step`/`state` continue an earlier run (a TrainStep, or an optimiser state from
     `checkpoint.load`); `checkpoint` is a path saved after every epoch. `backend` and `wait`
     are passed to `compile`: by default the first steps (and the first evaluation) run on the
-    reference interpreter while their code compiles in the background. Returns a History.
+    reference interpreter while their code compiles in the background. With `profile`, the
+    step's kernel profile (`TrainStep.profile`) is printed to `stream` (stderr) once, after
+    its third compiled step (`history.profile` holds it). Returns a History.
     """
     from runtime import checkpoint as ckpt
 
@@ -341,6 +348,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         eval_fn.precompile(params, *eval_data)  # its build starts now, not after epoch 1
     history = History(loss=[], epoch_time=[], samples_per_sec=[])
     history.step = step
+    history.profile = None
     history.eval_fn = eval_fn
     rng = np.random.default_rng(seed)
     bar = _Progress(progress, epochs, batches, stream)
@@ -365,6 +373,12 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
                 raise FitError(f"training stopped at epoch {epoch + 1}, step "
                                f"{epoch * batches + b + 1} (batch index {b} of the epoch, "
                                f"examples {examples}...): {error}") from error
+            if profile and history.profile is None and epoch * batches + b >= 2 and \
+                    not step.compiled.building(params, step.state, *batch):
+                began = time.perf_counter()
+                history.profile = step.profile(params, *batch)
+                print(history.profile, file=stream or sys.stderr)
+                start += time.perf_counter() - began  # not the epoch's time
             loss = value[0] if has_aux else value
             total += float(loss)
             if has_aux and isinstance(value[1], dict):
