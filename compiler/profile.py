@@ -114,10 +114,6 @@ class Profile:
         """A bar chart of the rows' times beside their bounds (matplotlib, when installed);
         saved to `path` if given. Returns the figure."""
         try:
-            import matplotlib
-
-            if path is not None:
-                matplotlib.use("Agg", force=False)
             import matplotlib.pyplot as plt
         except ImportError as error:
             raise ImportError("Profile.plot needs matplotlib (pip install matplotlib); "

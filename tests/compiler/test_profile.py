@@ -141,6 +141,19 @@ def test_profile_of_a_cnn_step_counts_convolution_flops():
     assert conv[0].flops == 2 * (2 * 4 * 6 * 6) * (1 * 3 * 3)
 
 
+def test_profile_plot_draws_a_bar_per_row(tmp_path):
+    pytest.importorskip("matplotlib")
+    params, x, y = _mlp()
+    f = compile(value_and_grad(_mlp_loss))
+    f(params, x, y)
+    profile = f.profile(params, x, y, seconds=0.01)
+    path = tmp_path / "profile.png"
+    fig = profile.plot(str(path))
+    assert path.stat().st_size > 1000
+    bars = fig.axes[0].patches
+    assert len(bars) == 2 * len(profile.rows)  # measured and bound, per row
+
+
 def test_profile_needs_the_numba_backend():
     params, x, y = _mlp()
     f = compile(_mlp_loss, backend="interpreter")
