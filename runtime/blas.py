@@ -139,10 +139,11 @@ def _holding(fn: Callable, hold: _Hold | None) -> Callable:
 # 3-9 GFLOP/s (medians), one-thread calls stayed at 109-118; a transformer step on Numba's
 # threads went from 18 ms to 220 ms. So a large driver's calls are timed, on all threads
 # ("wide") or on one ("narrow"), and each call takes the mode whose recent calls were faster
-# (medians of the last few, the first three calls of each mode to start with; a switch as
-# soon as the medians cross): the other mode is tried again after `wait` calls, a wait that
-# doubles each time the try loses (up to MAX_WAIT calls) and starts again at FIRST_WAIT when
-# it wins. A wide call STALL times the median of recent wide calls switches to narrow at once.
+# (medians of the last few, the first three calls narrow to start with; a switch as soon as
+# the medians cross, so a machine busy from the start costs one stalled wide call): the other
+# mode is tried again after `wait` calls, a wait that doubles each time the try loses (up to
+# MAX_WAIT calls) and starts again at FIRST_WAIT when it wins. A wide call STALL times the
+# median of recent wide calls switches to narrow at once.
 STALL = 2.5
 FIRST_WAIT = 16
 MAX_WAIT = 4096
@@ -174,7 +175,7 @@ class Adaptive:
         seconds = time.perf_counter() - start
         recent = self.times[current]
         usual = _median(recent) if len(recent) >= 3 else None
-        _remember(self.times[mode], seconds)
+        _remember(self.times[mode], seconds)  # (recent is this list when mode is current)
         if mode != current:  # a try of the other mode
             if usual is not None and seconds < usual:
                 self._switch(mode, mode, seconds)
@@ -185,7 +186,7 @@ class Adaptive:
             self.countdown -= 1
             if mode == "wide" and usual is not None and seconds > STALL * usual:
                 self._switch("narrow", "wide", seconds)
-            elif len(recent) >= 3 and len(self.times[other]) >= 3 and \
+            elif len(self.times[other]) >= 3 and \
                     _median(self.times[other]) < _median(recent):
                 self._switch(other)  # this mode's recent calls are slower than the other's
         return out
