@@ -309,6 +309,13 @@ def compile_metrics(metrics: Mapping[str, Callable], backend: str | None = None,
     return compile(evaluate_metrics, backend=backend, wait=wait)
 
 
+def _profile(step: TrainStep, params, batch: Sequence):
+    """The step's profile, or why there is none (a string) when it does not run compiled."""
+    if step.compiled.backend != "numba":
+        return f"chainjit: no profile: the step runs on the {step.compiled.backend} backend"
+    return step.profile(params, *batch)
+
+
 def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs: int = 1,
         batch_size: int = 32, *, seed: int = 0, eval_data: Any = None,
         metrics: Mapping[str, Callable] | None = None, progress: bool = True,
@@ -376,7 +383,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
             if profile and history.profile is None and epoch * batches + b >= 2 and \
                     not step.compiled.building(params, step.state, *batch):
                 began = time.perf_counter()
-                history.profile = step.profile(params, *batch)
+                history.profile = _profile(step, params, batch)
                 print(history.profile, file=stream or sys.stderr)
                 start += time.perf_counter() - began  # not the epoch's time
             loss = value[0] if has_aux else value

@@ -192,3 +192,11 @@ def test_machine_measures_and_caches(monkeypatch, tmp_path):
 def test_sgemm_and_copy_rates_are_measured():
     assert machine_module.sgemm_gflops(128, repeat=2, seconds=0.01) > 0.1
     assert machine_module.copy_gbs(2**20, repeat=2) > 0.1
+
+
+def test_fit_on_the_interpreter_says_why_it_has_no_profile():
+    params, x, y = _mlp(batch=48)
+    stream = io.StringIO()
+    history = fit(_mlp_loss, params, (x, y), optim.SGD(0.1), batch_size=16, progress=False,
+                  stream=stream, profile=True, backend="interpreter")
+    assert "no profile" in stream.getvalue() and "interpreter" in history.profile
