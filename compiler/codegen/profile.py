@@ -26,6 +26,7 @@ _RETURN = re.compile(r"^    return \(")
 # a node's comment in the driver: `    # name:type ... = op ...` (its fused body's lines are
 # indented further, `    #   `)
 _NODE_COMMENT = re.compile(r"^    # [a-z]+:\w+\[")
+_TOP_LEVEL = re.compile(r"^    \S")  # the driver body's own statements, not a loop's body
 CLOCK_IMPORT = "from compiler.kernels.clock import clock"
 
 
@@ -58,10 +59,12 @@ def instrument(source: str) -> tuple[str, list[Call], int]:
         elif _NODE_COMMENT.match(line):
             seen += 1
             node, comments, block_start = seen, [line.strip()[2:]], False
-        elif block_start:  # a block of glue after the nodes (outputs, donated writes)
+        elif block_start and _TOP_LEVEL.match(line):  # glue after the nodes (donated writes)
             node, comments, block_start = -1, [], False
             if line.lstrip().startswith("#"):
                 comments.append(line.strip()[2:])
+        elif block_start:  # a block inside a loop node's body: still that node's
+            block_start = False
         elif line.lstrip().startswith("#") and comments:
             comments.append(line.strip()[2:])
         match = _CALL.match(line)

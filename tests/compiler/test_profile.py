@@ -200,3 +200,16 @@ def test_fit_on_the_interpreter_says_why_it_has_no_profile():
     history = fit(_mlp_loss, params, (x, y), optim.SGD(0.1), batch_size=16, progress=False,
                   stream=stream, profile=True, backend="interpreter")
     assert "no profile" in stream.getvalue() and "interpreter" in history.profile
+
+
+def test_instrument_keeps_a_loop_nodes_body_calls_with_that_node():
+    source = "\n".join([
+        "import numpy as np", "", "", "@numba.njit", "def driver(a, ws):", "",
+        "    # c:f32[4] = scan a    # m.py:3", "    for step_0 in range(4):", "",
+        "        # d:f32[4] = exp a    # m.py:4", "        d = kern_0123456789(ws, a)", "",
+        "        e = kern_abcdef0123(d)", "", "    kern_fedcba9876(a)", "", "    return (a, )"])
+    text, calls, nodes = instrument(source)
+    assert nodes == 1
+    assert [c.node for c in calls] == [0, 0, None]
+    assert "        prof_t[1] += clock() - prof_c" in text  # inside the loop, every step
+    builtins.compile(text, "<instrumented>", "exec")
