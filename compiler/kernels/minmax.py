@@ -12,6 +12,7 @@ softmax's row max from 0.47 to 0.08 ms, the cross-entropy's from 0.20 to 0.03 ms
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
@@ -33,3 +34,15 @@ def maximum_nan(typingctx, a, b):
         return builder.call(fn, list(args))
 
     return a(a, b), codegen
+
+
+class _PythonCallable(type(maximum_nan)):
+    """Callable from Python too (np.maximum), so generated code runs as plain Python (under
+    NUMBA_DISABLE_JIT, or a driver's `py_func`), as compiler/kernels/views.py's c_view does."""
+
+    def __call__(self, a, b):
+        return np.maximum(a, b)
+
+
+maximum_nan.__class__ = _PythonCallable
+maximum_nan.__module__ = __name__

@@ -80,3 +80,8 @@ def test_compiled_max_reductions_match_numpy(dtype):
     np.testing.assert_array_equal(rows, np.max(x * 2.0, axis=1))
     np.testing.assert_array_equal(cols, np.max(x + 1.0, axis=0))
     assert "maximum_nan" in f.source(x)
+
+
+def test_maximum_nan_runs_as_python_too():
+    assert np.isnan(maximum_nan(np.float32(1), np.float32(np.nan)))
+    assert maximum_nan(np.float32(-np.inf), np.float32(2.5)) == np.float32(2.5)
