@@ -237,7 +237,14 @@ class _NoHold:
 
 def adaptive_threads(driver: Callable, pooled: bool) -> Callable:
     """`driver` (already wrapped by `with_one_blas_thread` when `pooled`) called through an
-    `Adaptive`: narrow calls run Numba's regions on one thread (`pooled`) or BLAS on one."""
+    `Adaptive`: narrow calls run Numba's regions on one thread (`pooled`) or BLAS on one.
+    `CHAINJIT_ADAPTIVE=0` leaves `driver` as it is: a sum reduced on Numba's threads (a
+    prange loop) rounds differently on one thread and on two, so with it on, which rounding
+    a call gets depends on the machine's load; with it off, repeated runs are bit-identical."""
+    import os
+
+    if os.environ.get("CHAINJIT_ADAPTIVE", "1") == "0":
+        return driver
     if pooled:
         return Adaptive(driver, _OneNumbaThread())
     hold = _hold()

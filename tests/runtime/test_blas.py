@@ -142,3 +142,13 @@ def test_large_drivers_are_adaptive_small_ones_are_not():
     np.testing.assert_allclose(big(c, c), c @ c)
     assert not isinstance(small.trace(a, a).executable.call_driver, Adaptive)
     assert isinstance(big.trace(c, c).executable.call_driver, Adaptive)
+
+
+def test_adaptive_can_be_turned_off(monkeypatch):
+    from runtime.blas import adaptive_threads
+
+    driver = lambda: None  # noqa: E731
+    monkeypatch.setenv("CHAINJIT_ADAPTIVE", "0")
+    assert adaptive_threads(driver, pooled=False) is driver
+    monkeypatch.delenv("CHAINJIT_ADAPTIVE")
+    assert adaptive_threads(driver, pooled=True) is not driver
