@@ -59,6 +59,7 @@ class Profile:
     runs: int
     machine: object  # runtime.machine.Machine
     samples: list[list[float]] = field(default_factory=list)  # per run: each row's seconds
+    totals: list[float] = field(default_factory=list)  # per run: the whole driver's seconds
 
     @property
     def kernels(self) -> float:
@@ -234,4 +235,4 @@ def profile_graph(name: str, graph: Graph, donate: dict[int, int], guard: int | 
         rows.append(Row(call.caller, kind, shape, call.comments[0].split("    # ")[0], where,
                         float(t), flops, nbytes, peak.seconds(flops, nbytes)))
     return Profile(name, rows, float(np.median(steps)), float(medians[-1]), len(steps), peak,
-                   [list(s[:-1]) for s in samples])
+                   [list(s[:-1]) for s in samples], [float(s[-1]) for s in samples])

@@ -97,10 +97,13 @@ def test_profile_rows_cover_every_kernel_call_of_an_mlp_step():
     assert "matmul" in forward.ir and forward.source.startswith("test_profile.py:")
     loops = [r for r in profile.rows if r.kind in ("loop", "reduce")]
     assert loops and all(r.flops == 0 and r.nbytes > 0 for r in loops)
-    # the kernels add up to the driver, whose glue is small, and the driver to the step
-    assert profile.kernels <= profile.driver * 1.01
-    assert profile.driver - profile.kernels < 0.5 * profile.driver
-    assert 0.2 * profile.step < profile.driver < 5 * profile.step
+    # in every run the kernels add up to no more than the driver (they run inside it), whose
+    # glue is a small part of it; the driver's median is the step's, give or take the call
+    assert len(profile.samples) == len(profile.totals) == profile.runs
+    for kernels, total in zip(profile.samples, profile.totals):
+        assert sum(kernels) <= total
+    assert np.median([sum(k) / t for k, t in zip(profile.samples, profile.totals)]) > 0.5
+    assert 0.1 * profile.step < profile.driver < 10 * profile.step
     text = str(profile)
     assert text.count("\n") == len(profile.rows) + 4
     assert "roofline bound" in text and "100 GFLOP/s" in text
