@@ -5,12 +5,13 @@ The step's driver is generated again with a clock read around every kernel call 
 nest, BLAS call and convolution: compiler/codegen/profile.py) and run, alternating with the
 plain driver, until about `seconds` have passed (at least `repeat` runs of each). Each row is
 one kernel call: the IR line of its node and the user's source line, its median time, its
-share of the step, its work (FLOPs of a matmul or convolution, else bytes read + written) and
-the rate achieved against this machine's peak (runtime/machine.py: best sgemm, best copy),
-then the roofline bound of that work. The rows' times add up to the driver's (the rest is
-its glue: views, scalar arithmetic); the step row is the plain driver's median, as a call
-from Python takes it. The bound of the step is the sum of its kernels' bounds: each kernel
-at the peak rate of the resource it needs most.
+share of the step, its mean time (where other processes' work lands: the means add up to the
+driver's mean, the medians need not), its work (FLOPs of a matmul or convolution, else bytes
+read + written), the rate achieved against this machine's peak (runtime/machine.py: best
+sgemm, best copy) and the roofline bound of that work. In each run the rows' times add up to
+the driver's but for its glue (views, scalar arithmetic); the step is the plain driver's
+median, as a call from Python takes it. The bound of the step is the sum of its kernels'
+bounds: each kernel at the peak rate of the resource it needs most.
 
 Donated arguments (a training step's parameters and optimiser state) are copied first: the
 profile's runs do not update the caller's arrays.
@@ -40,6 +41,7 @@ class Row:
     flops: int  # multiply-adds x 2 of its products (0: a loop kernel)
     nbytes: int  # bytes read + written
     bound: float  # seconds at the machine's peak rate of what it needs most
+    mean: float = 0.0  # mean time of one call (means add up to the driver's mean)
 
     def rate(self) -> tuple[float, str]:
         """(achieved rate, its unit): GFLOP/s for products, GB/s for the rest."""
@@ -66,6 +68,13 @@ class Profile:
         return sum(r.seconds for r in self.rows)
 
     @property
+    def glue(self) -> float:
+        """Median seconds of a run spent in the driver outside its kernels."""
+        if not self.totals:
+            return max(self.driver - self.kernels, 0.0)
+        return float(np.median([t - sum(k) for k, t in zip(self.samples, self.totals)]))
+
+    @property
     def bound(self) -> float:
         return sum(r.bound for r in self.rows)
 
@@ -82,20 +91,24 @@ class Profile:
     def table(self) -> str:
         m = self.machine
         head = (f"profile of {self.name}: {len(self.rows)} kernel calls; step "
-                f"{_ms(self.step)} (median of {self.runs} runs), kernels {_ms(self.kernels)}, "
-                f"driver glue {_ms(max(self.driver - self.kernels, 0.0))}")
-        cells = [("#", "kernel", "kind", "shape", "time", "share", "work", "rate", "of peak",
-                  "bound", "source", "IR")]
+                f"{_ms(self.step)} (median of {self.runs} runs), kernels {_ms(self.kernels)} "
+                f"(the sum of their medians), driver glue {_ms(self.glue)}")
+        spread = self.driver - self.kernels - self.glue
+        if spread > 0.1 * self.driver:  # slow runs, each slowed in another kernel
+            head += (f"; {_ms(spread)} more in the driver's median than in its kernels' "
+                     "and glue's: time lost to other processes, in a different call each run")
+        cells = [("#", "kernel", "kind", "shape", "time", "share", "mean", "work", "rate",
+                  "of peak", "bound", "source", "IR")]
         for k, r in enumerate(self.rows):
             rate, unit = r.rate()
             peak = m.peak_gflops if r.flops else m.bandwidth_for(r.nbytes)
             work = f"{r.flops / 1e6:.1f} MFLOP" if r.flops else f"{r.nbytes / 1e6:.2f} MB"
             cells.append((str(k), r.kernel.removeprefix("kern_"), r.kind, r.shape,
                           _ms(r.seconds), f"{100 * r.seconds / max(self.step, 1e-12):.1f}%",
-                          work, f"{rate:.1f} {unit}", f"{100 * rate / peak:.0f}%",
+                          _ms(r.mean), work, f"{rate:.1f} {unit}", f"{100 * rate / peak:.0f}%",
                           _ms(r.bound), r.source, _short(r.ir)))
         widths = [max(len(row[c]) for row in cells) for c in range(len(cells[0]))]
-        right = {0, 4, 5, 6, 7, 8, 9}
+        right = {0, 4, 5, 6, 7, 8, 9, 10}
         lines = [head, f"machine: {m.describe()}"]
         for row in cells:
             lines.append("  ".join(v.rjust(w) if c in right else v.ljust(w)
@@ -225,14 +238,15 @@ def profile_graph(name: str, graph: Graph, donate: dict[int, int], guard: int | 
         run_plain(*args)
         steps.append(time.perf_counter() - start)
     medians = np.median(np.array(samples), axis=0)
+    means = np.mean(np.array(samples), axis=0)
     nodes = graph.nodes
     peak = machine()
     rows = []
-    for call, t in zip(calls, medians[:-1]):
+    for call, t, mean in zip(calls, medians[:-1], means[:-1]):
         node = nodes[call.node] if commented == len(nodes) and call.node is not None else None
         kind, shape, where = _describe(node)
         flops, nbytes = node_work(node) if node is not None else (0, 0)
         rows.append(Row(call.caller, kind, shape, call.comments[0].split("    # ")[0], where,
-                        float(t), flops, nbytes, peak.seconds(flops, nbytes)))
+                        float(t), flops, nbytes, peak.seconds(flops, nbytes), float(mean)))
     return Profile(name, rows, float(np.median(steps)), float(medians[-1]), len(steps), peak,
                    [list(s[:-1]) for s in samples], [float(s[-1]) for s in samples])

@@ -104,6 +104,7 @@ def test_profile_rows_cover_every_kernel_call_of_an_mlp_step():
         assert sum(kernels) <= total
     assert np.median([sum(k) / t for k, t in zip(profile.samples, profile.totals)]) > 0.5
     assert 0.1 * profile.step < profile.driver < 10 * profile.step
+    assert sum(r.mean for r in profile.rows) <= np.mean(profile.totals)  # inside the driver
     text = str(profile)
     assert text.count("\n") == len(profile.rows) + 4
     assert "roofline bound" in text and "100 GFLOP/s" in text
