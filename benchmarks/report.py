@@ -33,8 +33,18 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
+    try:
+        import llvmlite.binding as llvm
+
+        from runtime.machine import vector_bits
+
+        llvm_cpu, bits = llvm.get_host_cpu_name(), vector_bits()
+    except Exception:  # noqa: BLE001 - reported as unknown
+        llvm_cpu, bits = "unknown", None
     return {
         "cpu": cpu,
+        "llvm_cpu": llvm_cpu,
+        "vector_bits": bits,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": _version("numpy"),
@@ -191,13 +201,15 @@ def markdown(results: dict) -> str:
     m, mach = results["machine"], results["bound"]
     out = [
         (
-            f"- Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {m['numpy']}, "
+            f"- Machine: {m['cpu']}, {m['cores']} cores, LLVM host {m.get('llvm_cpu', '?')}, "
+            f"{m.get('vector_bits', '?')}-bit vectors; Python {m['python']}, numpy {m['numpy']}, "
             f"numba {m['numba']}, jax {m['jax']}, torch {m['torch']}; {m['date']}."
         ),
         (
             f"- Measured in the same run (best of the measurements between workloads): "
             f"peak float32 "
-            f"matmul {mach['peak_flops'] / 1e9:.1f} GFLOP/s (np.dot 1024x1024), copy bandwidth "
+            f"matmul {mach['peak_flops'] / 1e9:.1f} GFLOP/s (the best sgemm: "
+            f"{mach.get('peak_source', 'np.dot 1024x1024')}), copy bandwidth "
             f"{mach['copy_bandwidth'] / 1e9:.1f} GB/s (np.copyto, read+write)."
         ),
         load_sentence(m),

@@ -289,6 +289,21 @@ class Compiled:
         return Listing(kernel_summary(graph, plan_buffers(graph, traced.donate,
                                                           self.donate_guard)))
 
+    def profile(self, *args, seconds: float = 0.5):
+        """Run the compiled code on these arguments with a timer around every kernel and BLAS
+        call, for about `seconds`: a `Profile` whose text (print it) has one row per call
+        (IR line, source line, median time, share of the step, FLOPs or bytes, rate against
+        this machine's peak) and the step against its roofline bound; `.plot()` draws it
+        (compiler/profile.py). Donated arguments are copied, not updated."""
+        from compiler.profile import profile_graph
+
+        if self.backend != "numba":
+            raise ValueError(f"profile times compiled kernels; {self.__name__} runs on the "
+                             f"{self.backend} backend (compile it with backend='numba')")
+        traced = self.trace(*args)
+        return profile_graph(self.__name__, self.lowered(traced, "fused"), traced.donate,
+                             self.donate_guard, self.signature(args)[1], seconds)
+
     def compare(self, *args, rtol: float | None = None):
         """Run the compiled code and the interpreter side by side on these arguments and
         name the first kernel, IR node and source line whose output differs beyond `rtol`

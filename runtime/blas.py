@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
+import time
 from typing import Callable
 
 # (get, set) symbol names, the first found is used
@@ -129,3 +130,122 @@ def _holding(fn: Callable, hold: _Hold | None) -> Callable:
 
     call.__wrapped__ = fn
     return call
+
+
+# -- one thread while a core is taken ---------------------------------------------------------
+# On a machine shared with other work (two cores, another process busy on one), a call that
+# runs on two threads waits for a thread that has no core: measured on the Zen 5 EPYC with one
+# core kept busy, two-thread OpenBLAS sgemm on the large MLP's products fell from 221-228 to
+# 3-9 GFLOP/s (medians), one-thread calls stayed at 109-118; a transformer step on Numba's
+# threads went from 18 ms to 220 ms. So a large driver's calls are timed, on all threads
+# ("wide") or on one ("narrow"), and each call takes the mode whose recent calls were faster
+# (medians of the last few, the first three calls narrow to start with; a switch as soon as
+# the medians cross, so a machine busy from the start costs one stalled wide call): the other
+# mode is tried again after `wait` calls, a wait that doubles each time the try loses (up to
+# MAX_WAIT calls) and starts again at FIRST_WAIT when it wins. A wide call STALL times the
+# median of recent wide calls switches to narrow at once.
+STALL = 2.5
+FIRST_WAIT = 16
+MAX_WAIT = 4096
+_OTHER = {"wide": "narrow", "narrow": "wide"}
+
+
+class Adaptive:
+    """`fn` on all threads or, in `narrow` (a context manager), on one: whichever has been
+    faster lately (see above). `current` is the mode calls take."""
+
+    def __init__(self, fn: Callable, narrow):
+        self.fn, self.narrow = fn, narrow
+        self.times: dict[str, list[float]] = {"wide": [], "narrow": []}
+        self.current = "wide"
+        self.wait = self.countdown = FIRST_WAIT
+        self.switches = 0
+        self.__wrapped__ = fn
+
+    def __call__(self, *args):
+        current = self.current
+        other = _OTHER[current]
+        mode = other if len(self.times[other]) < 3 or self.countdown <= 0 else current
+        start = time.perf_counter()
+        if mode == "narrow":
+            with self.narrow:
+                out = self.fn(*args)
+        else:
+            out = self.fn(*args)
+        seconds = time.perf_counter() - start
+        recent = self.times[current]
+        usual = _median(recent) if len(recent) >= 3 else None
+        _remember(self.times[mode], seconds)  # (recent is this list when mode is current)
+        if mode != current:  # a try of the other mode
+            if usual is not None and seconds < usual:
+                self._switch(mode, mode, seconds)
+            elif usual is not None:
+                self.wait = min(2 * self.wait, MAX_WAIT)
+            self.countdown = self.wait
+        else:
+            self.countdown -= 1
+            if mode == "wide" and usual is not None and seconds > STALL * usual:
+                self._switch("narrow", "wide", seconds)
+            elif len(self.times[other]) >= 3 and \
+                    _median(self.times[other]) < _median(recent):
+                self._switch(other)  # this mode's recent calls are slower than the other's
+        return out
+
+    def _switch(self, mode: str, evidence: str | None = None, seconds: float = 0.0) -> None:
+        """Calls take `mode` from now on; the call that decided it (a stall, a try that won)
+        stands for its mode's recent calls, whose older times no longer hold."""
+        if evidence is not None:
+            self.times[evidence] = [seconds] * 3
+        self.current = mode
+        self.switches += 1
+        self.wait = self.countdown = FIRST_WAIT
+
+
+def _remember(times: list[float], seconds: float, keep: int = 9) -> None:
+    times.append(seconds)
+    if len(times) > keep:
+        del times[0]
+
+
+def _median(times: list[float]) -> float:
+    return sorted(times)[len(times) // 2]
+
+
+class _OneNumbaThread:
+    """Numba's parallel regions on the calling thread only (numba.set_num_threads is per
+    thread), and BLAS held to one thread as in every pooled driver."""
+
+    def __enter__(self) -> None:
+        import numba
+
+        self.before = numba.get_num_threads()
+        numba.set_num_threads(1)
+
+    def __exit__(self, *exc) -> None:
+        import numba
+
+        numba.set_num_threads(self.before)
+
+
+class _NoHold:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def adaptive_threads(driver: Callable, pooled: bool) -> Callable:
+    """`driver` (already wrapped by `with_one_blas_thread` when `pooled`) called through an
+    `Adaptive`: narrow calls run Numba's regions on one thread (`pooled`) or BLAS on one.
+    `CHAINJIT_ADAPTIVE=0` leaves `driver` as it is: a sum reduced on Numba's threads (a
+    prange loop) rounds differently on one thread and on two, so with it on, which rounding
+    a call gets depends on the machine's load; with it off, repeated runs are bit-identical."""
+    import os
+
+    if os.environ.get("CHAINJIT_ADAPTIVE", "1") == "0":
+        return driver
+    if pooled:
+        return Adaptive(driver, _OneNumbaThread())
+    hold = _hold()
+    return Adaptive(driver, hold if hold is not None else _NoHold())

@@ -22,7 +22,7 @@ import numpy as np
 
 from ir.graph import Graph
 from ir.types import TensorType, is_python_scalar, type_of
-from runtime.blas import with_one_blas_thread
+from runtime.blas import adaptive_threads, with_one_blas_thread
 from runtime.specs import ALLOCATED, DonationMode
 
 
@@ -35,6 +35,22 @@ class NoFastPath(Exception):
 
 
 _SCALAR_TYPES = (float, int, bool)
+# A driver whose products do this many FLOPs runs on two threads and is timed to fall back to
+# one while a core is taken (runtime/blas.py, `Adaptive`); smaller ones are not timed.
+ADAPTIVE_FLOPS = 2**22
+
+
+def contraction_flops(graph: Graph) -> int:
+    """FLOPs of a graph's matmuls and convolutions (multiply-adds x 2)."""
+    from ir.ops import Op
+
+    total = 0
+    for node in graph.nodes:
+        if node.op == Op.MATMUL:
+            total += 2 * int(np.prod(node.out.shape)) * node.inputs[0].shape[-1]
+        elif node.op == Op.CONV2D:
+            total += 2 * int(np.prod(node.out.shape)) * int(np.prod(node.inputs[1].shape[1:]))
+    return total
 
 
 def signature_key(tree: Any, leaves: list) -> Any:
@@ -82,6 +98,8 @@ class Executable:
         # what calls it: with BLAS held to one thread if the driver runs Numba threads
         threads = getattr(generated, "threads", False)
         self.call_driver = with_one_blas_thread(driver) if threads else driver
+        if threads or contraction_flops(graph) >= ADAPTIVE_FLOPS:  # on one thread after a stall
+            self.call_driver = adaptive_threads(self.call_driver, threads)
         self.source = generated.listing()  # the driver and its kernels
         self.kernel_modules = sorted(getattr(generated, "kernels", {}))  # loaded first
         self.in_types: list[TensorType] = [v.type for v in graph.inputs]

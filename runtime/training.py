@@ -140,6 +140,11 @@ class TrainStep:
         """The whole step's IR at a stage ("traced", "joint", "optimized", "fused")."""
         return self.compiled.ir(params, self._state_for(params), *batch, stage=stage)
 
+    def profile(self, params, *batch, seconds: float = 0.5):
+        """The step's time per kernel against the machine's roofline (`Compiled.profile`);
+        `params` and the state are not updated."""
+        return self.compiled.profile(params, self._state_for(params), *batch, seconds=seconds)
+
     def _state_for(self, params):
         if self.state is None:
             self.state = self.optimizer.init(params)
@@ -313,6 +318,13 @@ def compile_metrics(metrics: Mapping[str, Callable], backend: str | None = None,
     return compile(evaluate_metrics, backend=backend, wait=wait)
 
 
+def _profile(step: TrainStep, params, batch: Sequence):
+    """The step's profile, or why there is none (a string) when it does not run compiled."""
+    if step.compiled.backend != "numba":
+        return f"chainjit: no profile: the step runs on the {step.compiled.backend} backend"
+    return step.profile(params, *batch)
+
+
 def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs: int = 1,
         batch_size: int = 32, *, seed: int = 0, eval_data: Any = None,
         metrics: Mapping[str, Callable] | None = None, progress: bool | dict = True,
@@ -320,7 +332,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         state: Any = None,
         checkpoint: str | None = None, stream=None, backend: str | None = None,
         wait: bool | None = None, data_parallel: bool = False,
-        timeout: float | None = None) -> History:
+        timeout: float | None = None, profile: bool = False) -> History:
     """Train `params` in place on `data` = (inputs, labels, ...) arrays sharing axis 0.
 
     Each epoch shuffles (unless `shuffle=False`) with a generator seeded by `seed` and runs
@@ -333,7 +345,9 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     are passed to `compile`: by default the first steps (and the first evaluation) run on the
     reference interpreter while their code compiles in the background. `progress`: a tqdm bar
     per epoch (True; a text bar without tqdm), none (False), or a dict of tqdm options
-    (runtime/progress.py). Returns a History (`History.plot()` draws it).
+    (runtime/progress.py). With `profile`, the step's kernel profile (`TrainStep.profile`)
+    is printed to `stream` (stderr) once, after its third compiled step (`history.profile`
+    holds it). Returns a History (`History.plot()` draws it).
 
     With `data_parallel=True` (launched by mpiexec: runtime/data_parallel.py) every rank
     shuffles alike and trains on its own slice of each batch of `batch_size` (the global
@@ -353,6 +367,10 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
     if data_parallel and step.parallel is None:
         raise ValueError("fit(..., data_parallel=True) was given a step made without "
                          "data_parallel=True; pass train_step(..., data_parallel=True) or none")
+    if profile and data_parallel:
+        raise ValueError("fit(profile=True) times a step by running it for a while, which ranks "
+                         "of a data-parallel job would do a different number of times; profile "
+                         "the step in one process (without data_parallel)")
     shard = Shard(batch_size, data_parallel)  # this rank's rows [lo, hi) of every batch
     has_checkpoint = bool(checkpoint)
     progress = progress if shard.root else False
@@ -368,6 +386,7 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
         eval_fn.precompile(params, *eval_data)  # its build starts now, not after epoch 1
     history = History(loss=[], epoch_time=[], samples_per_sec=[])
     history.step = step
+    history.profile = None
     history.eval_fn = eval_fn
     rng = np.random.default_rng(seed)
     bar = progress_bar(progress, epochs, batches, stream)
@@ -393,6 +412,12 @@ def fit(loss_fn: Callable, params: Any, data: Any, optimizer: Optimizer, epochs:
                 raise FitError(f"training stopped at epoch {epoch + 1}, step "
                                f"{epoch * batches + b + 1} (batch index {b} of the epoch, "
                                f"examples {examples}...): {error}") from error
+            if profile and history.profile is None and epoch * batches + b >= 2 and \
+                    not step.compiled.building(params, step.state, *batch):
+                began = time.perf_counter()
+                history.profile = _profile(step, params, batch)
+                print(history.profile, file=stream or sys.stderr)
+                start += time.perf_counter() - began  # not the epoch's time
             loss = value[0] if has_aux else value
             total += float(loss)
             if has_aux and isinstance(value[1], dict):

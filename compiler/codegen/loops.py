@@ -101,6 +101,7 @@ POOLED_PARALLEL_MIN_SIZE = 2**19
 # reduction loop vectorises (partial sums per SIMD lane) instead of running one add at a time.
 REASSOCIATE_REDUCTIONS = True
 
+MINMAX_KERNELS = "compiler.kernels.minmax"
 REDUCE_COMBINE = {Op.REDUCE_SUM: Op.ADD, Op.REDUCE_MAX: Op.MAX, Op.REDUCE_PROD: Op.MUL}
 REDUCE_UPDATE = {Op.REDUCE_SUM: "+=", Op.REDUCE_PROD: "*="}  # the forms prange can reduce
 
@@ -379,6 +380,10 @@ def emit_kernel(gen: CodeGen, nodes: list[Node], inputs: dict[Var, Var],
         value_name = f"{local(node.out)}_in"
         gen.line(f"{value_name} = {value}")
         combine = REDUCE_COMBINE[node.op]
+        if combine == Op.MAX and x.dtype in (np.float32, np.float64):  # vectorises
+            gen.fast_imports.add(f"{MINMAX_KERNELS}:maximum_nan")
+            gen.line(f"{acc} = maximum_nan({acc}, {value_name})")
+            continue
         gen.line(f"{acc} = {scalar_expr(gen, combine, x.dtype, x.dtype, [acc, value_name], {})}")
     body_var_of = {out: body for body, out in outputs}
     for out, target, index in stores:
