@@ -16,6 +16,7 @@ name the first IR node that produced a non-finite value.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
