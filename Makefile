@@ -32,8 +32,13 @@ fuzz: $(VENV)/.stamp-test
 demo: $(VENV)/.stamp-test
 	$(PY) examples/mlp_digits.py
 
+# the timed workloads and compile latency (run.py), then the GRU LM scan step (gru_lm.py:
+# steady state, then cold compiles at sequence 8 and 64) and, over MPI, data_parallel.py
 bench: $(VENV)/.stamp-bench
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/gru_lm.py
+	$(PY) benchmarks/gru_lm.py --cold
+	$(PY) benchmarks/data_parallel.py
 
 lint: $(VENV)/.stamp-test
 	$(PIP) install --quiet ruff
