@@ -21,7 +21,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from runtime.cache import cache_dir, environment_stamp, write_atomic
 
@@ -138,7 +138,9 @@ def machine() -> Machine:
     stamp = environment_stamp()
     path = cache_dir() / f"machine_{hashlib.sha256(stamp.encode()).hexdigest()[:16]}.json"
     try:
-        return Machine(**json.loads(path.read_text()))
+        saved = json.loads(path.read_text())
+        if set(saved) == {f.name for f in fields(Machine)}:  # else an older file: measure
+            return Machine(**saved)
     except (OSError, ValueError, TypeError):
         pass
     found = measure()

@@ -5,6 +5,7 @@ step, and `fit(..., profile=True)` prints it once."""
 
 import builtins
 import io
+import json
 import re
 
 import numpy as np
@@ -191,6 +192,25 @@ def test_machine_measures_and_caches(monkeypatch, tmp_path):
     machine_module.machine.cache_clear()
     monkeypatch.setattr(machine_module, "sgemm_gflops", lambda *a, **k: pytest.fail("again"))
     assert machine_module.machine() == found  # from the file
+
+
+def test_machine_file_of_an_older_layout_is_measured_again(monkeypatch, tmp_path):
+    """A cached machine file written before a field existed (cache_gbs) is not trusted: its
+    missing rate would read as 0 GB/s."""
+    monkeypatch.delenv("CHAINJIT_PEAK")
+    monkeypatch.setenv("CHAINJIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(machine_module, "sgemm_gflops", lambda n, repeat=5: 100.0)
+    monkeypatch.setattr(machine_module, "copy_gbs", lambda nbytes=2**26, repeat=7: 30.0)
+    machine_module.machine.cache_clear()
+    first = machine_module.machine()
+    (path,) = tmp_path.glob("machine_*.json")
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "cache_gbs"}
+    path.write_text(json.dumps(old))
+    machine_module.machine.cache_clear()
+    monkeypatch.setattr(machine_module, "copy_gbs", lambda nbytes=2**26, repeat=7: 40.0)
+    again = machine_module.machine()
+    machine_module.machine.cache_clear()
+    assert first.cache_gbs == 30.0 and again.cache_gbs == 40.0  # measured, not read as 0
 
 
 def test_sgemm_and_copy_rates_are_measured():
