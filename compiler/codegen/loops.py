@@ -29,7 +29,7 @@ from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.kernels.parallel import parallel_options
 from ir import ops
 from ir.graph import Graph, Node, Var
-from ir.ops import KernelKind, Op
+from ir.ops import Op
 from ir.printer import Namer
 from ir.types import is_float
 
@@ -423,7 +423,7 @@ def pooled(graph: Graph) -> bool:
             return True
         if node.op in ops.LOOPS:  # its steps run on one thread (codegen/control.py): a pool's
             return False  # idle threads spin through them, taking a core from BLAS
-        if node.op == Op.FUSED and node.params["kind"] != KernelKind.GEMM:
+        if node.op == Op.FUSED:
             loop_work += int(np.prod(node.params["shape"]))
         elif node.op in ops.ELEMENTWISE | ops.REDUCTION:
             loop_work += int(np.prod(node.inputs[0].shape))
