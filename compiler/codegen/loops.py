@@ -5,8 +5,8 @@ operands and constants are typed, and the transcendental float32 functions come 
 compiler/kernels/fastmath.py so loops vectorise). `EMIT_RULES` maps each op to a function
 `(gen: CodeGen, node) -> None` that appends lines and records the output's `Value`.
 
-Elementwise nodes, reductions and FUSED loop kernels all go through `emit_kernel` (FUSED
-gemm kernels are BLAS calls, compiler/codegen/ops.py): one loop nest
+Elementwise nodes, reductions and FUSED loop kernels all go through `emit_kernel` (GEMM
+nodes are BLAS calls, compiler/codegen/ops.py): one loop nest
 over the iteration shape, 0-d constants hoisted, broadcast inputs read through index maps,
 reduction outputs as accumulators (a scalar per output row when the reduced axes are the
 innermost ones, else an accumulator array indexed by the kept axes). The nest is planned

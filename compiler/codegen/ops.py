@@ -3,7 +3,7 @@
 Completes `EMIT_RULES` (op -> emitter `(gen, node) -> None`), which compiler/codegen/driver.py walks
 in graph order. Movement ops become views where possible (see `Value`); matmul is BLAS
 through `np.dot(a, b, out)`, or in a driver on Numba's threads the kernels of
-compiler/kernels/matmul.py; a FUSED gemm kernel (a product accumulated into a donated input,
+compiler/kernels/matmul.py; a GEMM node (a product accumulated into a donated input,
 compiler/passes/gemm_epilogue.py) is one BLAS call with alpha and beta
 (compiler/kernels/blas.py, or the threaded kernels); gather/scatter_add bounds-check every
 index (negative indices wrap as in NumPy) and raise IndexError naming the node instead of
