@@ -121,7 +121,7 @@ def fuse_gemm_epilogues(graph: Graph) -> Graph:
     >>> ones = np.ones((3, 2), np.float32)
     >>> node = fuse_gemm_epilogues(f.trace(ones, ones, np.ones((2, 2), np.float32)).graph).nodes[-1]
     >>> node.op, node.params
-    (<Op.GEMM: 'gemm'>, {'alpha': -0.5, 'beta': 1.0})
+    (Op.GEMM, {'alpha': -0.5, 'beta': 1.0})
     """
     match = _Match(graph)
     nodes, changed = [], False
