@@ -82,9 +82,9 @@ def backward_pass(trace: Trace, start: int, stop: int, seeds: dict[Var, Var],
         if node.op in LOOPS:  # compiler/loops_vjp.py: a reverse scan over the body's VJP
             loop_backward(trace, node, grads, cts, active, backward_pass)
             continue
-        if node.op is Op.FUSED:
-            raise UnsupportedError("autodiff runs on the traced graph, before fusion: a FUSED "
-                                   "node cannot be differentiated", node.source)
+        if node.op in (Op.FUSED, Op.GEMM):
+            raise UnsupportedError("autodiff runs on the traced graph, before fusion: a "
+                                   f"{node.op.value} node cannot be differentiated", node.source)
         _node_backward(trace, node, grads[0], cts, active)
     results = []
     for var in wrt:

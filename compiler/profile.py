@@ -161,7 +161,7 @@ def node_work(node: Node) -> tuple[int, int]:
     from compiler.codegen.summary import kernel_bytes
 
     nbytes = kernel_bytes(node)
-    if node.op == Op.MATMUL or (node.op == Op.FUSED and node.params["kind"] == "gemm"):
+    if node.op in (Op.MATMUL, Op.GEMM):
         return 2 * int(np.prod(node.out.shape)) * node.inputs[0].shape[-1], nbytes
     if node.op == Op.CONV2D:
         w = node.inputs[1].shape  # (O, C, kh, kw)

@@ -415,6 +415,7 @@ def _all_reduce_vjp(g, out, x, *, reduction, shapes):
 
 
 @vjp_rule(Op.FUSED)
+@vjp_rule(Op.GEMM)
 def _fused_vjp(g, out, *xs, **params):
     raise NotImplementedError("autodiff runs on the traced graph, before fusion")
 

@@ -119,6 +119,17 @@ def _fused(*xs, body, **_):  # kind and shape guide codegen only
     return tuple(evaluate(body, xs))
 
 
+def _gemm(a, b, x, *t, alpha, beta):
+    """alpha [t] (a @ b) + beta x in the operands' dtype, as (alpha t) p + beta x: the order
+    of the nodes compiler/passes/gemm_epilogue.py folds (x ± s p, s p ± x with s p = c p or
+    t p, x maybe c' x'). alpha is ±c or ±1 and beta ±c' or ±1, so alpha t, beta x and the
+    signs are exact, and this is bit for bit the arithmetic of the folded nodes."""
+    p = np.matmul(a, b)
+    scalar = p.dtype.type
+    scale = scalar(alpha) * t[0] if t else scalar(alpha)
+    return (scale * p + scalar(beta) * x).astype(p.dtype, copy=False)
+
+
 def _scan(*xs, body, num_consts, num_carry, length, reverse):
     consts = list(xs[:num_consts])
     carry = list(xs[num_consts:num_consts + num_carry])
@@ -168,6 +179,7 @@ EVAL_RULES[Op.PAD] = _pad
 EVAL_RULES[Op.CONV2D] = _conv2d
 EVAL_RULES[Op.SCATTER_ADD] = _scatter_add
 EVAL_RULES[Op.RANDOM_UNIFORM] = _random_uniform
+EVAL_RULES[Op.GEMM] = _gemm
 EVAL_RULES[Op.FUSED] = _fused
 EVAL_RULES[Op.SCAN] = _scan
 EVAL_RULES[Op.WHILE] = _while

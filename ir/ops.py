@@ -64,6 +64,9 @@ class Op(Enum):
     # contraction
     MATMUL = "matmul"  # (..., m, k) @ (..., k, n) with equal batch dims
     CONV2D = "conv2d"  # [strides, padding, dilation]: NCHW cross-correlation, w (O, C, kh, kw)
+    # [alpha beta]: a b x [t] -> alpha [t] (a @ b) + beta x, 2-D, t 0-d: one accumulating BLAS
+    # call; made after autodiff, by compiler/passes/gemm_epilogue.py
+    GEMM = "gemm"
     # random numbers: counter-based, a pure function of (key, element index)
     RANDOM_UNIFORM = "random_uniform"  # [shape, dtype]: key i64[] -> uniform [0, 1)
     # library ops: one call per node (libm, a sort, LAPACK through Numba's np.linalg), never
@@ -98,7 +101,7 @@ MOVEMENT = frozenset(
     {Op.BROADCAST_TO, Op.RESHAPE, Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.CONCATENATE}
 )
 INDEXING = frozenset({Op.GATHER, Op.SCATTER_ADD})
-CONTRACTION = frozenset({Op.MATMUL, Op.CONV2D})
+CONTRACTION = frozenset({Op.MATMUL, Op.GEMM, Op.CONV2D})
 LIBRARY = frozenset({Op.ATAN2, Op.FMOD, Op.ARGSORT, Op.SOLVE, Op.SLOGDET, Op.CHOLESKY})
 COLLECTIVE = frozenset({Op.ALL_REDUCE})
 OTHER = frozenset({Op.CONSTANT, Op.RANDOM_UNIFORM, Op.FUSED})
@@ -124,7 +127,6 @@ class KernelKind(str, Enum):
 
     LOOP = "loop"  # elementwise work over one iteration shape (compiler/passes/fuse.py)
     REDUCE = "reduce"  # a loop nest that also sums or maximises over some axes (fuse.py)
-    GEMM = "gemm"  # one accumulating BLAS matmul, out = alpha*a@b + beta*x (gemm_epilogue.py)
 
     __hash__ = str.__hash__  # equal to its string, so hashed as it (sets, dict keys)
 

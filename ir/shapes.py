@@ -202,6 +202,24 @@ def _matmul_shape(x, w):
     return (TensorType(x.shape[:-1] + w.shape[-1:], x.dtype),)
 
 
+@shape_rule(Op.GEMM)
+def _gemm_shape(a, b, x, *t, alpha, beta):
+    """alpha [t] (a @ b) + beta x: a (m, k), b (k, n) and x (m, n) of one float dtype, t a 0-d
+    value of that dtype, alpha and beta finite and nonzero."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ShapeError(f"gemm needs 2-D operands a (m, k) and b (k, n), got {a} and {b}")
+    if x != TensorType((a.shape[0], b.shape[1]), a.dtype) or b.dtype != a.dtype \
+            or not is_float(a.dtype):
+        raise ShapeError(f"gemm accumulates a @ b ({a} @ {b}) into x of that product's type, "
+                         f"got x {x}")
+    if len(t) > 1 or any(s != TensorType((), a.dtype) for s in t):
+        raise ShapeError(f"gemm takes at most one scale t, 0-d of {a.dtype}, got {t}")
+    for name, c in (("alpha", alpha), ("beta", beta)):
+        if not isinstance(c, float) or c == 0 or c != c or abs(c) == float("inf"):
+            raise ShapeError(f"gemm {name} must be a finite nonzero float, got {c!r}")
+    return (x,)
+
+
 def conv_out_size(size: int, k: int, stride: int, lo: int, hi: int, dilation: int) -> int:
     """Output length of a correlation along one axis (padding lo/hi may be negative: crop)."""
     return (size + lo + hi - dilation * (k - 1) - 1) // stride + 1

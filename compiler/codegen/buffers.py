@@ -109,13 +109,13 @@ def direct_donations(graph: Graph, donate: dict[int, int],
 
 
 def _reads_at_index(node, x: Var, roots) -> bool:
-    if node.op is Op.FUSED and node.params.get("kind") == KernelKind.GEMM:  # accumulates into x
+    if node.op is Op.GEMM:  # accumulates into x
         a, b, acc, *scale = node.inputs
         return acc is x and not any(x in roots.get(v, frozenset()) for v in (a, b, *scale))
     if node.op in ops.ELEMENTWISE:
         return all(v is x or x not in roots.get(v, frozenset()) for v in node.inputs) \
             and all(v.shape == x.shape for v in node.inputs if v is x)
-    if node.op is not Op.FUSED or node.params.get("kind") != KernelKind.LOOP:
+    if node.op is not Op.FUSED or node.params["kind"] != KernelKind.LOOP:
         return False
     if tuple(node.params["shape"]) != x.shape:
         return False

@@ -23,6 +23,7 @@ from __future__ import annotations
 from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.codegen.plan import alias_bases
 from ir.graph import Graph, Node, Var
+from ir.ops import Op
 
 
 def _bind(gen: CodeGen, inner: Var, outer: Var) -> None:
@@ -73,7 +74,7 @@ def accumulated_in_place(body: Graph, carry_in: list[Var], carry_out: list[Var])
     found = {}
     for new, old in zip(carry_out, carry_in):
         node = producers.get(new)
-        if node is None or node.params.get("kind") != "gemm" or node.inputs[2] is not old:
+        if node is None or node.op is not Op.GEMM or node.inputs[2] is not old:
             continue
         if consumers.get(old) != [node] or old in body.outputs \
                 or carry_out.count(new) > 1 or old in node.inputs[:2] + node.inputs[3:]:

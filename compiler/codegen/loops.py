@@ -5,8 +5,8 @@ operands and constants are typed, and the transcendental float32 functions come 
 compiler/kernels/fastmath.py so loops vectorise). `EMIT_RULES` maps each op to a function
 `(gen: CodeGen, node) -> None` that appends lines and records the output's `Value`.
 
-Elementwise nodes, reductions and FUSED loop kernels all go through `emit_kernel` (FUSED
-gemm kernels are BLAS calls, compiler/codegen/ops.py): one loop nest
+Elementwise nodes, reductions and FUSED loop kernels all go through `emit_kernel` (GEMM
+nodes are BLAS calls, compiler/codegen/ops.py): one loop nest
 over the iteration shape, 0-d constants hoisted, broadcast inputs read through index maps,
 reduction outputs as accumulators (a scalar per output row when the reduced axes are the
 innermost ones, else an accumulator array indexed by the kept axes). The nest is planned
@@ -29,7 +29,7 @@ from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.kernels.parallel import parallel_options
 from ir import ops
 from ir.graph import Graph, Node, Var
-from ir.ops import KernelKind, Op
+from ir.ops import Op
 from ir.printer import Namer
 from ir.types import is_float
 
@@ -423,7 +423,7 @@ def pooled(graph: Graph) -> bool:
             return True
         if node.op in ops.LOOPS:  # its steps run on one thread (codegen/control.py): a pool's
             return False  # idle threads spin through them, taking a core from BLAS
-        if node.op == Op.FUSED and node.params["kind"] != KernelKind.GEMM:
+        if node.op == Op.FUSED:
             loop_work += int(np.prod(node.params["shape"]))
         elif node.op in ops.ELEMENTWISE | ops.REDUCTION:
             loop_work += int(np.prod(node.inputs[0].shape))

@@ -3,7 +3,7 @@
 Completes `EMIT_RULES` (op -> emitter `(gen, node) -> None`), which compiler/codegen/driver.py walks
 in graph order. Movement ops become views where possible (see `Value`); matmul is BLAS
 through `np.dot(a, b, out)`, or in a driver on Numba's threads the kernels of
-compiler/kernels/matmul.py; a FUSED gemm kernel (a product accumulated into a donated input,
+compiler/kernels/matmul.py; a GEMM node (a product accumulated into a donated input,
 compiler/passes/gemm_epilogue.py) is one BLAS call with alpha and beta
 (compiler/kernels/blas.py, or the threaded kernels); gather/scatter_add bounds-check every
 index (negative indices wrap as in NumPy) and raise IndexError naming the node instead of
@@ -19,10 +19,10 @@ from compiler.codegen.control import emit_scan, emit_while
 from compiler.codegen.conv import emit_conv2d
 from compiler.codegen.emitter import NUMPY_DTYPE_NAMES, CodeGen, Value
 from compiler.codegen.extra_ops import EXTRA_EMIT_RULES
-from compiler.codegen.loops import broadcast_view, comment_body, emit_fused, emit_single
+from compiler.codegen.loops import broadcast_view, emit_fused, emit_single
 from ir import ops
 from ir.graph import Node, Var
-from ir.ops import KernelKind, Op
+from ir.ops import Op
 from ir.types import DTYPES
 
 MATMUL_KERNELS = "compiler.kernels.matmul"
@@ -285,11 +285,11 @@ def emit_matmul(gen: CodeGen, node: Node) -> None:
 
 
 def emit_gemm(gen: CodeGen, node: Node) -> None:
-    """A FUSED gemm kernel (compiler/passes/gemm_epilogue.py), out = alpha t a @ b + beta x
-    (t a traced 0-d scale when there is a fourth input, else 1), as one BLAS call
-    accumulating into out: out is x's own memory when x is donated (an SGD update in place),
-    else it starts as a copy of x."""
-    comment_body(gen, node.params["body"])
+    """A GEMM node (compiler/passes/gemm_epilogue.py), out = alpha t a @ b + beta x (t a
+    traced 0-d scale when there is a fourth input, else 1), as one BLAS call accumulating
+    into out: out is x's own memory when x is donated (an SGD update in place), else it
+    starts as a copy of x. Its IR comment is the node's own line (the driver's, or a loop
+    body's)."""
     x, w, acc, *scale = node.inputs
     out = node.out
     gen.set_dims(out, gen.dims[x][:-1] + gen.dims[w][-1:])
@@ -302,13 +302,6 @@ def emit_gemm(gen: CodeGen, node: Node) -> None:
         alpha, coefficient = gen.fresh("alpha_"), alpha
         gen.line(f"{alpha} = {coefficient!r} * {gen.read(scale[0], [])}")
     _product(gen, a, b, name, out.dtype, alpha, beta)
-
-
-def emit_fused_node(gen: CodeGen, node: Node) -> None:
-    if node.params["kind"] == KernelKind.GEMM:
-        emit_gemm(gen, node)
-    else:
-        emit_fused(gen, node)
 
 
 def _batch_operand(gen: CodeGen, var: Var, batch: str) -> tuple[str, bool]:
@@ -373,9 +366,10 @@ EMIT_RULES = {
     Op.GATHER: emit_gather,
     Op.SCATTER_ADD: emit_scatter_add,
     Op.MATMUL: emit_matmul,
+    Op.GEMM: emit_gemm,
     Op.CONV2D: emit_conv2d,  # compiler/codegen/conv.py
     Op.RANDOM_UNIFORM: emit_random_uniform,
-    Op.FUSED: emit_fused_node,  # loop kernels; gemm kernels above
+    Op.FUSED: emit_fused,  # loop kernels: compiler/codegen/loops.py
     Op.SCAN: emit_scan,  # loops in the driver: compiler/codegen/control.py
     Op.WHILE: emit_while,
     **EXTRA_EMIT_RULES,  # library ops: compiler/codegen/extra_ops.py

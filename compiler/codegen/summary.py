@@ -15,7 +15,7 @@ from __future__ import annotations
 from compiler.codegen.driver import plan_buffers
 from compiler.codegen.plan import BufferPlan
 from ir.graph import Graph, Node
-from ir.ops import KernelKind, Op
+from ir.ops import Op
 from ir.printer import Namer
 
 VIEW_OPS = frozenset({Op.RESHAPE, Op.BROADCAST_TO, Op.TRANSPOSE})
@@ -35,12 +35,11 @@ def kernel_ops(node: Node) -> int:
 
 
 def _describe(node: Node) -> tuple[str, str]:
-    if node.op == Op.FUSED and node.params["kind"] == KernelKind.GEMM:  # a matmul accumulating
-        return "gemm", f"{node.params['shape']} k={node.inputs[0].shape[-1]}"
     if node.op == Op.FUSED:
         return node.params["kind"], str(node.params["shape"])
     kind = f"{node.op.value} (view)" if node.op in VIEW_OPS else node.op.value
-    if node.op == Op.MATMUL:  # iterations: the output's elements times the inner dimension
+    if node.op in (Op.MATMUL, Op.GEMM):  # iterations: the output's elements times the inner k
+        # (a gemm is a matmul accumulating into x)
         return kind, f"{node.out.shape} k={node.inputs[0].shape[-1]}"
     return kind, str(node.outputs[0].shape)
 

@@ -8,15 +8,14 @@ Momentum's `mu * v + Xᵀ G` is beta = mu. Runs first in the FUSE stage (compile
 `ORDER` checks it in code): before `prepare_for_fusion` pushes a broadcast learning rate below
 its scalar arithmetic, before `rematerialize_cheap_values` weighs its choices by the planned
 buffers (which a gemm kernel's unstored product changes), and before elementwise fusion takes
-the scale and add into loop kernels. The result is a FUSED node:
+the scale and add into loop kernels. The result is a GEMM node (an op of its own, ir/ops.py):
 
-    Node(Op.FUSED, (a, b, x[, t]), (out,), params={"body": Graph, "kind": KernelKind.GEMM,
-                                                   "shape": (M, N), "alpha": float, "beta": float})
+    Node(Op.GEMM, (a, b, x[, t]), (out,), params={"alpha": float, "beta": float})
 
-whose body is the matched nodes themselves (so the interpreter, the verifier and the dump see
-the exact arithmetic), with out = alpha t (a @ b) + beta x. The fourth input t, when there
-is one, is a 0-d value known only at run time (a learning-rate schedule's rate); codegen
-passes alpha t as the call's coefficient.
+with out = alpha t (a @ b) + beta x. The fourth input t, when there is one, is a 0-d value
+known only at run time (a learning-rate schedule's rate); codegen passes alpha t as the call's
+coefficient. The interpreter's rule (ir/interpreter.py) computes (alpha t) p + beta x, which
+is exactly the arithmetic of the nodes folded (alpha is ±c or ±1, beta ±c' or ±1).
 
 What matches, for a 2-D float32/float64 MATMUL whose product p nothing else reads:
     x + s p,  s p + x,  x - s p,  s p - x   (s p: p, c * p, p * c, t * p or p * t)
@@ -37,10 +36,9 @@ from __future__ import annotations
 import math
 
 from compiler.passes.dce import eliminate_dead_code
-from compiler.passes.fuse import BodyBuilder
 from ir.builder import scalar_value
 from ir.graph import Graph, Node, Var
-from ir.ops import KernelKind, Op
+from ir.ops import Op
 
 FLOATS = ("float32", "float64")
 
@@ -90,9 +88,8 @@ class _Match:
             return None
         return node
 
-    def at(self, node: Node) -> tuple[tuple[Var, ...], float, float, list[Node]] | None:
-        """(the gemm node's inputs, alpha, beta, the nodes folded in) for an ADD/SUB `node`,
-        or None."""
+    def at(self, node: Node) -> tuple[tuple[Var, ...], float, float] | None:
+        """(the gemm node's inputs, alpha, beta) for an ADD/SUB `node`, or None."""
         if node.op not in (Op.ADD, Op.SUB) or node.out.ndim != 2:
             return None
         for k in (0, 1):
@@ -100,7 +97,7 @@ class _Match:
             matmul = self.product(base, scale[0] if scale else node)
             if matmul is None:
                 continue
-            x, beta, _, x_scale = self.scaled(node.inputs[1 - k], node)
+            x, beta, _, _ = self.scaled(node.inputs[1 - k], node)
             if node.op == Op.SUB:
                 alpha, beta = (-alpha, beta) if k == 1 else (alpha, -beta)
             a, b = matmul.inputs
@@ -111,31 +108,20 @@ class _Match:
             if not all(c != 0 and math.isfinite(c) for c in (alpha, beta)):
                 continue
             inputs = (a, b, x) if t is None else (a, b, x, t)
-            return inputs, alpha, beta, [matmul, *scale, *x_scale, node]
+            return inputs, alpha, beta
         return None
 
 
-def _body(match: _Match, nodes: list[Node], inputs: tuple[Var, ...]) -> Graph:
-    """The matched nodes copied into a body whose inputs are `inputs` (a, b, x[, t]), with
-    the broadcasts of 0-d scales copied in, as fusion builds loop bodies."""
-    body = BodyBuilder(match.producer.get)
-    for var in inputs:  # first, in this order, and as inputs even if a broadcast made them
-        body.read(var, through_broadcast=False)
-    for node in nodes:
-        body.copy(node)
-    return Graph(body.inputs, body.nodes, [body.inner[nodes[-1].out]])
-
-
 def fuse_gemm_epilogues(graph: Graph) -> Graph:
-    """Fold `x ± c (a @ b)` (and c' x ± ...) into FUSED gemm nodes (see the module docstring).
+    """Fold `x ± c (a @ b)` (and c' x ± ...) into GEMM nodes (see the module docstring).
 
     >>> import numpy as np
     >>> from compiler import compile
     >>> f = compile(lambda x, g, w: w - 0.5 * (x.T @ g))
     >>> ones = np.ones((3, 2), np.float32)
     >>> node = fuse_gemm_epilogues(f.trace(ones, ones, np.ones((2, 2), np.float32)).graph).nodes[-1]
-    >>> node.params["kind"], node.params["alpha"], node.params["beta"]
-    (<KernelKind.GEMM: 'gemm'>, -0.5, 1.0)
+    >>> node.op, node.params
+    (Op.GEMM, {'alpha': -0.5, 'beta': 1.0})
     """
     match = _Match(graph)
     nodes, changed = [], False
@@ -144,11 +130,9 @@ def fuse_gemm_epilogues(graph: Graph) -> Graph:
         if found is not None:
             # the sum's value now comes from the gemm node; the product and the scaling it
             # folded in have no other reader (`_Match`), so dead-code elimination drops them
-            inputs, alpha, beta, folded = found
-            params = {"body": _body(match, folded, inputs), "kind": KernelKind.GEMM,
-                      "shape": node.out.shape, "alpha": alpha, "beta": beta}
-            node, changed = Node(Op.FUSED, inputs, node.outputs, params, node.source,
-                                 node.note, node.role), True
+            inputs, alpha, beta = found
+            node, changed = Node(Op.GEMM, inputs, node.outputs, {"alpha": alpha, "beta": beta},
+                                 node.source, node.note, node.role), True
         nodes.append(node)
     if not changed:
         return graph

@@ -133,6 +133,12 @@ OP_TABLE = {
         b.emit(Op.TRANSPOSE, [b.input((4, 3), dt)], perm=(1, 0)), b.input((4, 2), dt)]),
     "matmul_batched": lambda b, dt: b.emit(Op.MATMUL, [b.input((2, 3, 4), dt),
                                                        b.input((2, 4, 5), dt)]),
+    # made after autodiff by the gemm pass; here x is not donated, so C starts as its copy
+    "gemm": lambda b, dt: b.emit(Op.GEMM, [b.input((3, 4), dt), b.input((4, 2), dt),
+                                           b.input((3, 2), dt)], alpha=-0.5, beta=0.9),
+    "gemm_scaled": lambda b, dt: b.emit(Op.GEMM, [
+        b.emit(Op.TRANSPOSE, [b.input((4, 3), dt)], perm=(1, 0)), b.input((4, 2), dt),
+        b.input((3, 2), dt), b.input((), dt)], alpha=2.0, beta=1.0),
     "conv2d": lambda b, dt: b.emit(Op.CONV2D, [b.input((2, 2, 5, 6), dt),
                                                b.input((3, 2, 2, 3), dt)],
                                    strides=(2, 1), padding=((1, 0), (1, -1)), dilation=(1, 2)),
@@ -213,7 +219,8 @@ def non_contiguous(value):
 
 
 # float64 variants checked inside the float32 graph (the full float64 table is a slow test).
-FLOAT64_EXTRAS = ["exp", "tanh", "logistic", "matmul", "reduce_sum_inner", "random_uniform"]
+FLOAT64_EXTRAS = ["exp", "tanh", "logistic", "matmul", "gemm", "reduce_sum_inner",
+                  "random_uniform"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])

@@ -1,6 +1,6 @@
 """Matmuls that accumulate into another value (`W - lr * Xᵀ G`, an SGD update; `mu * v + g`)
-become one BLAS call with (alpha, beta): compiler/passes/gemm_epilogue.py makes the FUSED
-"gemm" kernels, codegen calls the matmul kernels with the coefficients. Checked: which
+become one BLAS call with (alpha, beta): compiler/passes/gemm_epilogue.py makes GEMM nodes,
+codegen calls the matmul kernels with the coefficients. Checked: which
 patterns match and which must not, the interpreter before and after the pass, the Numba build
 against the interpreter (BLAS's threads and Numba's), in place and under a guard."""
 
@@ -32,7 +32,7 @@ def _arrays(*shapes, dtype=np.float32):
 
 
 def _gemms(graph):
-    return [n for n in graph.nodes if n.op == Op.FUSED and n.params["kind"] == "gemm"]
+    return [n for n in graph.nodes if n.op == Op.GEMM]
 
 
 # (function, alpha, beta): the forms an optimiser update or a residual sum takes
@@ -55,8 +55,22 @@ def test_matmul_accumulate_patterns_become_one_gemm_kernel(k):
     assert not [n for n in graph.nodes if n.op == Op.MATMUL]
     assert gemm.params["alpha"] == pytest.approx(alpha)
     assert gemm.params["beta"] == pytest.approx(beta)
-    body_ops = [n.op for n in gemm.params["body"].nodes]
-    assert body_ops.count(Op.MATMUL) == 1 and gemm.params["shape"] == (4, 3)
+    assert set(gemm.params) == {"alpha", "beta"} and gemm.out.shape == (4, 3)
+
+
+@pytest.mark.parametrize("k", range(len(PATTERNS)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_gemm_rule_is_the_folded_arithmetic_bit_for_bit(k, dtype):
+    """The interpreter's GEMM rule, (alpha t) p + beta x, rounds as the nodes it replaced."""
+    fn = PATTERNS[k][0]
+    args = _arrays((6, 4), (4, 3), (6, 3), (4, 3), dtype=dtype)
+    args[2] *= 1e3  # p's entries of another scale than x's, so rounding shows
+    graph = compile(fn).trace(*args).graph
+    once = fuse_gemm_epilogues(graph)
+    assert len(_gemms(once)) == 1
+    (want,), (got,) = evaluate(graph, args), evaluate(once, args)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_array_equal(got, want)
 
 
 def test_what_must_not_become_a_gemm():
@@ -104,6 +118,10 @@ def test_a_traced_scale_is_the_gemm_kernels_fourth_input(k):
     (gemm,) = _gemms(graph)
     assert len(gemm.inputs) == 4 and gemm.inputs[3].ndim == 0
     assert (gemm.params["alpha"], gemm.params["beta"]) == pytest.approx((alpha, beta))
+    args = (x, g, p, _scale(0.37))
+    traced = compile(fn).trace(*args).graph
+    (want,), (got,) = evaluate(traced, args), evaluate(fuse_gemm_epilogues(traced), args)
+    np.testing.assert_array_equal(got, want)  # (alpha t) p + beta x, bit for bit
 
 
 @pytest.mark.parametrize("pooled", [False, True])
@@ -143,14 +161,18 @@ def test_the_pass_alone_keeps_meaning_and_is_idempotent():
     assert len(fuse_gemm_epilogues(once).nodes) == len(once.nodes)
 
 
-def test_the_dump_shows_a_gemm_kernel_with_its_body():
+def test_the_dump_shows_a_gemm_node_as_one_line():
     x, g, p = _arrays((6, 4), (6, 3), (4, 3))
     f = compile(lambda x, g, p: p - 0.1 * (x.T @ g))
     text = f.ir(x, g, p, stage="fused")
-    line = next(line for line in text.splitlines() if "fused[kind=gemm" in line)
+    line = next(line for line in text.splitlines() if "gemm[" in line)
     assert "alpha=-0.1" in line and "beta=1" in line
-    assert "matmul" in text.split("fused[kind=gemm", 1)[1]
+    assert "matmul" not in text and "fused" not in text, text  # no body: the node is the call
     assert "gemm" in f.summary(x, g, p)
+    source = f.source(x, g, p)
+    node_text = line.split("#")[0].strip()  # e:f32[4,3] = gemm[alpha=-0.1 beta=1] d b c
+    assert f"    # {node_text}    # " in source, source  # the node's line as codegen's comment
+    assert "= matmul" not in source and "= mul" not in source  # and no body under it
 
 
 @pytest.mark.parametrize("pooled", [False, True])

@@ -125,7 +125,7 @@ def test_profile_leaves_donated_arguments_alone():
     kinds = {r.kind for r in profile.rows}
     assert "gemm" in kinds  # the SGD updates accumulate into the weights
     gemm = next(r for r in profile.rows if r.kind == "gemm")
-    assert gemm.flops > 0 and "fused[kind=gemm" in gemm.ir
+    assert gemm.flops > 0 and "gemm[alpha=" in gemm.ir
 
 
 def test_profile_of_a_cnn_step_counts_convolution_flops():
