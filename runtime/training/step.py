@@ -31,7 +31,7 @@ from ir.ops import Op
 from runtime.execution.linking import ensure_compiled
 from runtime.training.optim import Optimizer
 
-__all__ = ["FitError", "NonFiniteLossError", "TrainStep", "commit", "train_step"]
+__all__ = ["FitError", "NonFiniteLossError", "TrainStep", "train_step"]
 
 
 class NonFiniteLossError(FloatingPointError):
