@@ -68,7 +68,7 @@ def measure_machine(quick: bool = False) -> dict:
     copy, moved = peak.copy_unit(peak.COPY_BYTES // (2 if quick else 1))
     rates = {"np.dot 1024x1024": flops / _best_of(matmul, reps)}
     try:  # the BLAS chainjit's kernels call (SciPy's), at two sizes: the best BLAS here
-        from runtime.machine import sgemm_gflops
+        from runtime.execution.machine import sgemm_gflops
 
         for n in (1024, 2048):
             rates[f"SciPy sgemm {n}x{n}"] = 1e9 * sgemm_gflops(n, repeat=3 if quick else 5)

@@ -75,8 +75,9 @@ def _baselines(workload: str) -> dict:
 
 def _until_compiled(step, out: dict) -> None:
     """first_result: call the step until the background build is done; note which calls the
-    interpreter served (runtime.background.BackgroundBuild counts them) and their times."""
-    from runtime import background
+    interpreter served (runtime.execution.background.BackgroundBuild counts them) and their
+    times."""
+    from runtime.execution import background
 
     builds = list(background._RUNNING)
     out["interpreter_calls"] = 1 if builds else 0  # the first call, when a build was started

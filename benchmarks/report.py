@@ -36,7 +36,7 @@ def machine_info() -> dict:
     try:
         import llvmlite.binding as llvm
 
-        from runtime.machine import vector_bits
+        from runtime.execution.machine import vector_bits
 
         llvm_cpu, bits = llvm.get_host_cpu_name(), vector_bits()
     except Exception:  # noqa: BLE001 - reported as unknown

@@ -45,8 +45,8 @@ from ir.graph import Graph
 from ir.interpreter import evaluate
 from ir.printer import Listing, format_graph, to_dot
 from ir.types import DTYPES
-from runtime.background import BackgroundBuild
-from runtime.executable import NoFastPath, signature_key
+from runtime.execution.background import BackgroundBuild
+from runtime.execution.executable import NoFastPath, signature_key
 
 
 class Compiled:
@@ -63,7 +63,7 @@ class Compiled:
         self.donate_guard = donate_guard
         self.backend = backend or os.environ.get("CHAINJIT_BACKEND", "numba")
         self._traces: dict[tuple, Traced] = {}
-        self._fast: dict[Any, Callable] = {}  # signature key -> direct call (runtime/executable)
+        self._fast: dict[Any, Callable] = {}  # signature key -> direct call (executable.py)
         self._unchecked: dict[Any, Callable] = {}  # the same, without label range checks
 
     # -- tracing ------------------------------------------------------------------------
@@ -242,7 +242,7 @@ class Compiled:
 
     def building(self, *args) -> bool:
         """Whether these arguments' code is still compiling in the background (its calls run
-        on the interpreter meanwhile: runtime/background.py)."""
+        on the interpreter meanwhile: runtime/execution/background.py)."""
         traced = self.trace(*args)
         return isinstance(traced.executable, BackgroundBuild) and not traced.executable.ready
 
@@ -360,7 +360,7 @@ def compile(fn: Callable | None = None, *, static_argnums: int | Sequence[int] =
 
     `wait=False`: a call whose code is not compiled yet starts the compile on a thread and
     runs on the reference interpreter (the same graph in NumPy, donation included) until the
-    compiled code is ready (runtime/background.py); `None` waits only if CHAINJIT_WAIT=1.
+    compiled code is ready (runtime/execution/background.py); `None` waits only if CHAINJIT_WAIT=1.
     `train_step` and `fit` pass None: a training loop starts at once.
 
     >>> import numpy as np

@@ -1,10 +1,10 @@
-"""The Numba back end: a traced graph -> an `Executable` (runtime/executable.py).
+"""The Numba back end: a traced graph -> an `Executable` (runtime/execution/executable.py).
 
 `BACKENDS["numba"]` (compiler/api.py) is `build_numba_indexed`: it looks the traced graph up
 in the cache index first (a new process with a warm cache skips the passes and codegen, and
 never imports networkx), else runs the passes and code generation (compiler/codegen/), then
-loads the generated modules through the cache (runtime/cache.py). The runtime imports nothing
-from the compiler: this module is where the two meet.
+loads the generated modules through the cache (runtime/execution/cache.py). The executing
+runtime imports nothing from the compiler: this module is where the two meet.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ir.graph import Graph
-from runtime.cache import (
+from runtime.execution.cache import (
     KERNEL_PREFIX,
     environment_stamp,
     load_generated,
     load_module,
     store_generated,
 )
-from runtime.executable import Executable
+from runtime.execution.executable import Executable
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,7 +103,7 @@ def index_key(traced_graph: Graph, donate: dict[int, int], guard: int | None) ->
 
 
 def _load(graph: Graph, generated) -> Executable:
-    """Import the kernel modules, then the driver that calls them (runtime/linking.py)."""
+    """Import the kernel modules, then the driver that calls them (runtime/execution/linking.py)."""
     for name, text in generated.kernels.items():
         module = load_module(text, KERNEL_PREFIX)
         if module.__name__ != name:

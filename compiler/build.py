@@ -14,8 +14,8 @@ from compiler.backend import build_numba_indexed, load_indexed
 from ir.graph import Graph
 from ir.interpreter import evaluate
 from ir.printer import format_graph
-from runtime.background import BackgroundBuild, wait_requested
-from runtime.compile_worker import compile_elsewhere
+from runtime.execution.background import BackgroundBuild, wait_requested
+from runtime.execution.compile_worker import compile_elsewhere
 
 if TYPE_CHECKING:  # compiler/api.py imports this module
     from compiler.api import Compiled
@@ -75,7 +75,7 @@ def _build(compiled: Compiled, traced: Traced, backend: str, executable=None):
         executable.paths = list(traced.in_paths)
     if os.environ.get("CHAINJIT_DUMP_DIR"):
         from compiler import pipeline
-        from runtime.cache import dump_build
+        from runtime.execution.cache import dump_build
 
         stages = {s: format_graph(compiled.lowered(traced, s))
                   for s in ("traced", *pipeline.STAGES)}
@@ -86,8 +86,8 @@ def _build(compiled: Compiled, traced: Traced, backend: str, executable=None):
 def _build_in_background(compiled: Compiled, traced: Traced, leaves: list):
     """The compiled executable at once when the disk cache holds all of it; else a
     `BackgroundBuild`: the passes and codegen on a thread, Numba in a child process
-    (runtime/compile_worker.py), the traced graph on the reference interpreter meanwhile (no
-    passes stand before the first result)."""
+    (runtime/execution/compile_worker.py), the traced graph on the reference interpreter
+    meanwhile (no passes stand before the first result)."""
     found = load_indexed(traced.graph, traced.donate, compiled.donate_guard)
     if found is not None and found.prepare(found.argument_types(leaves), load_only=True):
         return _build(compiled, traced, "numba", found)

@@ -4,9 +4,9 @@ ALL_REDUCE primitive (ir/ops.py), or run eagerly on NumPy arrays.
 ALL_REDUCE[reduction, shapes] reduces its one operand across ranks and gives it back cut into parts
 of `shapes` (one part, x's own shape, for `all_reduce(x)`). `all_reduce_parts` packs many
 values into one buffer (a concatenation) and reduces it with ONE MPI_Allreduce, so a
-training step sums all its gradients at once (runtime/data_parallel.py); its parts are
+training step sums all its gradients at once (runtime/training/data_parallel.py); its parts are
 views of that buffer in the compiled code, not copies. The interpreter's rule here calls
-mpi4py (runtime/distributed.py); the compiled one calls MPI_Allreduce from the generated
+mpi4py (runtime/execution/distributed.py); the compiled one calls MPI_Allreduce from the generated
 code (compiler/kernels/mpi.py). In one process the reduction is the identity.
 
 >>> import numpy as np
@@ -31,7 +31,7 @@ __all__ = ["all_reduce", "all_reduce_parts"]
 
 def _all_reduce_across_ranks(x, *, reduction, shapes):
     """The interpreter's (and eager NumPy's) ALL_REDUCE: mpi4py's in-place Allreduce."""
-    from runtime import distributed
+    from runtime.execution import distributed
 
     buffer = np.array(x).ravel()  # a fresh C-contiguous copy, reduced in place
     return cut(distributed.world().allreduce(buffer, reduction), shapes)

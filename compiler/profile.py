@@ -7,7 +7,7 @@ plain driver, until about `seconds` have passed (at least `repeat` runs of each)
 one kernel call: the IR line of its node and the user's source line, its median time, its
 share of the step, its mean time (where other processes' work lands: the means add up to the
 driver's mean, the medians need not), its work (FLOPs of a matmul or convolution, else bytes
-read + written), the rate achieved against this machine's peak (runtime/machine.py: best
+read + written), the rate achieved against this machine's peak (runtime/execution/machine.py: best
 sgemm, best copy) and the roofline bound of that work. In each run the rows' times add up to
 the driver's but for its glue (views, scalar arithmetic); the step is the plain driver's
 median, as a call from Python takes it. The bound of the step is the sum of its kernels'
@@ -59,7 +59,7 @@ class Profile:
     step: float  # median seconds of the plain driver's call
     driver: float  # median seconds inside the instrumented driver (kernels and glue)
     runs: int
-    machine: object  # runtime.machine.Machine
+    machine: object  # runtime.execution.machine.Machine
     samples: list[list[float]] = field(default_factory=list)  # per run: each row's seconds
     totals: list[float] = field(default_factory=list)  # per run: the whole driver's seconds
 
@@ -201,11 +201,11 @@ def profile_graph(name: str, graph: Graph, donate: dict[int, int], guard: int | 
     from compiler.codegen import generate
     from compiler.codegen.profile import instrument
     from compiler.kernels.clock import ticks_per_second
-    from runtime.blas import with_one_blas_thread
-    from runtime.cache import KERNEL_PREFIX, load_module
-    from runtime.executable import Executable, _extra_arg
-    from runtime.linking import ensure_compiled
-    from runtime.machine import machine
+    from runtime.execution.blas import with_one_blas_thread
+    from runtime.execution.cache import KERNEL_PREFIX, load_module
+    from runtime.execution.executable import Executable, _extra_arg
+    from runtime.execution.linking import ensure_compiled
+    from runtime.execution.machine import machine
 
     generated = generate(graph, donate, guard)
     for text in generated.kernels.values():

@@ -77,7 +77,7 @@ class Op(Enum):
     SOLVE = "solve"  # np.linalg.solve(a (..., n, n), b (..., n, k)) with equal batch dims
     SLOGDET = "slogdet"  # a (..., n, n) -> (..., 2): [sign, log|det|] of np.linalg.slogdet
     CHOLESKY = "cholesky"  # np.linalg.cholesky: lower L, L Lᵀ = a (reads a's lower triangle)
-    # collectives across the ranks of a data-parallel job (runtime/distributed.py)
+    # collectives across the ranks of a data-parallel job (runtime/execution/distributed.py)
     ALL_REDUCE = "all_reduce"  # [reduction, shapes]: x summed (...) over ranks, cut into shapes
     # a fused kernel: [body] is a sub-graph (see compiler/passes)
     FUSED = "fused"

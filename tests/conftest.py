@@ -9,8 +9,8 @@ _CACHE = os.environ.get("CHAINJIT_TEST_CACHE") or tempfile.mkdtemp(prefix="chain
 os.environ.setdefault("CHAINJIT_CACHE_DIR", _CACHE)
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_CACHE, "numba"))
 # Tests compare compiled code against the interpreter: a train step must not answer its first
-# calls on the interpreter while it compiles (runtime/background.py). The tests of that path
-# ask for it with wait=False.
+# calls on the interpreter while it compiles (runtime/execution/background.py). The tests of
+# that path ask for it with wait=False.
 os.environ.setdefault("CHAINJIT_WAIT", "1")
 
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -1,7 +1,8 @@
 """Imports run one way: no import circle among the modules of ir/, compiler/ and runtime/,
 counting imports inside functions (they run too, only later) and package `__init__`s, and not
 counting imports only a type checker reads (`if TYPE_CHECKING:`). The executing part of the
-runtime imports nothing from the compiler, and no module attaches methods to a class of
+runtime (runtime/execution/) imports nothing from the compiler nor from the training part
+(runtime/training/), and no module attaches methods to a class of
 another module."""
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ir", "compiler", "runtime")
-EXECUTING = ("runtime.executable", "runtime.cache", "runtime.linking", "runtime.background",
-             "runtime.blas", "runtime.specs")
+RUNTIME = ROOT / "runtime"
+# every module of runtime/execution/ (found, not listed, so a new one is covered too)
+EXECUTING = tuple(sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for p in (RUNTIME / "execution").rglob("*.py")))
 
 
 def modules() -> dict[str, Path]:
@@ -108,14 +112,40 @@ def test_the_graph_sees_function_level_and_package_imports():
     assert graph.has_edge("compiler.nn", "compiler.primitives")  # `from compiler import x`
     assert graph.has_edge("compiler.api", "compiler.codegen")  # inside Compiled.source
     assert not graph.has_edge("ir.printer", "ir.graph")  # only under TYPE_CHECKING
-    assert not graph.has_edge("runtime", "runtime.training")  # a lazy export: not on import
+    assert not graph.has_edge("runtime", "runtime.training.loop")  # a lazy export: not on import
 
 
-def test_the_executing_runtime_imports_nothing_from_the_compiler():
+def test_the_executing_runtime_imports_nothing_from_the_compiler_or_training():
     graph = import_graph()
+    assert "runtime.execution.executable" in EXECUTING and len(EXECUTING) >= 10
     for module in EXECUTING:
-        found = [t for t in graph.successors(module) if t.startswith("compiler")]
+        found = [t for t in nx.descendants(graph, module)
+                 if t.startswith(("compiler", "runtime.training"))]
         assert not found, (module, found)
+
+
+def test_the_runtime_split_and_its_public_names():
+    """runtime/ holds only its two parts and the lazy public names; `from runtime import ...`
+    gives the sub-packages' objects, and the import graph sees what each lazy export runs."""
+    loose = sorted(p.name for p in RUNTIME.glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"modules directly in runtime/ (put them in execution/ or training/): {loose}"
+    import runtime
+    from runtime.execution import distributed
+    from runtime.training import checkpoint, data_parallel, init, loop, optim, step
+
+    expected = {"fit": loop.fit, "History": loop.History, "train_step": step.train_step,
+                "TrainStep": step.TrainStep, "optim": optim, "init": init,
+                "checkpoint": checkpoint, "data_parallel": data_parallel,
+                "distributed": distributed}
+    for name, value in expected.items():
+        assert getattr(runtime, name) is value, name
+        assert name in dir(runtime), name
+    found = modules()
+    tree = ast.parse(found["runtime"].read_text())
+    lazy = {t for bases, names in imports_of(tree, "runtime", lazy=True)
+            for t in _targets(bases, names, found, {})}
+    assert {"runtime.training.loop", "runtime.training.step", "runtime.training.optim",
+            "runtime.execution.distributed"} <= lazy, lazy
 
 
 def test_no_class_gets_methods_attached_after_its_definition():

@@ -50,7 +50,7 @@ def _emit_body(gen: CodeGen, body: Graph, in_place: dict[Var, Var] | None = None
     # A step's work is small (a GRU step's matmul is 32x128x384): on Numba's thread pool each
     # of its kernels paid a fork/join every step (and their spinning threads were 80% of the
     # GRU step's profile), so a body runs on the calling thread, matmuls on BLAS (held to one
-    # thread in a pooled driver, runtime/blas.py).
+    # thread in a pooled driver, runtime/execution/blas.py).
     saved = gen.guard, gen.threads
     gen.guard, gen.threads = None, False
     gen.direct.update(in_place or {})

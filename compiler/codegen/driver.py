@@ -15,7 +15,7 @@ compiled once per machine and shared by every model, and the driver keeps only g
 Choices that keep one compiled artefact serving many batch sizes (see `resolve_dim`):
 sizes are read from the input arrays (`x.shape[0]`), constants are driver arguments (so the
 1/N of a mean is not in the source), and work buffers are arguments allocated by the
-executable. The source text is therefore the cache key (runtime/cache.py).
+executable. The source text is therefore the cache key (runtime/execution/cache.py).
 
 Movement ops are views where possible: broadcast_to, slice and N-d transpose are index maps
 applied when a loop reads them (no copy), 2-D transpose is `.T`, reshape of a C array is
@@ -54,8 +54,8 @@ from compiler.codegen.outline import outline_kernels
 from ir.graph import Graph, Var
 from ir.printer import format_graph
 from ir.types import DTYPES
-from runtime.cache import environment_stamp
-from runtime.specs import ALLOCATED, ArgKind, DonationMode
+from runtime.execution.cache import environment_stamp
+from runtime.execution.specs import ALLOCATED, ArgKind, DonationMode
 
 
 def generate(graph: Graph, donate: dict[int, int] | None = None,
@@ -254,7 +254,8 @@ def render_module(gen: CodeGen, input_names: list[str]) -> str:
     return "\n".join(head + body) + "\n"
 
 
-# Kernels are called only from drivers' machine code (runtime/linking.py): no Python wrapper.
+# Kernels are called only from drivers' machine code (runtime/execution/linking.py): no
+# Python wrapper.
 KERNEL_OPTIONS = ('cache=True, error_model="numpy", no_cpython_wrapper=True, '
                   'no_cfunc_wrapper=True')
 

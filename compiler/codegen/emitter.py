@@ -20,7 +20,7 @@ from compiler.codegen.buffers import Buffer, BufferPlan, plannable
 from ir.graph import Graph, Node, Var
 from ir.printer import Namer, format_node, node_comment
 from ir.types import DTYPES
-from runtime.specs import ArgKind, DonationMode
+from runtime.execution.specs import ArgKind, DonationMode
 
 VIEWS = "compiler.kernels.views"  # c_view: a C array over another's memory
 # Names the generated module uses itself: IR names equal to these get a trailing "_".
@@ -79,7 +79,7 @@ class Value:
 class ArgSpec:
     """One driver argument after the graph inputs: where the executable gets it."""
 
-    kind: ArgKind  # const, pack, workspace or buffer (runtime/specs.py says what each is)
+    kind: ArgKind  # const, pack, workspace or buffer (runtime/execution/specs.py says what each is)
     name: str
     value: np.ndarray | None = None  # const / pack
     shape: tuple[int, ...] = ()  # buffer
@@ -101,7 +101,7 @@ class Generated:
     guard: int | None = None  # donated writes only when this 0-d output is finite
     refs: list[int] = field(default_factory=list)  # 0-d inputs passed as 0-d arrays
     # the driver runs its work on Numba's threads (convolutions, matmuls, large loop kernels;
-    # loops.pooled): BLAS is held to one thread while it runs (runtime/blas.py)
+    # loops.pooled): BLAS is held to one thread while it runs (runtime/execution/blas.py)
     threads: bool = False
     # kernel module name -> its text (compiler/codegen/outline.py); loaded before the driver
     kernels: dict[str, str] = field(default_factory=dict)

@@ -230,7 +230,7 @@ def _on_numba_threads(gen: CodeGen) -> bool:
     """Matmuls run on Numba's threads in a pooled driver (Generated.threads), when BLAS can be
     held to one thread while it runs: each of Numba's threads calls BLAS, and a threaded BLAS
     under each of them would ask for threads² cores (the transformer step ran 16x slower)."""
-    from runtime.blas import blas_thread_controls
+    from runtime.execution.blas import blas_thread_controls
 
     return gen.threads and blas_thread_controls() is not None
 

@@ -13,8 +13,8 @@ module, compiled once per machine (Numba's disk cache) and called, not compiled 
     ...
     i, j = kern_3f2a91c0(h, a, k1_e, i, j)                          # in the driver
 
-The driver calls kernels through runtime/linking.py (an opaque call: Numba does not link the
-kernel into the driver and optimise it again). What stays in the driver is glue: the
+The driver calls kernels through runtime/execution/linking.py (an opaque call: Numba does not
+link the kernel into the driver and optimise it again). What stays in the driver is glue: the
 workspace views of each block's buffers (hoisted above its call), reshapes, transposes,
 scalar arithmetic and the deferred donated writes.
 """
@@ -216,7 +216,7 @@ def _names(stmts: list[ast.stmt]) -> _Names:
 
 # CPython 3.11's ast module keeps its recursion-depth count per process, not per thread: two
 # threads converting ASTs at once fail ("AST constructor recursion depth mismatch"). A build
-# in the background (runtime/background.py) outlines while the main thread may too.
+# in the background (runtime/execution/background.py) outlines while the main thread may too.
 _AST_LOCK = threading.Lock()
 
 
@@ -231,7 +231,7 @@ def outline_kernels(source: str, stamp: str, decorator: str) -> tuple[str, dict[
 
 
 def _outline_kernels(source: str, stamp: str, decorator: str) -> tuple[str, dict[str, Kernel]]:
-    from runtime.cache import KERNEL_PREFIX as MODULE_PREFIX
+    from runtime.execution.cache import KERNEL_PREFIX as MODULE_PREFIX
 
     source = _sizes_as_locals(source)
     lines = source.splitlines()
@@ -330,7 +330,7 @@ def _outline_blocks(ctx: _Context, blocks: list[list[ast.stmt]], start: int,
             out += lines[start:first]
             kernel = _outline(work, available | _names(head).stores, later_reads,
                               ctx.globals_, ctx.imports, ctx.stamp, ctx.decorator, lines)
-            from runtime.cache import cached_text, module_name
+            from runtime.execution.cache import cached_text, module_name
 
             name = module_name(cached_text(kernel.text), ctx.prefix)
             ctx.kernels[name] = kernel
@@ -420,7 +420,7 @@ def _with_callers(lines: list[str], driver: ast.FunctionDef, kernels: dict[str, 
                     _comment(line)
     while at > 0 and not lines[at - 1].strip():
         at -= 1
-    callers = ["from runtime.linking import kernel_call"] if kernels else []
+    callers = ["from runtime.execution.linking import kernel_call"] if kernels else []
     callers += [f"{KERNEL_PREFIX}{name[len(prefix):][:10]} = kernel_call({name!r}, "
                 f"{len(k.params)})" for name, k in sorted(kernels.items())]
     return "\n".join(lines[:at] + callers + lines[at:]) + "\n"

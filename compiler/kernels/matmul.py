@@ -1,11 +1,11 @@
 """Matmuls on Numba's threads, for drivers that run all their work on one thread pool.
 
-A driver whose loop kernels run on Numba's threads calls its matmuls here instead of
-`np.dot`, with BLAS held to one thread (runtime/blas.py): each thread calls single-threaded
-BLAS on a block of the output. Two pools in one driver are what this avoids: OpenBLAS's
-threads and Numba's both busy-wait after a job, and on 2 cores each pool's work ran against
-the other's spinning threads (the transformer step with its loop kernels on Numba's threads
-beside OpenBLAS's matmuls: 109 ms instead of 38).
+A driver whose loop kernels run on Numba's threads calls its matmuls here instead of `np.dot`, with
+BLAS held to one thread (runtime/execution/blas.py): each thread calls single-threaded BLAS on a
+block of the output. Two pools in one driver are what this avoids: OpenBLAS's threads and Numba's
+both busy-wait after a job, and on 2 cores each pool's work ran against the other's spinning threads
+(the transformer step with its loop kernels on Numba's threads beside OpenBLAS's matmuls: 109 ms
+instead of 38).
 
 - `matmul_<dtype>(a, b, out, alpha, beta)`: out (M, N) = alpha a (M, K) @ b (K, N) + beta
   out (a plain product is alpha 1, beta 0; an SGD update accumulates into the weights,

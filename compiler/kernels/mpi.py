@@ -5,12 +5,12 @@ one compiled call.
 The kernel is cached on disk and loaded by other processes, so it names no address and no MPI
 handle: it calls the symbol ``chainjit_MPI_Allreduce_h<bits>`` and reads the communicator,
 datatypes, ops and MPI_IN_PLACE from the table ``chainjit_mpi_handles``; `bind` registers both
-(llvmlite's add_symbol, as runtime/linking.py does for kernels) when this module is imported,
-before Numba compiles or loads any code that names them. Without MPI (one rank) the table
+(llvmlite's add_symbol, as runtime/execution/linking.py does for kernels) when this module is
+imported, before Numba compiles or loads any code that names them. Without MPI (one rank) the table
 says size 1 and the kernel returns at once; the symbol is then a stub never called.
 
 While it waits in MPI_Allreduce the kernel releases the GIL (when its thread holds it), so
-the watchdog of runtime/distributed.py can end a job whose ranks do not all arrive. MPI's
+the watchdog of runtime/execution/distributed.py can end a job whose ranks do not all arrive. MPI's
 return code is checked (mpi4py sets MPI_ERRORS_RETURN).
 """
 
@@ -26,11 +26,11 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from runtime import distributed
+from runtime.execution import distributed
 
 TABLE = "chainjit_mpi_handles"
 ALLREDUCE = "chainjit_MPI_Allreduce_h"  # + handle bits: 32 (MPICH) or 64 (Open MPI)
-# slots of the table (int64 each): what runtime.distributed.World.handles() returns
+# slots of the table (int64 each): what runtime.execution.distributed.World.handles() returns
 SLOTS = ("size", "handle_bytes", "comm", "in_place", "sum", "max", "min",
          "float32", "float64", "int32", "int64")
 SLOT = {name: i for i, name in enumerate(SLOTS)}

@@ -1,8 +1,8 @@
-"""Outlining (compiler/codegen/outline.py): each node block that does work is a kernel module
-of its own, named by a hash of a text that holds nothing of the model, called by the driver
-through runtime/linking.py. Checked: the outlined module computes what the interpreter does
-(as plain Python, through every kernel boundary, and compiled), kernels are shared within and
-between models, IR comments stay in the driver."""
+"""Outlining (compiler/codegen/outline.py): each node block that does work is a kernel module of its
+own, named by a hash of a text that holds nothing of the model, called by the driver through
+runtime/execution/linking.py. Checked: the outlined module computes what the interpreter does (as
+plain Python, through every kernel boundary, and compiled), kernels are shared within and between
+models, IR comments stay in the driver."""
 
 from __future__ import annotations
 

@@ -234,7 +234,7 @@ def test_conv2d_kernels_give_the_same_result_on_any_thread_count(threads):
 def test_a_driver_with_a_convolution_is_called_with_blas_held_to_one_thread():
     from compiler.codegen import generate
     from compiler.codegen.driver import kernel_source_hash
-    from runtime.blas import blas_thread_controls
+    from runtime.execution.blas import blas_thread_controls
 
     x = RNG.standard_normal((2, 1, 5, 5)).astype(np.float32)
     w = RNG.standard_normal((2, 1, 3, 3)).astype(np.float32)

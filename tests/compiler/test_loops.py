@@ -17,7 +17,7 @@ from compiler.errors import ShapeMismatchError
 from compiler.loops import LoopError
 from ir.verifier import verify
 from runtime import fit, optim, train_step
-from runtime.cache import cached_text
+from runtime.execution.cache import cached_text
 
 RNG = np.random.default_rng(18)
 W = RNG.normal(size=(4, 4)) * 0.5

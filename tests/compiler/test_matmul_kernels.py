@@ -140,7 +140,7 @@ def test_without_blas_thread_control_a_pooled_driver_keeps_np_dot(monkeypatch):
     """Each of Numba's threads calling a BLAS that runs its own threads would oversubscribe
     the cores: where the BLAS's threads cannot be held, matmuls stay on np.dot."""
     from compiler.codegen import generate
-    from runtime import blas
+    from runtime.execution import blas
 
     monkeypatch.setattr(codegen_kernels, "PARALLEL_MIN_SIZE", 16)
 

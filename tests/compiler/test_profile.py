@@ -1,7 +1,7 @@
-"""The profiler (compiler/profile.py, compiler/codegen/profile.py, runtime/machine.py): its rows
-cover every kernel call of the driver, name their node and source line, count a product's
-FLOPs, add up to the step; it leaves donated arguments alone, works for an MLP and a CNN
-step, and `fit(..., profile=True)` prints it once."""
+"""The profiler (compiler/profile.py, compiler/codegen/profile.py, runtime/execution/machine.py):
+its rows cover every kernel call of the driver, name their node and source line, count a product's
+FLOPs, add up to the step; it leaves donated arguments alone, works for an MLP and a CNN step, and
+`fit(..., profile=True)` prints it once."""
 
 import builtins
 import io
@@ -14,9 +14,8 @@ import pytest
 from compiler import compile, nn, tree_flatten, value_and_grad
 from compiler.codegen.profile import instrument
 from compiler.kernels.clock import read_clock, ticks_per_second
-from runtime import machine as machine_module
-from runtime import optim
-from runtime.training import fit, train_step
+from runtime import fit, optim, train_step
+from runtime.execution import machine as machine_module
 
 RNG = np.random.default_rng(0)
 

@@ -11,7 +11,7 @@ import pytest
 from compiler import compile
 from compiler.kernels.fastmath import exp_f32, tanh_f32
 from compiler.kernels.minmax import maximum_nan
-from runtime.machine import vector_bits
+from runtime.execution.machine import vector_bits
 
 AVX512 = pytest.mark.skipif(vector_bits() < 512, reason="not an AVX-512 CPU")
 

@@ -12,7 +12,7 @@ import numpy as np
 from compiler import all_reduce, compile, grad, nn
 from compiler.collectives import all_reduce_parts
 from runtime import distributed, fit, optim, train_step
-from runtime.data_parallel import shard_bounds
+from runtime.training.data_parallel import shard_bounds
 
 FEATURES, HIDDEN, CLASSES = 5, 4, 3
 

@@ -1,6 +1,6 @@
 """A train step's first calls run on the reference interpreter while it compiles on a thread
-(runtime/background.py), then the compiled code takes over; parameters, optimiser state and
-donation behave the same on both paths."""
+(runtime/execution/background.py), then the compiled code takes over; parameters, optimiser
+state and donation behave the same on both paths."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from compiler import compile
 from runtime import optim, train_step
-from runtime.background import BackgroundBuild, wait_requested
+from runtime.execution.background import BackgroundBuild, wait_requested
 
 RNG = np.random.default_rng(11)
 # A constant of this process's own in every function here: its graph is in no cache (a cached
@@ -70,8 +70,8 @@ def test_a_compiled_function_with_wait_false_gives_the_compiled_result_after():
 
 
 def test_the_background_compile_runs_in_a_child_process():
-    """Numba compiles in a process of its own (runtime/compile_worker.py); this process only
-    loads the machine code, so the interpreter's calls here do not slow the compile."""
+    """Numba compiles in a process of its own (runtime/execution/compile_worker.py); this
+    process only loads the machine code, so the interpreter's calls here do not slow the compile."""
     from tests.compiler.test_codegen_outline import _Compiles
 
     f = compile(lambda a, b: np.tanh(a @ b + FRESH).sum(), wait=False)

@@ -1,9 +1,9 @@
-"""runtime/blas.py: BLAS held to one thread around a call, and given back after (also after
-an error)."""
+"""runtime/execution/blas.py: BLAS held to one thread around a call, and given back after (also
+after an error)."""
 
 import pytest
 
-from runtime.blas import blas_thread_controls, with_one_blas_thread
+from runtime.execution.blas import blas_thread_controls, with_one_blas_thread
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ class _Clock:
     """A fake perf_counter, advanced by the fake driver: `wide` / `narrow` seconds a call."""
 
     def __init__(self, monkeypatch):
-        import runtime.blas as blas
+        import runtime.execution.blas as blas
 
         self.now = 0.0
         self.narrow_now = False
@@ -71,7 +71,7 @@ class _Clock:
 
 
 def test_adaptive_stays_wide_while_wide_is_faster_and_tries_narrow_ever_less(monkeypatch):
-    from runtime.blas import FIRST_WAIT, Adaptive
+    from runtime.execution.blas import FIRST_WAIT, Adaptive
 
     clock = _Clock(monkeypatch)
     call = Adaptive(clock.driver, clock.narrow())
@@ -83,7 +83,7 @@ def test_adaptive_stays_wide_while_wide_is_faster_and_tries_narrow_ever_less(mon
 
 
 def test_adaptive_goes_narrow_on_a_stall_and_back_when_the_core_returns(monkeypatch):
-    from runtime.blas import Adaptive
+    from runtime.execution.blas import Adaptive
 
     clock = _Clock(monkeypatch)
     call = Adaptive(clock.driver, clock.narrow())
@@ -105,7 +105,7 @@ def test_adaptive_goes_narrow_on_a_stall_and_back_when_the_core_returns(monkeypa
 
 
 def test_adaptive_picks_narrow_when_the_machine_is_busy_from_the_start(monkeypatch):
-    from runtime.blas import Adaptive
+    from runtime.execution.blas import Adaptive
 
     clock = _Clock(monkeypatch)
     clock.cost["wide"] = 20.0
@@ -118,7 +118,7 @@ def test_adaptive_picks_narrow_when_the_machine_is_busy_from_the_start(monkeypat
 def test_adaptive_narrow_runs_numba_regions_on_one_thread():
     import numba
 
-    from runtime.blas import adaptive_threads
+    from runtime.execution.blas import adaptive_threads
 
     seen = []
     call = adaptive_threads(lambda: seen.append(numba.get_num_threads()), pooled=True)
@@ -132,7 +132,7 @@ def test_large_drivers_are_adaptive_small_ones_are_not():
     import numpy as np
 
     from compiler import compile
-    from runtime.blas import Adaptive
+    from runtime.execution.blas import Adaptive
 
     small = compile(lambda a, b: a @ b)
     a = np.ones((8, 8), np.float32)
@@ -145,7 +145,7 @@ def test_large_drivers_are_adaptive_small_ones_are_not():
 
 
 def test_adaptive_can_be_turned_off(monkeypatch):
-    from runtime.blas import adaptive_threads
+    from runtime.execution.blas import adaptive_threads
 
     driver = lambda: None  # noqa: E731
     monkeypatch.setenv("CHAINJIT_ADAPTIVE", "0")

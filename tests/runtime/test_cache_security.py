@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from compiler import compile
-from runtime import cache
-from runtime.cache import CacheWarning
+from runtime.execution import cache
+from runtime.execution.cache import CacheWarning
 
 
 @pytest.fixture

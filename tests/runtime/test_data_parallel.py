@@ -17,7 +17,7 @@ from compiler import all_reduce, compile, grad, nn
 from compiler.collectives import all_reduce_parts
 from compiler.errors import ShapeMismatchError, TraceError
 from runtime import distributed, optim, train_step
-from runtime.data_parallel import shard_bounds
+from runtime.training.data_parallel import shard_bounds
 from tests.runtime import mpi_worker
 
 ROOT = Path(__file__).resolve().parents[2]

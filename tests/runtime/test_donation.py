@@ -10,7 +10,7 @@ import pytest
 
 from compiler import compile, value_and_grad
 from runtime import optim, train_step
-from runtime.executable import ArgumentError
+from runtime.execution.executable import ArgumentError
 
 
 def loss(params, x):

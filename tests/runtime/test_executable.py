@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from compiler import compile
-from runtime.executable import ArgumentError
+from runtime.execution.executable import ArgumentError
 
 
 def mlp(params, x):

@@ -1,4 +1,4 @@
-"""Calls between compiled modules (runtime/linking.py): a driver's cached machine code is
+"""Calls between compiled modules (runtime/execution/linking.py): a driver's cached machine code is
 loaded only once the kernels it calls are registered (an unregistered symbol would crash the
 process), whatever is missing from the cache; a kernel compiled for one model is loaded, not
 compiled, by the next."""

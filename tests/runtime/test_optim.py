@@ -1,5 +1,6 @@
-"""runtime.optim: updates vs the textbook (PyTorch) formulas, traced vs eager, schedules,
-state checks; runtime.init: bounds and reproducibility; runtime.checkpoint round trips."""
+"""runtime.training.optim: updates vs the textbook (PyTorch) formulas, traced vs eager,
+schedules, state checks; runtime.training.init: bounds and reproducibility;
+runtime.training.checkpoint round trips."""
 
 import numpy as np
 import pytest

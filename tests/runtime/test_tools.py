@@ -15,8 +15,8 @@ from compiler import compile
 from compiler import graphviz as G
 from ir.printer import Listing
 from runtime import fit, optim
-from runtime import progress as P
-from runtime.plots import plot_history
+from runtime.training import progress as P
+from runtime.training.plots import plot_history
 
 BACKEND = "interpreter"
 RNG = np.random.default_rng(0)

@@ -1,5 +1,5 @@
-"""runtime.training: train_step (one compiled call, in-place updates, the checks before the
-call, NaN diagnosis) and fit (batches, one signature per phase, history, progress, resume)."""
+"""runtime.training: train_step (step.py: one compiled call, in-place updates, the checks before
+the call, NaN diagnosis) and fit (batches, one signature per phase, history, progress, resume)."""
 
 import io
 
@@ -10,7 +10,8 @@ from compiler import nn
 from compiler.transforms import value_and_grad
 from ir.ops import Op
 from runtime import checkpoint, optim
-from runtime.training import FitError, NonFiniteLossError, fit, train_step
+from runtime.training.loop import fit
+from runtime.training.step import FitError, NonFiniteLossError, train_step
 
 BACKEND = "interpreter"  # the step's logic; the examples test runs the default backend
 RNG = np.random.default_rng(0)
@@ -107,7 +108,7 @@ def test_train_step_steady_state_skips_the_checks_and_commit(monkeypatch):
     def fail(*args):
         raise AssertionError("per-signature work done again")
 
-    monkeypatch.setattr("runtime.training.commit", fail)
+    monkeypatch.setattr("runtime.training.step.commit", fail)
     monkeypatch.setattr(step.optimizer, "check", fail)
     monkeypatch.setattr(step, "_find_labels", fail)
     w = params["w"]

@@ -26,7 +26,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
-from runtime.cache import CacheWarning, cache_dir, write_atomic
+from runtime.execution.cache import CacheWarning, cache_dir, write_atomic
 
 _BOUND: dict[str, int] = {}  # symbol -> address registered in this process
 

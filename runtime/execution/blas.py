@@ -109,8 +109,8 @@ def _numpy_hold() -> _Hold | None:
 
 def with_one_numpy_blas_thread(fn: Callable) -> Callable:
     """`fn` run with NumPy's BLAS held to one thread: while a compile keeps one core busy
-    (runtime/background.py), two-thread BLAS calls wait on a thread that has no core and ran
-    10-30x slower; `fn` itself when NumPy's BLAS has no control chainjit knows."""
+    (runtime/execution/background.py), two-thread BLAS calls wait on a thread that has no core
+    and ran 10-30x slower; `fn` itself when NumPy's BLAS has no control chainjit knows."""
     return _holding(fn, _numpy_hold())
 
 

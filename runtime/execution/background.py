@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from runtime.blas import with_one_numpy_blas_thread
+from runtime.execution.blas import with_one_numpy_blas_thread
 
 _RUNNING: weakref.WeakSet = weakref.WeakSet()
 

@@ -1,14 +1,14 @@
 """Compile a generated driver (and the kernels it calls) in a process of its own.
 
-A build in the background (runtime/background.py) shares the GIL with the calls the reference
-interpreter answers meanwhile; Numba's compiler is Python for most of its time, so in one
+A build in the background (runtime/execution/background.py) shares the GIL with the calls the
+reference interpreter answers meanwhile; Numba's compiler is Python for most of its time, so in one
 process the two took turns and the compile ran 2-3x longer. `compile_elsewhere(executable,
 types)` runs this module as a child process, which loads the same modules from the cache
 folder, compiles the driver for `types` into Numba's disk cache (with its links file,
-runtime/linking.py) and exits; the caller then loads the machine code from disk. A child
+runtime/execution/linking.py) and exits; the caller then loads the machine code from disk. A child
 that fails leaves the caller to compile in its own process.
 
-    python -m runtime.compile_worker REQUEST   (a pickle: module texts and argument types)
+    python -m runtime.execution.compile_worker REQUEST   (a pickle: module texts and argument types)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runtime.cache import GENERATED_PREFIX, KERNEL_PREFIX, cache_dir, load_module
+from runtime.execution.cache import GENERATED_PREFIX, KERNEL_PREFIX, cache_dir, load_module
 
 # A child that has not finished by then is ended (the caller compiles in-process instead).
 TIMEOUT_S = 900
@@ -38,7 +38,7 @@ def compile_elsewhere(driver, kernel_modules: list[str], types: tuple) -> bool:
     with tempfile.NamedTemporaryFile("wb", suffix=".pkl", delete=False) as f:
         pickle.dump(request, f)
     try:
-        done = subprocess.run([sys.executable, "-m", "runtime.compile_worker", f.name],
+        done = subprocess.run([sys.executable, "-m", "runtime.execution.compile_worker", f.name],
                               env=env, capture_output=True, timeout=TIMEOUT_S, check=False)
         return done.returncode == 0
     except (OSError, subprocess.SubprocessError):
@@ -48,7 +48,7 @@ def compile_elsewhere(driver, kernel_modules: list[str], types: tuple) -> bool:
 
 
 def main(path: str) -> int:
-    from runtime.linking import ensure_compiled
+    from runtime.execution.linking import ensure_compiled
 
     with open(path, "rb") as f:
         request = pickle.load(f)

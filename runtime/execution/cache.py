@@ -11,7 +11,7 @@ NUMBA_CACHE_DIR), so a new process loads it instead of compiling.
 The folder is `CHAINJIT_CACHE_DIR` when set, else ``~/.cache/chainjit``. Faults are survived
 with a warning: an unwritable folder (a temporary folder is used), a module file with other
 content (corrupt, truncated or from another version: rewritten), an unreadable Numba index
-or data file (runtime/linking.py: `ensure_compiled` flushes it and compiles).
+or data file (runtime/execution/linking.py: `ensure_compiled` flushes it and compiles).
 `CHAINJIT_DUMP_DIR` makes every build write its IR stages and generated source there
 (`dump_build`).
 
@@ -97,7 +97,7 @@ def _fallback_dir(wanted: Path, error: Exception) -> Path:
 
 
 GENERATED_PREFIX = "chainjit_gen_"  # a driver's module
-KERNEL_PREFIX = "chainjit_k_"  # a kernel's module (runtime/linking.py)
+KERNEL_PREFIX = "chainjit_k_"  # a kernel's module (runtime/execution/linking.py)
 
 
 def module_name(source: str, prefix: str = GENERATED_PREFIX) -> str:
@@ -218,7 +218,7 @@ def _import_module(source: str, name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # Numba's cache=True finds the function through it
-    module.__chainjit_text__ = source  # what a compile worker loads (runtime/compile_worker.py)
+    module.__chainjit_text__ = source  # what a compile worker loads (compile_worker.py)
     try:
         exec(code, module.__dict__)  # the checked text, not a second read of the file
     except BaseException:

@@ -1,8 +1,8 @@
 """Compiled executables: argument checks, work buffers, and the lean per-call path.
 
 compiler/backend.py builds an `Executable` from a generated module it loads through the cache
-(runtime/cache.py); this module knows nothing of the compiler. Called with the flat list of
-argument leaves, an `Executable` checks them (dtype, rank, shape; non-contiguous
+(runtime/execution/cache.py); this module knows nothing of the compiler. Called with the flat
+list of argument leaves, an `Executable` checks them (dtype, rank, shape; non-contiguous
 arrays are copied to C order), explains a mismatch in the user's terms, then calls the driver
 once. Work buffers (intermediates that are not returned) are
 allocated once per executable and passed to every call; returned arrays are allocated by
@@ -22,8 +22,8 @@ import numpy as np
 
 from ir.graph import Graph
 from ir.types import TensorType, is_python_scalar, type_of
-from runtime.blas import adaptive_threads, with_one_blas_thread
-from runtime.specs import ALLOCATED, DonationMode
+from runtime.execution.blas import adaptive_threads, with_one_blas_thread
+from runtime.execution.specs import ALLOCATED, DonationMode
 
 
 class ArgumentError(TypeError, ValueError):
@@ -36,7 +36,7 @@ class NoFastPath(Exception):
 
 _SCALAR_TYPES = (float, int, bool)
 # A driver whose products do this many FLOPs runs on two threads and is timed to fall back to
-# one while a core is taken (runtime/blas.py, `Adaptive`); smaller ones are not timed.
+# one while a core is taken (runtime/execution/blas.py, `Adaptive`); smaller ones are not timed.
 ADAPTIVE_FLOPS = 2**22
 
 
@@ -92,7 +92,7 @@ class Executable:
 
     def __init__(self, graph: Graph, generated, driver):
         self.driver = driver  # the Numba dispatcher
-        from runtime.linking import protect
+        from runtime.execution.linking import protect
 
         protect(driver)  # its cached machine code loads only with its kernels registered
         # what calls it: with BLAS held to one thread if the driver runs Numba threads
@@ -121,7 +121,7 @@ class Executable:
         self._ready = False
 
     def kernels(self) -> list:
-        """The Numba dispatchers of the kernels the driver calls (runtime/linking.py)."""
+        """The Numba dispatchers of the kernels the driver calls (runtime/execution/linking.py)."""
         import sys
 
         return [sys.modules[name].kernel for name in self.kernel_modules]
@@ -149,7 +149,7 @@ class Executable:
 
     def _run(self, args: list):
         if not self._ready:
-            from runtime.linking import ensure_compiled
+            from runtime.execution.linking import ensure_compiled
 
             ensure_compiled(self.driver, (*args, *self.extra))
             self._ready = True
@@ -164,7 +164,7 @@ class Executable:
     def prepare(self, types: tuple, load_only: bool = False) -> bool:
         """Compile the driver (and its kernels) for `types`, or with `load_only` only load it
         from the disk cache; whether it is ready to run."""
-        from runtime.linking import ensure_compiled
+        from runtime.execution.linking import ensure_compiled
 
         self._ready = ensure_compiled(self.driver, types, typed=True, load_only=load_only)
         return self._ready

@@ -23,7 +23,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, fields
 
-from runtime.cache import cache_dir, environment_stamp, write_atomic
+from runtime.execution.cache import cache_dir, environment_stamp, write_atomic
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Data-parallel training over MPI: what `train_step(..., data_parallel=True)` and
-`fit(..., data_parallel=True)` add to a step (runtime/training.py).
+`fit(..., data_parallel=True)` add to a step (runtime/training/step.py).
 
 Each rank passes its own shard of the batch. Inside the one compiled call, the step computes
 its shard's `n * loss` and `n * gradients` (n, the shard's sample count, seeds the backward:
@@ -17,7 +17,7 @@ The first call of a signature, before anything is compiled or reduced:
      ranks started from different random parameters continue identically;
   3. the step is built (each rank compiles or loads it), then the ranks meet at a barrier
      with a generous timeout (compile times differ between ranks), and only then does the
-     step run under the watchdog's timeout (runtime/distributed.py).
+     step run under the watchdog's timeout (runtime/execution/distributed.py).
 
 The steady state makes no call to mpi4py: the watchdog is armed and disarmed around the
 compiled call (two attribute writes).
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime import distributed
-from runtime.distributed import DistributedError
+from runtime.execution import distributed
+from runtime.execution.distributed import DistributedError
 
 FIRST_CALL_TIMEOUT = 600.0  # the barrier after building: ranks may compile for minutes
 
@@ -136,7 +136,7 @@ class DataParallel:
         """Compile the step. Ranks on one host sharing a cache folder let their first rank
         compile while they wait, then load its code from the disk cache: N ranks compiling
         the same step at once on one host's cores would take about N times as long."""
-        from runtime.cache import cache_dir
+        from runtime.execution.cache import cache_dir
 
         host = self.world.host()
         limit = max(FIRST_CALL_TIMEOUT, self.watchdog.timeout)

@@ -1,7 +1,7 @@
 """The contract between a generated driver (compiler/codegen) and the executable that calls it
-(runtime/executable.py), as enums: what each extra driver argument is, and how each donated
-output reaches the input array it updates. Both are str Enums, equal to (and hashed as) their
-names in lower case, so printouts and older comparisons read the same.
+(runtime/execution/executable.py), as enums: what each extra driver argument is, and how each
+donated output reaches the input array it updates. Both are str Enums, equal to (and hashed as)
+their names in lower case, so printouts and older comparisons read the same.
 """
 
 from __future__ import annotations
